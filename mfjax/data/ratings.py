@@ -1,0 +1,241 @@
+"""The ratings container: observed entries of an m x n matrix in COO form.
+
+A :class:`Ratings` holds three equally long arrays ``rows``, ``cols``,
+``values`` (one entry per observed rating) and the static ``shape=(m, n)``.
+It is a JAX pytree: the arrays are leaves, the shape and the id maps are
+static metadata, so a ``Ratings`` can be passed straight into ``jax.jit`` /
+``vmap`` / ``lax.scan`` bodies.
+
+The source documents write the masked problem densely as ``X`` (m x n) and a
+binary mask ``W``; :meth:`Ratings.to_dense` gives that form, and
+:meth:`Ratings.from_dense` goes back.  Everything that scales uses the COO
+arrays directly and never builds an m x n array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["IdMap", "Ratings", "RatingsError"]
+
+
+class RatingsError(ValueError):
+    """Bad rating data: the message names the problem and the offending value."""
+
+
+class IdMap:
+    """Maps dense indices 0..k-1 back to the original (user or item) ids.
+
+    ``IdMap(original)`` where ``original[i]`` is the original id of index
+    ``i``.  Hashed by identity so it can live in a pytree's static metadata.
+    """
+
+    __slots__ = ("original", "_lookup")
+
+    def __init__(self, original: Any):
+        self.original = np.asarray(original)
+        self._lookup: dict | None = None
+
+    def __len__(self) -> int:
+        return int(self.original.shape[0])
+
+    def to_original(self, index: Any) -> np.ndarray:
+        """Original ids of dense indices."""
+        return self.original[np.asarray(index)]
+
+    def to_index(self, original_ids: Any) -> np.ndarray:
+        """Dense indices of original ids (KeyError names the first unknown id)."""
+        if self._lookup is None:
+            self._lookup = {v: i for i, v in enumerate(self.original.tolist())}
+        out = []
+        for v in np.atleast_1d(np.asarray(original_ids)).tolist():
+            if v not in self._lookup:
+                raise KeyError(f"id {v!r} is not in this id map")
+            out.append(self._lookup[v])
+        return np.asarray(out, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"IdMap({len(self)} ids)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratings:
+    """Observed entries ``(rows[k], cols[k]) -> values[k]`` of an ``shape`` matrix.
+
+    Attributes:
+      rows: int32 array (nnz,), row (user) index in ``[0, m)``.
+      cols: int32 array (nnz,), column (item) index in ``[0, n)``.
+      values: float array (nnz,), the ratings.
+      shape: ``(m, n)``, static.
+      row_ids, col_ids: optional :class:`IdMap` back to the original ids.
+
+    Arrays may be numpy (host) or JAX arrays.  Construct through
+    :meth:`Ratings.create` to get validation.
+    """
+
+    rows: Any
+    cols: Any
+    values: Any
+    shape: tuple[int, int]
+    row_ids: IdMap | None = None
+    col_ids: IdMap | None = None
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def create(
+        cls,
+        rows,
+        cols,
+        values,
+        shape: tuple[int, int] | None = None,
+        *,
+        row_ids: IdMap | None = None,
+        col_ids: IdMap | None = None,
+        rating_scale: tuple[float, float] | None = None,
+        duplicates: str = "error",
+        dtype=np.float32,
+    ) -> "Ratings":
+        """Validated constructor from host arrays.
+
+        Args:
+          rows, cols: integer indices (0-based).
+          values: ratings.
+          shape: ``(m, n)``; default ``(max(rows)+1, max(cols)+1)``.
+          rating_scale: optional ``(lo, hi)``; values outside raise.
+          duplicates: ``"error"`` (default) raises on a repeated (row, col)
+            pair; ``"mean"``, ``"sum"``, ``"last"`` aggregate them.
+          dtype: dtype of ``values``.
+
+        Raises:
+          RatingsError: naming the problem (empty data, NaN/inf value,
+            negative or out-of-range id, shape mismatch, duplicate pair,
+            value outside the rating scale).
+        """
+        from mfjax.data import validation  # local: validation imports Ratings
+
+        rows, cols, values, shape = validation.check_coo(
+            rows, cols, values, shape, rating_scale=rating_scale
+        )
+        rows, cols, values = validation.handle_duplicates(
+            rows, cols, values, shape, duplicates
+        )
+        return cls(
+            rows.astype(np.int32),
+            cols.astype(np.int32),
+            values.astype(dtype),
+            (int(shape[0]), int(shape[1])),
+            row_ids,
+            col_ids,
+        )
+
+    @classmethod
+    def from_dense(cls, X, W=None, **kwargs) -> "Ratings":
+        """From the documents' dense form: ``X`` (m x n) and binary mask ``W``.
+
+        With ``W=None`` the observed entries are the finite entries of ``X``.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise RatingsError(f"X must be a 2-d matrix, got shape {X.shape}")
+        if W is None:
+            W = np.isfinite(X)
+        W = np.asarray(W)
+        if W.shape != X.shape:
+            raise RatingsError(
+                f"mask shape {W.shape} disagrees with matrix shape {X.shape}"
+            )
+        r, c = np.nonzero(W)
+        return cls.create(r, c, X[r, c], X.shape, **kwargs)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def nnz(self) -> int:
+        """Number of observed entries."""
+        return int(self.values.shape[0])
+
+    @property
+    def density(self) -> float:
+        return self.nnz / float(self.shape[0] * self.shape[1])
+
+    def to_dense(self, fill: float = 0.0):
+        """Dense ``(X, W)``: ``X[i, j]`` the rating (``fill`` where missing), ``W`` the 0/1 mask.
+
+        Returns JAX arrays of ``values``' dtype.  Costs O(m n) memory: meant
+        for small problems, tests and the dense-mask loss form.
+        """
+        m, n = self.shape
+        vals = jnp.asarray(self.values)
+        X = jnp.full((m, n), fill, dtype=vals.dtype).at[self.rows, self.cols].set(vals)
+        W = jnp.zeros((m, n), dtype=vals.dtype).at[self.rows, self.cols].set(1.0)
+        return X, W
+
+    def row_counts(self) -> np.ndarray:
+        """Observed entries per row (host numpy, length m)."""
+        return np.bincount(np.asarray(self.rows), minlength=self.shape[0])
+
+    def col_counts(self) -> np.ndarray:
+        """Observed entries per column (host numpy, length n)."""
+        return np.bincount(np.asarray(self.cols), minlength=self.shape[1])
+
+    def mean(self) -> float:
+        return float(np.mean(np.asarray(self.values, dtype=np.float64)))
+
+    # ------------------------------------------------------------ transforms
+    def select(self, index) -> "Ratings":
+        """Subset of the entries (boolean mask or integer index); same shape and id maps."""
+        index = np.asarray(index)
+        return dataclasses.replace(
+            self,
+            rows=np.asarray(self.rows)[index],
+            cols=np.asarray(self.cols)[index],
+            values=np.asarray(self.values)[index],
+        )
+
+    def transpose(self) -> "Ratings":
+        """The n x m transposed ratings (columns become rows)."""
+        return Ratings(
+            self.cols, self.rows, self.values, (self.shape[1], self.shape[0]),
+            self.col_ids, self.row_ids,
+        )
+
+    @property
+    def T(self) -> "Ratings":
+        return self.transpose()
+
+    def with_values(self, values) -> "Ratings":
+        """Same pattern, new values."""
+        return dataclasses.replace(self, values=values)
+
+    def sort(self, by: str = "row") -> "Ratings":
+        """Entries sorted by (row, col) (``by="row"``) or (col, row) (``by="col"``)."""
+        r, c = np.asarray(self.rows), np.asarray(self.cols)
+        order = np.lexsort((c, r)) if by == "row" else np.lexsort((r, c))
+        return self.select(order)
+
+    def astype(self, dtype) -> "Ratings":
+        return dataclasses.replace(self, values=np.asarray(self.values).astype(dtype))
+
+    def device_put(self) -> "Ratings":
+        """The same ratings with the arrays on the default JAX device."""
+        return dataclasses.replace(
+            self,
+            rows=jnp.asarray(self.rows),
+            cols=jnp.asarray(self.cols),
+            values=jnp.asarray(self.values),
+        )
+
+    def __repr__(self) -> str:
+        m, n = self.shape
+        return f"Ratings(shape=({m}, {n}), nnz={self.nnz})"
+
+
+jax.tree_util.register_dataclass(
+    Ratings,
+    data_fields=["rows", "cols", "values"],
+    meta_fields=["shape", "row_ids", "col_ids"],
+)
