@@ -1,0 +1,204 @@
+"""The ``mfjax`` command line.  Thin: parses arguments, calls the library, prints and saves.
+
+Commands::
+
+    mfjax                      # = mfjax compare on the built-in synthetic data (the main job)
+    mfjax compare [...]        # grid of optimizers x step rules (+ solvers) on one problem
+    mfjax fit [...] [--json]   # one configuration
+    mfjax reproduce TABLE      # the source documents' tables and figures (see --help)
+    mfjax data info|download   # data sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+__all__ = ["main", "build_parser"]
+
+REPRODUCIBLE = {
+    "slides-best": "experiments/slides_best_model.py",
+    "slides-compare": "experiments/slides_optimizer_comparison.py",
+    "dmf-table1": "experiments/dmf/table1.py",
+    "dmf-table2": "experiments/dmf/table2.py",
+}
+
+
+def _add_problem_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (built-in, default), a MovieLens name such as 'ml-1m', or a path to a "
+                        "(user, item, rating) CSV/TSV file")
+    p.add_argument("--data-dir", default=None, help="directory holding the MovieLens files (else $MFJAX_DATA_DIR, cache)")
+    p.add_argument("--rank", type=int, default=10, help="factorization rank r (default 10)")
+    p.add_argument("--l2", type=float, default=2.0, help="regularisation lambda (default 2, the slides' best model)")
+    p.add_argument("--scale", choices=["sum", "mean"], default="sum",
+                   help="loss scaling: 'sum' = slides' ||W o (X-UV)||^2 (default), 'mean' divides the data term by |Omega|")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction of the ratings (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the initialisation")
+    p.add_argument("--synthetic-size", default="600x400",
+                   help="MxN of the synthetic data (default 600x400)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfjax", description="Masked matrix factorization research toolkit (JAX).")
+    sub = parser.add_subparsers(dest="command")
+
+    c = sub.add_parser("compare", help="compare optimizers x step rules (and solvers) on one problem (main job)")
+    _add_problem_args(c)
+    c.add_argument("--directions", default=None,
+                   help="comma-separated direction rules (default: all in mfjax.optim.REGISTRY)")
+    c.add_argument("--steps", default=None,
+                   help="comma-separated step rules (default: all in mfjax.linesearch.REGISTRY)")
+    c.add_argument("--solvers", default="als,sgd", help="comma-separated classical solvers to add (default als,sgd; '' for none)")
+    c.add_argument("--optax", default="lbfgs", help="comma-separated optax baselines (default lbfgs; '' for none)")
+    c.add_argument("--runs", default=None,
+                   help="explicit comma-separated runs instead of a grid, e.g. 'gd+armijo,bfgs+strong_wolfe_zoom,optax:lbfgs,solver:als'")
+    c.add_argument("--iters", type=int, default=200, help="iterations per optimizer run (default 200)")
+    c.add_argument("--eval-every", type=int, default=10, help="held-out RMSE every k iterations (default 10)")
+    c.add_argument("--out", default="results/compare", help="output directory (default results/compare)")
+    c.add_argument("--no-resume", action="store_true", help="recompute runs whose results exist")
+    c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    f = sub.add_parser("fit", help="fit one configuration and print its metrics")
+    _add_problem_args(f)
+    f.add_argument("--run", default="gd+inverse_lipschitz",
+                   help="'direction+step', 'optax:NAME' or 'solver:NAME' (default gd+inverse_lipschitz)")
+    f.add_argument("--iters", type=int, default=200)
+    f.add_argument("--eval-every", type=int, default=10)
+    f.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+
+    r = sub.add_parser("reproduce", help="reproduce a table/figure of the source documents")
+    r.add_argument("table", choices=sorted(REPRODUCIBLE), help="which table/figure")
+    r.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the experiment script")
+
+    d = sub.add_parser("data", help="data sets: info or download")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("info", help="facts about a data set")
+    di.add_argument("name", nargs="?", default="synthetic")
+    di.add_argument("--data-dir", default=None)
+    dd = dsub.add_parser("download", help="download and verify an official MovieLens archive into the cache")
+    dd.add_argument("name", help="e.g. ml-1m")
+    dd.add_argument("--cache-dir", default=None)
+    return parser
+
+
+def _problem(args):
+    from mfjax import compare
+
+    m, n = (int(v) for v in args.synthetic_size.lower().split("x"))
+    return compare.make_problem(
+        args.data, rank=args.rank, l2=args.l2, scale=args.scale, seed=args.seed,
+        test_fraction=args.test_fraction, data_dir=args.data_dir,
+        synthetic_kwargs={"m": m, "n": n, "seed": args.seed},
+    )
+
+
+def _split_list(text):
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_compare(args) -> int:
+    from mfjax import compare
+
+    t0 = time.perf_counter()
+    problem = _problem(args)
+    print(f"problem: {json.dumps(problem.describe())}")
+    if args.runs:
+        specs = [compare.parse_run(t) for t in _split_list(args.runs)]
+    else:
+        specs = compare.default_grid(_split_list(args.directions), _split_list(args.steps),
+                                     solvers=_split_list(args.solvers) or (),
+                                     optax_baselines=_split_list(args.optax) or ())
+    print(f"{len(specs)} runs -> {args.out}")
+    results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
+                               seed=args.seed, resume=not args.no_resume, progress=not args.no_progress)
+    compare.write_tables(results, args.out)
+    if not args.no_plots:
+        compare.plot_results(results, args.out)
+    print(compare.summarize(results))
+    print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", PNG plots"))
+    print(f"total wall time {time.perf_counter() - t0:.1f} s")
+    return 0 if all(not r.get("error") for r in results) else 1
+
+
+def cmd_fit(args) -> int:
+    from mfjax import compare
+
+    problem = _problem(args)
+    spec = compare.parse_run(args.run)
+    rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed)
+    train_rmse = rec["train_rmse"]
+    summary = {k: rec[k] for k in ("name", "status", "final_loss", "test_rmse", "test_rmse_clipped",
+                                   "fun_evals", "grad_evals", "wall_s")}
+    summary["train_rmse"] = train_rmse
+    summary["problem"] = problem.describe()
+    if args.json:
+        from mfjax._io import to_jsonable
+
+        print(json.dumps(to_jsonable(summary)))
+    else:
+        print(f"{summary['name']}: train RMSE {train_rmse:.4f}, test RMSE {summary['test_rmse']:.4f} "
+              f"(clipped {summary['test_rmse_clipped']:.4f}), final loss {summary['final_loss']:.6g}, "
+              f"{summary['fun_evals']} f-evals, {summary['wall_s']:.2f} s, status {summary['status']}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    import runpy
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    script = root / REPRODUCIBLE[args.table]
+    if not script.exists():
+        print(f"experiment script {script} not found (run from a source checkout of mfjax)", file=sys.stderr)
+        return 2
+    sys.argv = [str(script)] + list(args.args)
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from mfjax import data as mfdata
+
+    if args.data_command == "download":
+        path = mfdata.download_movielens(args.name, cache_dir=args.cache_dir)
+        print(f"{args.name}: downloaded and verified -> {path}")
+        return 0
+    if args.name == "synthetic":
+        ratings = mfdata.synthetic()
+    else:
+        ratings = mfdata.load_movielens(args.name, data_dir=args.data_dir)
+    rc, cc = ratings.row_counts(), ratings.col_counts()
+    info = {
+        "name": args.name,
+        "shape": list(ratings.shape),
+        "ratings": ratings.nnz,
+        "density": ratings.density,
+        "mean": ratings.mean(),
+        "row_degree_min_median_max": [int(rc.min()), float(__import__("numpy").median(rc)), int(rc.max())],
+        "col_degree_min_median_max": [int(cc.min()), float(__import__("numpy").median(cc)), int(cc.max())],
+        "checksum": mfdata.data_checksum(ratings),
+    }
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["compare"] + argv
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

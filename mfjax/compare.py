@@ -1,0 +1,396 @@
+"""Optimizer / solver comparisons on one masked MF problem: the CLI's main job.
+
+A comparison is a grid of *runs* on one :class:`Problem` (train/test split of
+one ratings matrix, rank, regularisation).  A run is either
+
+- ``"opt"``: a direction rule from :data:`mfjax.optim.REGISTRY` combined with
+  a step rule from :data:`mfjax.linesearch.REGISTRY` (any with any), or an
+  optax optimizer (``optax:lbfgs``, ``optax:adam``), trained by
+  :func:`mfjax.loop.fit` on the masked loss; or
+- ``"solver"``: a classical solver (ALS, SGD, NMF, vector descent).
+
+Every run is written to ``out_dir/runs/<name>.json`` atomically as soon as it
+finishes; a re-run skips runs whose file exists and whose configuration
+matches (resume without recomputation).  :func:`summarize` prints the table,
+:func:`write_tables` writes ``results.json`` / ``results.csv`` and
+:func:`plot_results` the PNG figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from mfjax import data as mfdata
+from mfjax import metrics
+from mfjax._io import atomic_write_json, atomic_write_text
+from mfjax.losses import init_factors, masked_mse
+
+__all__ = [
+    "Problem",
+    "RunSpec",
+    "make_problem",
+    "parse_run",
+    "default_grid",
+    "run_one",
+    "run_grid",
+    "summarize",
+    "write_tables",
+    "plot_results",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One masked MF problem: data, split, rank and regularisation (slides' scaling by default)."""
+
+    name: str
+    train: Any
+    test: Any
+    rank: int
+    l2: float
+    scale: str
+    seed: int
+    split: tuple
+    checksum: str
+
+    def describe(self) -> dict:
+        return {
+            "data": self.name,
+            "shape": list(self.train.shape),
+            "train_nnz": self.train.nnz,
+            "test_nnz": self.test.nnz,
+            "rank": self.rank,
+            "l2": self.l2,
+            "scale": self.scale,
+            "seed": self.seed,
+            "split": list(self.split),
+            "data_checksum": self.checksum,
+        }
+
+
+def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
+                 scale: str = "sum", seed: int = 0, test_fraction: float = 0.1,
+                 data_dir=None, synthetic_kwargs: dict | None = None) -> Problem:
+    """Build the problem: ``data`` is ``"synthetic"``, a MovieLens name (``"ml-1m"``) or a triplet file path."""
+    if data == "synthetic":
+        ratings = mfdata.synthetic(**(synthetic_kwargs or {}))
+    elif data.startswith("ml-"):
+        ratings = mfdata.load_movielens(data, data_dir=data_dir)
+    else:
+        ratings = mfdata.load_triplets(data)
+    fractions = (1.0 - test_fraction, test_fraction)
+    train, test = mfdata.split(ratings, fractions=fractions, seed=seed)
+    return Problem(data, train, test, rank, float(l2), scale, seed, fractions,
+                   mfdata.data_checksum(ratings))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid.
+
+    ``kind="opt"``: ``direction`` (name in :data:`mfjax.optim.REGISTRY`, or
+    ``"optax:<name>"``) and ``step`` (name in :data:`mfjax.linesearch.REGISTRY`).
+    ``kind="solver"``: ``solver`` names a classical solver.
+    """
+
+    kind: str
+    direction: str | None = None
+    step: str | None = None
+    solver: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "solver":
+            return f"solver-{self.solver}"
+        if self.direction.startswith("optax:"):
+            return self.direction.replace(":", "-")
+        return f"{self.direction}+{self.step}"
+
+
+def parse_run(text: str) -> RunSpec:
+    """``"gd+armijo"``, ``"optax:lbfgs"`` or ``"solver:als"`` -> :class:`RunSpec`."""
+    if text.startswith("solver:"):
+        return RunSpec("solver", solver=text.split(":", 1)[1])
+    if text.startswith("optax:"):
+        return RunSpec("opt", direction=text)
+    if "+" not in text:
+        raise ValueError(f"run {text!r}: expected 'direction+step', 'optax:NAME' or 'solver:NAME'")
+    d, s = text.split("+", 1)
+    return RunSpec("opt", direction=d, step=s)
+
+
+def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] | None = None,
+                 solvers: Sequence[str] = ("als",), optax_baselines: Sequence[str] = ("lbfgs",)) -> list[RunSpec]:
+    """Every direction rule x every step rule, plus optax baselines and solvers."""
+    from mfjax import linesearch, optim
+
+    directions = list(directions) if directions is not None else list(optim.REGISTRY)
+    steps = list(steps) if steps is not None else list(linesearch.REGISTRY)
+    specs = [RunSpec("opt", direction=d, step=s) for d in directions for s in steps]
+    specs += [RunSpec("opt", direction=f"optax:{o}") for o in optax_baselines]
+    specs += [RunSpec("solver", solver=s) for s in solvers]
+    return specs
+
+
+# --------------------------------------------------------------------- runs
+def _optimizer(spec: RunSpec, problem: Problem):
+    import optax
+
+    from mfjax import linesearch, optim
+
+    if spec.direction.startswith("optax:"):
+        name = spec.direction.split(":", 1)[1]
+        if name == "lbfgs":
+            return optax.lbfgs()
+        if name == "adam":
+            return optax.adam(1e-2)
+        raise ValueError(f"unknown optax baseline {name!r} (known: lbfgs, adam)")
+    if spec.direction not in optim.REGISTRY:
+        raise ValueError(f"unknown direction rule {spec.direction!r}; known: {sorted(optim.REGISTRY)}")
+    if spec.step not in linesearch.REGISTRY:
+        raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
+    direction = optim.REGISTRY[spec.direction]()
+    if spec.step == "exact_mf":  # the exact rule is bound to the problem's loss
+        step = linesearch.exact_mf(problem.train.device_put(), problem.l2, scale=problem.scale)
+    else:
+        step = linesearch.REGISTRY[spec.step]()
+    return optax.chain(direction, step)
+
+
+def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key):
+    from mfjax import loop
+
+    loss = masked_mse(problem.train, problem.l2, scale=problem.scale)
+    test = problem.test.device_put()
+    params0 = init_factors(key, problem.train.shape, problem.rank)
+    opt = _optimizer(spec, problem)
+
+    def eval_fn(p):
+        return metrics.rmse(p, test)
+
+    t0 = time.perf_counter()
+    res = loop.fit(loss, opt, params0, num_steps, eval_fn=eval_fn, eval_every=eval_every)
+    jax.block_until_ready(res.params)
+    wall = time.perf_counter() - t0
+    tr = res.trace
+    out = {
+        "loss": np.asarray(tr.loss),
+        "step_size": np.asarray(tr.step_size),
+        "fun_evals": np.cumsum(np.asarray(tr.num_fun_evals)),
+        "grad_evals": np.cumsum(np.asarray(tr.num_grad_evals)),
+        "grad_norm": np.asarray(tr.grad_norm),
+        "eval_rmse": np.asarray(tr.eval_metric),
+    }
+    return res.params, out, wall, int(res.status)
+
+
+def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
+    from mfjax import solvers
+
+    name = spec.solver
+    common = dict(eval=problem.test)
+    t0 = time.perf_counter()
+    if name == "als":
+        res = solvers.als(problem.train, problem.rank, l2=problem.l2, num_sweeps=max(1, num_steps // 10), key=key, **common)
+    elif name == "sgd":
+        res = solvers.sgd(problem.train, problem.rank, num_epochs=max(1, num_steps // 10), key=key, **common)
+    elif name == "vector_descent":
+        res = solvers.vector_descent(problem.train, problem.rank, l2=problem.l2, num_sweeps=max(1, num_steps // 10), key=key, **common)
+    elif name == "nmf":
+        res = solvers.nmf(problem.train, problem.rank, num_iters=num_steps, key=key, **common)
+    else:
+        raise ValueError(f"unknown solver {name!r} (known: als, sgd, vector_descent, nmf)")
+    jax.block_until_ready(res.params)
+    wall = time.perf_counter() - t0
+    T = len(np.asarray(res.trace.loss))
+    out = {
+        "loss": np.asarray(res.trace.loss),
+        "eval_rmse": np.asarray(res.trace.eval_rmse),
+        "step_size": np.full(T, np.nan),
+        "fun_evals": np.arange(1, T + 1),
+        "grad_evals": np.arange(1, T + 1),
+        "grad_norm": np.full(T, np.nan),
+    }
+    return res.params, out, wall, 0
+
+
+def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
+            seed: int = 0) -> dict:
+    """Run one spec on the problem; return a JSON-ready record with the trace."""
+    key = jax.random.key(seed)
+    if spec.kind == "solver":
+        params, trace, wall, status = _run_solver(spec, problem, num_steps, key)
+    else:
+        params, trace, wall, status = _run_opt(spec, problem, num_steps, eval_every, key)
+    test_rmse = float(metrics.rmse(params, problem.test.device_put()))
+    train_rmse = float(metrics.rmse(params, problem.train.device_put()))
+    test_rmse_clip = float(metrics.rmse(params, problem.test.device_put(), clip=(1.0, 5.0)))
+    loss = np.asarray(trace["loss"], dtype=np.float64)
+    finite = loss[np.isfinite(loss)]
+    return {
+        "name": spec.name,
+        "spec": dataclasses.asdict(spec),
+        "status": status,
+        "final_loss": float(finite[-1]) if finite.size else float("nan"),
+        "train_rmse": train_rmse,
+        "test_rmse": test_rmse,
+        "test_rmse_clipped": test_rmse_clip,
+        "fun_evals": int(np.nanmax(trace["fun_evals"])) if len(trace["fun_evals"]) else 0,
+        "grad_evals": int(np.nanmax(trace["grad_evals"])) if len(trace["grad_evals"]) else 0,
+        "wall_s": wall,
+        "trace": trace,
+    }
+
+
+def _config_hash(problem: Problem, spec: RunSpec, num_steps: int, eval_every: int, seed: int) -> str:
+    cfg = {"problem": problem.describe(), "spec": dataclasses.asdict(spec),
+           "num_steps": num_steps, "eval_every": eval_every, "seed": seed}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: int = 100,
+             eval_every: int = 10, seed: int = 0, resume: bool = True, progress: bool = True,
+             log: Callable[[str], None] = print) -> list[dict]:
+    """Run every spec, writing ``out_dir/runs/<name>.json`` atomically as each finishes.
+
+    With ``resume=True`` a run whose file exists with the same configuration
+    hash is loaded instead of recomputed.
+    """
+    out_dir = pathlib.Path(out_dir)
+    runs_dir = out_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = _progress(specs, progress)
+    for spec in bar:
+        h = _config_hash(problem, spec, num_steps, eval_every, seed)
+        path = runs_dir / f"{spec.name.replace('/', '_')}.json"
+        if resume and path.exists():
+            try:
+                rec = json.loads(path.read_text())
+                if rec.get("config_hash") == h:
+                    results.append(rec)
+                    continue
+            except (OSError, json.JSONDecodeError):
+                pass  # unreadable: recompute
+        _set_desc(bar, spec.name)
+        try:
+            rec = run_one(spec, problem, num_steps=num_steps, eval_every=eval_every, seed=seed)
+            rec["error"] = None
+        except Exception as e:  # a bad combination is reported, not fatal for the grid
+            rec = {"name": spec.name, "spec": dataclasses.asdict(spec), "status": -1,
+                   "error": f"{type(e).__name__}: {e}", "trace": {}}
+            log(f"run {spec.name} failed: {rec['error']}")
+        rec["config_hash"] = h
+        rec["problem"] = problem.describe()
+        rec["num_steps"] = num_steps
+        rec["seed"] = seed
+        atomic_write_json(path, rec)
+        results.append(json.loads(path.read_text()))
+    return results
+
+
+def _progress(items, enabled):
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(items, desc="runs", unit="run")
+        except ImportError:
+            pass
+    return items
+
+
+def _set_desc(bar, text):
+    if hasattr(bar, "set_description"):
+        bar.set_description(text)
+
+
+# ------------------------------------------------------------------ outputs
+_COLUMNS = ["name", "status", "final_loss", "train_rmse", "test_rmse", "test_rmse_clipped", "fun_evals", "grad_evals", "wall_s"]
+
+
+def summarize(results: Sequence[dict]) -> str:
+    """A plain-text table, sorted by test RMSE."""
+    rows = sorted(results, key=lambda r: (r.get("test_rmse") is None, r.get("test_rmse") or 0.0))
+    head = f"{'run':34s} {'status':>6s} {'final loss':>12s} {'test RMSE':>9s} {'clipped':>8s} {'f evals':>8s} {'g evals':>8s} {'wall s':>7s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['name']:34s} {'error':>6s}  {r['error'][:60]}")
+            continue
+
+        def f(v, fmt):
+            return format(v, fmt) if isinstance(v, (int, float)) else "nan"
+
+        lines.append(
+            f"{r['name']:34s} {r['status']:>6d} {f(r['final_loss'], '12.5g')} {f(r['test_rmse'], '9.4f')} "
+            f"{f(r['test_rmse_clipped'], '8.4f')} {r['fun_evals']:>8d} {r['grad_evals']:>8d} {f(r['wall_s'], '7.2f')}"
+        )
+    return "\n".join(lines)
+
+
+def write_tables(results: Sequence[dict], out_dir) -> None:
+    """``results.json`` (everything, traces included) and ``results.csv`` (summary)."""
+    out_dir = pathlib.Path(out_dir)
+    atomic_write_json(out_dir / "results.json", list(results))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(_COLUMNS + ["error"])
+    for r in results:
+        w.writerow([r.get(c) for c in _COLUMNS] + [r.get("error")])
+    atomic_write_text(out_dir / "results.csv", buf.getvalue())
+
+
+def plot_results(results: Sequence[dict], out_dir) -> list[pathlib.Path]:
+    """PNG plots: loss vs iteration / wall time / function evaluations, held-out RMSE, step sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = pathlib.Path(out_dir)
+    ok = [r for r in results if not r.get("error") and r.get("trace")]
+    panels = [
+        ("loss_vs_iter.png", "iteration", None, "loss", True),
+        ("loss_vs_time.png", "wall time (s)", "time", "loss", True),
+        ("loss_vs_evals.png", "function evaluations", "fun_evals", "loss", True),
+        ("test_rmse.png", "iteration", None, "eval_rmse", False),
+        ("step_size.png", "iteration", None, "step_size", True),
+    ]
+    paths = []
+    for fname, xlabel, xkey, ykey, logy in panels:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for r in ok:
+            y = np.asarray([np.nan if v is None else v for v in r["trace"].get(ykey, [])], dtype=float)
+            if y.size == 0 or not np.isfinite(y).any():
+                continue
+            if xkey is None:
+                x = np.arange(1, y.size + 1)
+            elif xkey == "time":
+                x = np.linspace(r["wall_s"] / y.size, r["wall_s"], y.size)
+            else:
+                x = np.asarray(r["trace"][xkey], dtype=float)
+            m = np.isfinite(y)
+            ax.plot(x[m], y[m], label=r["name"], lw=1.2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ykey)
+        if logy:
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        p = out_dir / fname
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
