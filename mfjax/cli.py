@@ -39,8 +39,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="loss scaling: 'sum' = slides' ||W o (X-UV)||^2 (default), 'mean' divides the data term by |Omega|")
     p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction of the ratings (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the initialisation")
-    p.add_argument("--synthetic-size", default="600x400",
-                   help="MxN of the synthetic data (default 600x400)")
+    p.add_argument("--synthetic-size", default="300x200",
+                   help="MxN of the synthetic data (default 300x200)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated direction rules (default: all in mfjax.optim.REGISTRY)")
     c.add_argument("--steps", default=None,
                    help="comma-separated step rules (default: all in mfjax.linesearch.REGISTRY)")
+    c.add_argument("--full-grid", action="store_true",
+                   help="every direction x every step rule (default: every direction with Armijo + GD with every step rule)")
     c.add_argument("--solvers", default="als,sgd", help="comma-separated classical solvers to add (default als,sgd; '' for none)")
     c.add_argument("--optax", default="lbfgs", help="comma-separated optax baselines (default lbfgs; '' for none)")
     c.add_argument("--runs", default=None,
@@ -115,7 +117,7 @@ def cmd_compare(args) -> int:
     else:
         specs = compare.default_grid(_split_list(args.directions), _split_list(args.steps),
                                      solvers=_split_list(args.solvers) or (),
-                                     optax_baselines=_split_list(args.optax) or ())
+                                     optax_baselines=_split_list(args.optax) or (), full=args.full_grid)
     print(f"{len(specs)} runs -> {args.out}")
     results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
                                seed=args.seed, resume=not args.no_resume, progress=not args.no_progress)

@@ -1,12 +1,50 @@
-"""Input validation for rating data: every error names the problem and the value."""
+"""Input validation for rating data: every error names the problem and the value.
+
+All errors are :class:`~mfjax.data.RatingsError` (a ``ValueError``) or one of
+its subclasses:
+
+- :class:`MalformedFileError`: a line of a ratings file that cannot be parsed
+  (wrong number of fields, a field that is not a number); the message names
+  the file, the line number and the line.
+- :class:`ChecksumError`: a downloaded or local file whose size / MD5 /
+  SHA-256 disagrees with the expected value.
+- :class:`DataNotFoundError`: a data set that is not in any of the places
+  looked at (also a ``FileNotFoundError``); the message lists them.
+
+:func:`data_checksum` fingerprints a :class:`~mfjax.data.Ratings` (SHA-256 over
+the shape and the COO arrays) for experiment records.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import math
 
 import numpy as np
 
 from mfjax.data.ratings import RatingsError
 
-__all__ = ["check_coo", "handle_duplicates"]
+__all__ = [
+    "ChecksumError",
+    "DataNotFoundError",
+    "MalformedFileError",
+    "check_coo",
+    "check_fractions",
+    "data_checksum",
+    "handle_duplicates",
+]
+
+
+class MalformedFileError(RatingsError):
+    """A ratings file line that cannot be parsed (names the file and line number)."""
+
+
+class ChecksumError(RatingsError):
+    """A file whose size or checksum disagrees with the expected value."""
+
+
+class DataNotFoundError(RatingsError, FileNotFoundError):
+    """A data set that was not found; the message lists every place looked at."""
 
 
 def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
@@ -89,11 +127,12 @@ def handle_duplicates(rows, cols, values, shape, duplicates="error"):
             f"duplicates must be 'error', 'mean', 'sum' or 'last', got {duplicates!r}"
         )
     key = rows.astype(np.int64) * int(shape[1]) + cols.astype(np.int64)
+    sk = np.sort(key)  # cheaper than argsort for the common no-duplicate case
+    if not (sk[1:] == sk[:-1]).any():
+        return rows, cols, values
     order = np.argsort(key, kind="stable")
     sk = key[order]
     dup = sk[1:] == sk[:-1]
-    if not dup.any():
-        return rows, cols, values
     if duplicates == "error":
         k = int(order[1:][dup][0])
         raise RatingsError(
@@ -109,3 +148,44 @@ def handle_duplicates(rows, cols, values, shape, duplicates="error"):
         if duplicates == "mean":
             agg = agg / counts
     return uniq // shape[1], uniq % shape[1], agg
+
+
+def check_fractions(fractions, *, name="fractions") -> np.ndarray:
+    """Check split fractions: a non-empty sequence of numbers in [0, 1] summing to 1.
+
+    Returns them as a float64 array.
+    """
+    try:
+        f = np.asarray(fractions, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, got {fractions!r}") from None
+    if f.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not np.all(np.isfinite(f)) or np.any(f < 0) or np.any(f > 1):
+        raise ValueError(f"{name} must lie in [0, 1], got {tuple(f.tolist())}")
+    if not math.isclose(float(f.sum()), 1.0, abs_tol=1e-6):
+        raise ValueError(
+            f"{name} must sum to 1, got {tuple(f.tolist())} (sum {float(f.sum())!r})"
+        )
+    return f
+
+
+def data_checksum(ratings) -> str:
+    """SHA-256 fingerprint of a :class:`~mfjax.data.Ratings` for experiment records.
+
+    Hashes the shape and the COO arrays in their stored order: ``rows`` and
+    ``cols`` as little-endian int64, ``values`` as little-endian float64 (so a
+    float32 and a float64 copy of the same ratings agree).  Entry order
+    matters: two splits with the same entries in a different order differ;
+    call ``ratings.sort()`` first for an order-free fingerprint.
+
+    Returns:
+      the hex digest, prefixed ``"sha256:"``.
+    """
+    h = hashlib.sha256()
+    m, n = ratings.shape
+    h.update(f"mfjax-ratings-v1:{int(m)}x{int(n)}:{int(ratings.nnz)};".encode())
+    h.update(np.ascontiguousarray(np.asarray(ratings.rows), dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(np.asarray(ratings.cols), dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(np.asarray(ratings.values), dtype="<f8").tobytes())
+    return "sha256:" + h.hexdigest()

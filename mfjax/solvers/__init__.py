@@ -1,5 +1,41 @@
-"""Classical solvers: ALS, SGD, NMF (multiplicative updates), SVD (power iteration)."""
+"""Classical solvers, all jit-compiled and returning :class:`SolverResult`
+(final parameters + per-iteration :class:`SolverTrace`):
 
+- :func:`als` alternating least squares with missing entries (:mod:`.als`)
+- :func:`sgd` per-rating / minibatch SGD (:mod:`.sgd`)
+- :func:`nmf` masked multiplicative updates for L2, L1, KL, IS (:mod:`.nmf`)
+- :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.vector_descent`)
+"""
+
+from mfjax.solvers.als import als, als_half_sweep, als_sweep, als_update_cols, als_update_rows
 from mfjax.solvers.base import SolverResult, SolverTrace
+from mfjax.solvers.nmf import NMF_LOSSES, nmf, nmf_init, nndsvd
+from mfjax.solvers.sgd import sgd, sgd_step
+from mfjax.solvers.vector_descent import (
+    algorithm13_schedule,
+    fixed_count,
+    folded,
+    row_half_sweep,
+    vector_descent,
+)
 
-__all__ = ["SolverResult", "SolverTrace"]
+__all__ = [
+    "SolverResult",
+    "SolverTrace",
+    "als",
+    "als_half_sweep",
+    "als_sweep",
+    "als_update_rows",
+    "als_update_cols",
+    "sgd",
+    "sgd_step",
+    "nmf",
+    "nmf_init",
+    "nndsvd",
+    "NMF_LOSSES",
+    "vector_descent",
+    "row_half_sweep",
+    "algorithm13_schedule",
+    "fixed_count",
+    "folded",
+]

@@ -1,0 +1,287 @@
+"""Seeded, reproducible splits of observed entries (host numpy).
+
+- :func:`split`: a random partition of the entries with arbitrary fractions
+  (the DMF paper's 75/5/20 train/validation/test; 90/10; 80/20...).
+- :func:`kfold`: ``k`` (train, test) pairs whose test parts partition the entries.
+- :func:`extendability_split`: the DMF paper's areas I-IV (rows and columns
+  unseen during training), with "revealed" entries as post-training input.
+- :func:`coverage_report`: rows / columns without training entries.
+
+Every part keeps the full ``(m, n)`` shape and the id maps of its source, so
+indices mean the same in all parts; entries keep their original relative
+order.  Randomness comes from ``numpy.random.default_rng(seed)`` only.
+
+References:
+  D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Matrix Factorization via
+  Deep Learning", 2018 (areas I-IV; ML-1M protocol 75/5/20, 5 random splits).
+  D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Extendable neural matrix
+  completion", ICASSP 2018.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from mfjax.data.ratings import Ratings
+from mfjax.data.validation import RatingsError, check_fractions
+
+__all__ = [
+    "ExtendabilitySplit",
+    "coverage_report",
+    "extendability_split",
+    "kfold",
+    "split",
+]
+
+
+def _cut(perm: np.ndarray, fractions: np.ndarray) -> list[np.ndarray]:
+    """Cut a permutation into consecutive pieces of the given fractions (sorted pieces)."""
+    bounds = np.rint(np.cumsum(fractions) * perm.size).astype(np.int64)
+    bounds[-1] = perm.size
+    return [np.sort(p) for p in np.split(perm, bounds[:-1])]
+
+
+def split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0) -> tuple[Ratings, ...]:
+    """Random partition of the observed entries.
+
+    A seeded permutation of the ``nnz`` entries is cut at
+    ``round(cumsum(fractions) * nnz)``; part ``k`` has
+    ``round(F_k nnz) - round(F_{k-1} nnz)`` entries (``F`` the cumulative
+    fractions), i.e. within one entry of ``fractions[k] * nnz``.
+
+    Args:
+      ratings: the entries to split.
+      fractions: non-negative, summing to 1, e.g. ``(0.75, 0.05, 0.2)``.
+      seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+      one :class:`Ratings` per fraction (host numpy arrays; full shape and id
+      maps; a zero fraction gives an empty part).  The parts are disjoint and
+      together hold every entry.
+
+    Example::
+
+      train, valid, test = split(ratings, (0.75, 0.05, 0.2), seed=0)
+    """
+    f = check_fractions(fractions)
+    perm = np.random.default_rng(seed).permutation(ratings.nnz)
+    return tuple(ratings.select(p) for p in _cut(perm, f))
+
+
+def kfold(ratings: Ratings, k: int = 5, seed: int = 0) -> list[tuple[Ratings, Ratings]]:
+    """``k``-fold cross-validation over the observed entries.
+
+    A seeded permutation is cut into ``k`` folds of sizes differing by at
+    most one (:func:`numpy.array_split`); fold ``i`` is the test part of pair
+    ``i`` and the other folds its training part.  The test parts partition
+    the entries.
+
+    Returns:
+      list of ``(train, test)`` :class:`Ratings` pairs.
+    """
+    if isinstance(k, bool) or int(k) != k or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    k = int(k)
+    if k > ratings.nnz:
+        raise ValueError(f"k={k} folds need at least {k} entries, got {ratings.nnz}")
+    perm = np.random.default_rng(seed).permutation(ratings.nnz)
+    folds = np.array_split(perm, k)
+    out = []
+    for i in range(k):
+        test = np.sort(folds[i])
+        train = np.sort(np.concatenate([folds[j] for j in range(k) if j != i]))
+        out.append((ratings.select(train), ratings.select(test)))
+    return out
+
+
+def coverage_report(train: Ratings, *others: Ratings) -> dict:
+    """Rows / columns with no training entries, and how many entries of ``others`` fall in them.
+
+    Models like MF cannot predict for a row or column without training
+    entries (a "cold" row / column).  Splits report these rather than drop
+    them.
+
+    Args:
+      train: training entries.
+      *others: e.g. validation and test parts (same shape).
+
+    Returns:
+      dict with ``rows_without_train`` / ``cols_without_train`` (sorted int
+      arrays), their counts ``n_rows_without_train`` /
+      ``n_cols_without_train``, and ``cold_entries``: for each of ``others``,
+      the number of its entries whose row or column has no training entry.
+    """
+    rc, cc = train.row_counts(), train.col_counts()
+    rows0, cols0 = np.flatnonzero(rc == 0), np.flatnonzero(cc == 0)
+    cold = []
+    for o in others:
+        if tuple(o.shape) != tuple(train.shape):
+            raise RatingsError(f"shapes disagree: train {train.shape}, other part {o.shape}")
+        r, c = np.asarray(o.rows), np.asarray(o.cols)
+        cold.append(int(np.count_nonzero((rc[r] == 0) | (cc[c] == 0))))
+    return {
+        "rows_without_train": rows0,
+        "cols_without_train": cols0,
+        "n_rows_without_train": int(rows0.size),
+        "n_cols_without_train": int(cols0.size),
+        "cold_entries": cold,
+    }
+
+
+class ExtendabilitySplit(NamedTuple):
+    """The parts of :func:`extendability_split` (all share the full ``(m, n)`` index space).
+
+    Attributes:
+      train, valid: area I training / validation entries.
+      test: ``{"I", "II", "III", "IV"}`` -> test entries of each area.
+      revealed: entries of held-out rows (area II) and columns (area III)
+        available as model input after training; disjoint from every test part.
+      held_rows, held_cols: sorted int arrays of the held-out rows / columns.
+      report: counts and coverage (see :func:`extendability_split`).
+    """
+
+    train: Ratings
+    valid: Ratings
+    test: dict
+    revealed: Ratings
+    held_rows: np.ndarray
+    held_cols: np.ndarray
+    report: dict
+
+
+def _reveal(rng, idx: np.ndarray, group: np.ndarray, frac: float):
+    """Split entry indices ``idx`` per group: ``round(frac * size)`` revealed, the rest test."""
+    if idx.size == 0:
+        return idx, idx
+    g = group[idx]
+    order = np.lexsort((rng.random(idx.size), g))  # random order within each group
+    gs = g[order]
+    start = np.searchsorted(gs, gs, side="left")
+    rank = np.arange(gs.size) - start
+    size = np.bincount(gs)[gs]
+    keep = np.floor(frac * size + 0.5)
+    revealed = np.zeros(idx.size, bool)
+    revealed[order] = rank < keep
+    return np.sort(idx[revealed]), np.sort(idx[~revealed])
+
+
+def _held(rng, size: int, frac: float, what: str) -> np.ndarray:
+    if not (0.0 <= frac < 1.0):
+        raise ValueError(f"{what}_frac must be in [0, 1), got {frac}")
+    k = int(np.floor(frac * size + 0.5))
+    if k >= size:
+        raise ValueError(f"{what}_frac={frac} would hold out all {size} {what}s")
+    return np.sort(rng.choice(size, size=k, replace=False)).astype(np.int64)
+
+
+def extendability_split(
+    ratings: Ratings,
+    row_frac: float = 0.1,
+    col_frac: float = 0.1,
+    reveal_frac: float = 0.5,
+    fractions=(0.75, 0.05, 0.2),
+    seed: int = 0,
+) -> ExtendabilitySplit:
+    """Split for the DMF paper's extendability experiment (areas I-IV, Table 1).
+
+    The paper does not specify how areas II-IV are built (nor does the
+    authors' code); mfjax uses this protocol:
+
+    1. Hold out ``round(row_frac * m)`` rows and ``round(col_frac * n)``
+       columns, chosen uniformly at random.  No entry in a held-out row or
+       column is ever used for training.
+    2. Area I = entries with a seen row and a seen column.  They are split
+       at random by ``fractions`` = (train, validation, test), as :func:`split`.
+    3. Area II = entries with a held-out row and a seen column.  For each
+       held-out row, ``round(reveal_frac * k)`` of its ``k`` area-II entries
+       (chosen at random) are *revealed*: available as model input after
+       training (e.g. the row vector fed to DMF's row branch, or for
+       folding in a new user); the rest are area II test entries.
+    4. Area III = seen row, held-out column: the same per held-out column.
+    5. Area IV = held-out row and held-out column: all are test entries
+       (their rows/columns are described only by revealed entries of
+       areas II/III).
+
+    Every entry lands in exactly one of train, valid, revealed, test I-IV,
+    so test entries never leak into training or revealed input.  Rows or
+    columns left without training entries are reported, not dropped.
+
+    Args:
+      ratings: all observed entries.
+      row_frac, col_frac: fractions of rows / columns held out, in [0, 1).
+      reveal_frac: fraction of each held-out row's / column's entries (in
+        seen columns / rows) that is revealed, in [0, 1].
+      fractions: (train, valid, test) fractions of area I (sum 1); a pair
+        (train, test) means no validation part.
+      seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+      :class:`ExtendabilitySplit`.  ``report`` holds ``nnz`` per part,
+      ``n_held_rows`` / ``n_held_cols``, ``seen_rows_without_train`` /
+      ``seen_cols_without_train`` (seen rows / columns whose area-I entries
+      all went to valid/test), ``held_rows_without_revealed`` /
+      ``held_cols_without_revealed`` (held-out rows / columns with nothing
+      revealed, hence no input to extend them from).
+
+    Example::
+
+      s = extendability_split(ratings, 0.1, 0.1, 0.5, (0.75, 0.05, 0.2), seed=0)
+      model = fit(s.train, valid=s.valid)
+      rmse_II = evaluate(model, inputs=s.revealed, targets=s.test["II"])
+    """
+    f = check_fractions(fractions)
+    if f.size == 2:
+        f = np.array([f[0], 0.0, f[1]])
+    if f.size != 3:
+        raise ValueError(f"fractions must be (train, valid, test) or (train, test), got {fractions!r}")
+    if not (0.0 <= reveal_frac <= 1.0):
+        raise ValueError(f"reveal_frac must be in [0, 1], got {reveal_frac}")
+    m, n = ratings.shape
+    rng = np.random.default_rng(seed)
+    held_rows = _held(rng, m, row_frac, "row")
+    held_cols = _held(rng, n, col_frac, "col")
+    hr = np.zeros(m, bool)
+    hr[held_rows] = True
+    hc = np.zeros(n, bool)
+    hc[held_cols] = True
+    rows, cols = np.asarray(ratings.rows), np.asarray(ratings.cols)
+    er, ec = hr[rows], hc[cols]
+
+    area1 = np.flatnonzero(~er & ~ec)
+    tr, va, te1 = _cut(area1[rng.permutation(area1.size)], f)
+    rev2, te2 = _reveal(rng, np.flatnonzero(er & ~ec), rows, reveal_frac)
+    rev3, te3 = _reveal(rng, np.flatnonzero(~er & ec), cols, reveal_frac)
+    te4 = np.flatnonzero(er & ec)
+    revealed = np.sort(np.concatenate([rev2, rev3]))
+
+    train = ratings.select(tr)
+    rc, cc = train.row_counts(), train.col_counts()
+    rev_r = np.bincount(rows[rev2], minlength=m)
+    rev_c = np.bincount(cols[rev3], minlength=n)
+    report = {
+        "shape": (m, n),
+        "n_held_rows": int(held_rows.size),
+        "n_held_cols": int(held_cols.size),
+        "nnz": {
+            "train": int(tr.size), "valid": int(va.size), "revealed": int(revealed.size),
+            "revealed_II": int(rev2.size), "revealed_III": int(rev3.size),
+            "test_I": int(te1.size), "test_II": int(te2.size),
+            "test_III": int(te3.size), "test_IV": int(te4.size),
+        },
+        "seen_rows_without_train": np.flatnonzero((rc == 0) & ~hr),
+        "seen_cols_without_train": np.flatnonzero((cc == 0) & ~hc),
+        "held_rows_without_revealed": held_rows[rev_r[held_rows] == 0],
+        "held_cols_without_revealed": held_cols[rev_c[held_cols] == 0],
+    }
+    return ExtendabilitySplit(
+        train=train,
+        valid=ratings.select(va),
+        test={"I": ratings.select(te1), "II": ratings.select(te2),
+              "III": ratings.select(te3), "IV": ratings.select(te4)},
+        revealed=ratings.select(revealed),
+        held_rows=held_rows,
+        held_cols=held_cols,
+        report=report,
+    )

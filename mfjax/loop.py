@@ -1,0 +1,439 @@
+"""The training loop: ``fit`` (fixed steps, ``lax.scan``) and ``fit_until`` (tolerance, ``lax.while_loop``).
+
+One step, for any optax optimizer (mfjax's ``chain(direction, step_rule)``,
+``optax.adam``, ``optax.lbfgs``, a chain ending in an optax line search)::
+
+    updates, state = optimizer.update(g, state, x, value=f, grad=g, value_fn=loss)
+    x_new = optax.apply_updates(x, updates)
+    f_new, g_new = optax.value_and_grad_from_state(loss)(x_new, state=state)
+
+The last line reuses the value and gradient the line search stored at the
+accepted point (its state's ``value``/``grad`` fields) and only evaluates
+``loss`` when they are unknown (``+inf``) or when the optimizer stores none
+(``optax.adam``).
+
+The whole run is one compiled program: the step is scanned (``fit``) or
+looped (``fit_until``) inside a single ``jax.jit`` whose static arguments
+are the loss function, the optimizer and the sizes, so a second call with the
+same objects and shapes does not recompile.  No host synchronisation happens
+inside the loop; the optional held-out metric is computed inside the loop
+every ``eval_every`` steps with ``lax.cond``.
+
+Robustness: a step is *accepted* only when the step rule reports success
+(``LineSearchInfo.success``; rules without diagnostics count as successful)
+and the new parameters, value and gradient are finite.  Otherwise the loop
+keeps the last accepted parameters and stops with a status
+(:data:`STATUS_LINESEARCH_FAILED` or :data:`STATUS_NONFINITE`); in ``fit``
+the remaining steps are no-ops.  The returned parameters are never NaN
+unless the initial ones were.
+
+Status codes (``FitResult.status``):
+
+* ``0`` :data:`STATUS_CONVERGED` -- tolerance reached (``fit_until``).
+* ``1`` :data:`STATUS_MAX_STEPS` -- step budget used up (``fit`` without failure).
+* ``2`` :data:`STATUS_LINESEARCH_FAILED` -- the step rule reported failure.
+* ``3`` :data:`STATUS_NONFINITE` -- non-finite parameters, value or gradient.
+
+References:
+  optax's ``value_and_grad_from_state`` and line-search protocol (DeepMind,
+  "The DeepMind JAX Ecosystem", 2020); blackjax's ``init``/``step`` driver
+  pattern (Cabezas et al., "BlackJAX: Composable Bayesian inference in JAX", 2024).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+__all__ = [
+    "FitTrace",
+    "FitResult",
+    "fit",
+    "fit_until",
+    "STATUS_CONVERGED",
+    "STATUS_MAX_STEPS",
+    "STATUS_LINESEARCH_FAILED",
+    "STATUS_NONFINITE",
+    "STATUS_NAMES",
+]
+
+STATUS_CONVERGED = 0
+STATUS_MAX_STEPS = 1
+STATUS_LINESEARCH_FAILED = 2
+STATUS_NONFINITE = 3
+STATUS_NAMES = ("converged", "max_steps", "linesearch_failed", "nonfinite")
+_RUNNING = -1
+
+
+class FitTrace(NamedTuple):
+    """Per-step diagnostics, one entry per attempted step (length = step budget).
+
+    Entries after the run stopped are padding: NaN for floats, ``-1`` for the
+    counts, ``False`` for ``success``.
+
+    Attributes:
+      loss: ``f`` at the parameters after step ``t`` (NaN for a rejected step).
+      grad_norm: ``||grad f||_2`` there.
+      step_size: step taken by the step rule (NaN when the optimizer reports
+        none, e.g. ``optax.adam``).
+      num_fun_evals: cumulative function evaluations up to and including step
+        ``t``: the line search's trials plus the loop's own evaluations
+        (the initial one and any the line search did not store).
+      num_grad_evals: cumulative gradient evaluations, same convention.
+      success: the step was accepted.
+      eval_metric: ``eval_fn(params)`` after step ``t`` on steps
+        ``t + 1 = k * eval_every``; NaN elsewhere.
+    """
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    step_size: jax.Array
+    num_fun_evals: jax.Array
+    num_grad_evals: jax.Array
+    success: jax.Array
+    eval_metric: jax.Array
+
+
+class FitResult(NamedTuple):
+    """Result of :func:`fit` / :func:`fit_until`.
+
+    Attributes:
+      params: last accepted parameters.
+      state: optimizer state matching ``params``.
+      trace: :class:`FitTrace`.
+      status: int32 status code (see module docstring, :data:`STATUS_NAMES`).
+      num_steps: number of steps attempted (entries of ``trace`` that are
+        not padding); the last one is the failed step when ``status >= 2``.
+      value: ``f(params)``.
+      num_fun_evals: total function evaluations.
+      num_grad_evals: total gradient evaluations.
+    """
+
+    params: Any
+    state: Any
+    trace: FitTrace
+    status: jax.Array
+    num_steps: jax.Array
+    value: jax.Array
+    num_fun_evals: jax.Array
+    num_grad_evals: jax.Array
+
+
+class _Carry(NamedTuple):
+    params: Any
+    state: Any
+    value: jax.Array
+    grad: Any
+    status: jax.Array  # _RUNNING while running
+    step: jax.Array
+    fe: jax.Array
+    ge: jax.Array
+
+
+class _Info(NamedTuple):
+    step_size: jax.Array
+    num_fun_evals: jax.Array
+    num_grad_evals: jax.Array
+    success: jax.Array
+
+
+# ------------------------------------------------------------------ helpers
+def _tree_all_finite(tree) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _tree_where(c, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
+
+
+def _stores_value_and_grad(state) -> bool:
+    """Static check: does the optimizer state carry exactly one ``value`` and ``grad``?"""
+    try:
+        v = optax.tree.get(state, "value")
+        g = optax.tree.get(state, "grad")
+    except KeyError:  # several matches: ambiguous, recompute
+        return False
+    return v is not None and g is not None
+
+
+def _linesearch_info(state) -> Optional[Any]:
+    from mfjax.linesearch import get_linesearch_info  # lazy: mfjax.linesearch is a peer package
+
+    return get_linesearch_info(state)
+
+
+def _info(state, dtype) -> _Info:
+    info = _linesearch_info(state)
+    if info is None:
+        return _Info(jnp.asarray(jnp.nan, dtype), jnp.asarray(0, jnp.int32),
+                     jnp.asarray(0, jnp.int32), jnp.asarray(True))
+    return _Info(
+        jnp.asarray(info.step_size).astype(dtype),
+        jnp.asarray(info.num_fun_evals).astype(jnp.int32),
+        jnp.asarray(info.num_grad_evals).astype(jnp.int32),
+        jnp.asarray(info.success).astype(bool),
+    )
+
+
+def _value_and_grad(value_fn, stored: bool):
+    """``(x, state) -> (f, g, own_evals)``; reuses the state's value/grad when known."""
+    if not stored:
+        def vg(x, state):
+            del state
+            f, g = jax.value_and_grad(value_fn)(x)
+            return f, g, jnp.asarray(1, jnp.int32)
+        return vg
+
+    from_state = optax.value_and_grad_from_state(value_fn)
+
+    def vg(x, state):
+        v = optax.tree.get(state, "value")
+        own = (~jnp.isfinite(v)).astype(jnp.int32)  # same test as optax's cond
+        f, g = from_state(x, state=state)
+        return f, g, own
+    return vg
+
+
+def _norm(tree) -> jax.Array:
+    return optax.tree.norm(tree)
+
+
+def _record(value, gnorm, info, fe, ge, success, metric, dtype) -> FitTrace:
+    return FitTrace(
+        loss=jnp.asarray(value, dtype),
+        grad_norm=jnp.asarray(gnorm, dtype),
+        step_size=jnp.asarray(info.step_size, dtype),
+        num_fun_evals=jnp.asarray(fe, jnp.int32),
+        num_grad_evals=jnp.asarray(ge, jnp.int32),
+        success=jnp.asarray(success, bool),
+        eval_metric=jnp.asarray(metric, dtype),
+    )
+
+
+def _pad_record(dtype) -> FitTrace:
+    nan = jnp.asarray(jnp.nan, dtype)
+    m1 = jnp.asarray(-1, jnp.int32)
+    return FitTrace(nan, nan, nan, m1, m1, jnp.asarray(False), nan)
+
+
+def _init(value_fn, optimizer, params):
+    state = optimizer.init(params)
+    value, grad = jax.value_and_grad(value_fn)(params)
+    dtype = jnp.result_type(value)
+    return state, value, grad, dtype
+
+
+def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtype):
+    """The body shared by ``fit`` and ``fit_until``: ``carry -> (carry, record)``."""
+    vg = _value_and_grad(value_fn, stored)
+
+    def step(c: _Carry):
+        updates, new_state = optimizer.update(
+            c.grad, c.state, c.params, value=c.value, grad=c.grad, value_fn=value_fn
+        )
+        new_params = optax.apply_updates(c.params, updates)
+        new_value, new_grad, own = vg(new_params, new_state)
+        info = _info(new_state, dtype)
+        fe = c.fe + info.num_fun_evals + own
+        ge = c.ge + info.num_grad_evals + own
+        finite = (
+            jnp.isfinite(new_value) & _tree_all_finite(new_grad) & _tree_all_finite(new_params)
+        )
+        accept = info.success & finite
+        gnorm = _norm(new_grad)
+        if tol is None:  # fit: fixed number of steps, no convergence test
+            converged = jnp.asarray(False)
+        else:
+            stalled = (rtol > 0) & (jnp.abs(c.value - new_value) <= rtol * jnp.abs(new_value))
+            converged = (gnorm <= tol) | stalled
+        status = jnp.where(
+            ~info.success,
+            STATUS_LINESEARCH_FAILED,
+            jnp.where(~finite, STATUS_NONFINITE, jnp.where(converged, STATUS_CONVERGED, _RUNNING)),
+        ).astype(jnp.int32)
+        params = _tree_where(accept, new_params, c.params)
+        state = _tree_where(accept, new_state, c.state)
+        value = jnp.where(accept, new_value, c.value)
+        grad = _tree_where(accept, new_grad, c.grad)
+        nan = jnp.asarray(jnp.nan, dtype)
+        if eval_fn is None:
+            metric = nan
+        else:
+            due = accept & ((c.step + 1) % eval_every == 0)
+            metric = lax.cond(
+                due, lambda p: jnp.asarray(eval_fn(p), dtype), lambda p: nan, new_params
+            )
+        rec = _record(
+            jnp.where(accept, new_value, nan), jnp.where(accept, gnorm, nan), info, fe, ge,
+            accept, metric, dtype,
+        )
+        new_c = _Carry(params, state, value, grad, status, c.step + 1, fe, ge)
+        return new_c, rec
+
+    return step
+
+
+def _check_common(num, name, eval_every):
+    if int(num) < 0:
+        raise ValueError(f"{name} must be >= 0, got {num}")
+    if int(eval_every) < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+
+
+def _result(c: _Carry, trace: FitTrace, final_status) -> FitResult:
+    return FitResult(c.params, c.state, trace, final_status, c.step, c.value, c.fe, c.ge)
+
+
+# ---------------------------------------------------------------------- fit
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps", "eval_fn", "eval_every")
+)
+def _fit_jit(params, loss_args, eval_args, *, loss_fn, optimizer, num_steps, eval_fn, eval_every):
+    value_fn = lambda p: loss_fn(p, *loss_args)  # noqa: E731
+    efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
+    state, value, grad, dtype = _init(value_fn, optimizer, params)
+    stored = _stores_value_and_grad(state)
+    step = _make_step(value_fn, optimizer, efn, eval_every, None, None, stored, dtype)
+    pad = _pad_record(dtype)
+
+    def body(c, _):
+        def skip(c):
+            return c, pad
+        return lax.cond(c.status == _RUNNING, step, skip, c)
+
+    c0 = _Carry(params, state, value, grad, jnp.asarray(_RUNNING, jnp.int32),
+                jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32), jnp.asarray(1, jnp.int32))
+    c, trace = lax.scan(body, c0, None, length=num_steps)
+    status = jnp.where(c.status == _RUNNING, STATUS_MAX_STEPS, c.status).astype(jnp.int32)
+    return _result(c, trace, status)
+
+
+def fit(
+    loss_fn: Callable[..., jax.Array],
+    optimizer: optax.GradientTransformation,
+    params,
+    num_steps: int,
+    *,
+    loss_args: tuple = (),
+    eval_fn: Optional[Callable[..., jax.Array]] = None,
+    eval_args: tuple = (),
+    eval_every: int = 1,
+) -> FitResult:
+    """Run ``num_steps`` optimizer steps in one compiled ``lax.scan``.
+
+    Each step: ``updates, state = optimizer.update(g, state, x, value=f,
+    grad=g, value_fn=loss)``; ``x += updates``; ``f, g`` at the new point
+    from the state (or evaluated).  A failed search or a non-finite point
+    stops the run (later steps are no-ops) and keeps the last accepted
+    parameters; ``status`` says why.
+
+    Args:
+      loss_fn: ``loss_fn(params, *loss_args) -> scalar``.  Pass large data
+        through ``loss_args`` (traced arguments) rather than a closure if you
+        call ``fit`` with many different data sets.
+      optimizer: any optax transformation; mfjax optimizers, ``optax.adam``,
+        ``optax.lbfgs``, chains ending in an optax line search.
+      params: initial parameters (any pytree, e.g. ``Factors``).
+      num_steps: number of steps (static).
+      loss_args: extra positional arguments of ``loss_fn``.
+      eval_fn: optional held-out metric ``eval_fn(params, *eval_args) -> scalar``.
+      eval_args: extra arguments of ``eval_fn``.
+      eval_every: compute ``eval_fn`` after every ``eval_every``-th step.
+
+    Returns:
+      :class:`FitResult`; ``status`` is 1 (max steps) unless the run stopped.
+
+    ``loss_fn``, ``optimizer`` and ``eval_fn`` are static arguments of the
+    compiled run (hashed by identity): reuse the same objects to avoid
+    recompiling.  ``fit`` composes with ``jax.vmap`` over ``params``.
+
+    Example::
+
+        loss = mfjax.losses.masked_mse(train, l2=2.0)
+        opt = mfjax.optim.gd(linesearch=mfjax.linesearch.inverse_lipschitz())
+        res = mfjax.fit(loss, opt, params, 200, eval_fn=lambda p: mfjax.metrics.rmse(p, test))
+    """
+    _check_common(num_steps, "num_steps", eval_every)
+    return _fit_jit(
+        params, tuple(loss_args), tuple(eval_args), loss_fn=loss_fn, optimizer=optimizer,
+        num_steps=int(num_steps), eval_fn=eval_fn, eval_every=int(eval_every),
+    )
+
+
+# ---------------------------------------------------------------- fit_until
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "optimizer", "max_steps", "eval_fn", "eval_every")
+)
+def _fit_until_jit(params, tol, rtol, loss_args, eval_args, *, loss_fn, optimizer, max_steps,
+                   eval_fn, eval_every):
+    value_fn = lambda p: loss_fn(p, *loss_args)  # noqa: E731
+    efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
+    state, value, grad, dtype = _init(value_fn, optimizer, params)
+    stored = _stores_value_and_grad(state)
+    step = _make_step(value_fn, optimizer, efn, eval_every, tol, rtol, stored, dtype)
+    pad = _pad_record(dtype)
+    buf = jax.tree.map(lambda x: jnp.full((max_steps,), x, x.dtype), pad)
+
+    status0 = jnp.where(_norm(grad) <= tol, STATUS_CONVERGED, _RUNNING).astype(jnp.int32)
+    c0 = _Carry(params, state, value, grad, status0, jnp.asarray(0, jnp.int32),
+                jnp.asarray(1, jnp.int32), jnp.asarray(1, jnp.int32))
+
+    def cond(cb):
+        c, _ = cb
+        return (c.status == _RUNNING) & (c.step < max_steps)
+
+    def body(cb):
+        c, b = cb
+        i = c.step
+        c, rec = step(c)
+        b = jax.tree.map(lambda arr, v: arr.at[i].set(v), b, rec)
+        return c, b
+
+    c, trace = lax.while_loop(cond, body, (c0, buf))
+    status = jnp.where(c.status == _RUNNING, STATUS_MAX_STEPS, c.status).astype(jnp.int32)
+    return _result(c, trace, status)
+
+
+def fit_until(
+    loss_fn: Callable[..., jax.Array],
+    optimizer: optax.GradientTransformation,
+    params,
+    *,
+    max_steps: int,
+    tol: float = 1e-6,
+    rtol: float = 0.0,
+    loss_args: tuple = (),
+    eval_fn: Optional[Callable[..., jax.Array]] = None,
+    eval_args: tuple = (),
+    eval_every: int = 1,
+) -> FitResult:
+    """Run until ``||grad f|| <= tol`` or ``|f_prev - f| <= rtol |f|``, a failure, or ``max_steps``.
+
+    One compiled ``lax.while_loop``; the trace buffers have length
+    ``max_steps`` (NaN / -1 padded after ``num_steps``).  Status 0 when a
+    tolerance was met (also when the initial point already meets ``tol``,
+    with ``num_steps = 0``), 1 when ``max_steps`` ran out, 2/3 on failure.
+    ``tol`` and ``rtol`` are traced (changing them does not recompile).
+
+    Args: as :func:`fit`, plus
+      max_steps: step budget (static: sizes the trace buffers).
+      tol: absolute gradient-norm tolerance.
+      rtol: relative decrease tolerance: stop (status 0) when
+        ``|f_prev - f| <= rtol |f|`` after an accepted step; 0 disables it.
+    """
+    _check_common(max_steps, "max_steps", eval_every)
+    if not tol >= 0 or not rtol >= 0:
+        raise ValueError(f"tol and rtol must be >= 0, got tol={tol}, rtol={rtol}")
+    return _fit_until_jit(
+        params, tol, rtol, tuple(loss_args), tuple(eval_args), loss_fn=loss_fn,
+        optimizer=optimizer, max_steps=int(max_steps), eval_fn=eval_fn,
+        eval_every=int(eval_every),
+    )

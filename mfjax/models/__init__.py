@@ -1,0 +1,65 @@
+"""Neural models (Flax): DMF, DMF-D and the learned quantizer.
+
+This subpackage is the only part of mfjax that imports flax.
+
+- :mod:`mfjax.models.dmf`        the two-branch cosine model, sparse first layer, extendability inputs
+- :mod:`mfjax.models.quantizer`  smooth / hard quantizers (DMF-D eqs. 2-5), usable on any predictions
+- :mod:`mfjax.models.train`      sub-block minibatch training, model selection, resume
+- :mod:`mfjax.models.checkpoint` atomic msgpack checkpoints
+"""
+
+from mfjax.models.checkpoint import load_checkpoint, save_checkpoint
+from mfjax.models.dmf import (
+    DMF,
+    Branch,
+    CSRInputs,
+    DMFConfig,
+    SparseBatch,
+    cosine,
+    csr_inputs,
+    embed,
+    extension_inputs,
+    from_unit,
+    full_batch,
+    gather_block,
+    init_dmf,
+    pairwise_cosine,
+    sparse_matmul,
+    to_unit,
+)
+from mfjax.models.quantizer import (
+    FitBoundariesResult,
+    boundary_penalty,
+    check_levels,
+    exponential_lambda,
+    fit_boundaries,
+    quantize_hard,
+    round_to_levels,
+    smooth_quantize,
+    uniform_boundaries,
+)
+from mfjax.models.train import (
+    DMFResult,
+    DMFState,
+    QuantizerConfig,
+    TrainConfig,
+    authors_epoch_length,
+    predict,
+    predict_areas,
+    train_dmf,
+)
+
+__all__ = [
+    # dmf
+    "DMF", "Branch", "CSRInputs", "DMFConfig", "SparseBatch", "cosine", "csr_inputs", "embed",
+    "extension_inputs", "from_unit", "full_batch", "gather_block", "init_dmf", "pairwise_cosine",
+    "sparse_matmul", "to_unit",
+    # quantizer
+    "FitBoundariesResult", "boundary_penalty", "check_levels", "exponential_lambda", "fit_boundaries",
+    "quantize_hard", "round_to_levels", "smooth_quantize", "uniform_boundaries",
+    # training
+    "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "predict",
+    "predict_areas", "train_dmf",
+    # checkpoints
+    "load_checkpoint", "save_checkpoint",
+]

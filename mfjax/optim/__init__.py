@@ -1,0 +1,52 @@
+"""Optimizers: direction rules (:mod:`mfjax.optim.directions`) and their
+chains with a step rule (:mod:`mfjax.optim.alias`).
+
+An optimizer is ``optax.chain(direction_rule, step_rule)``: the direction
+rule maps the gradient to a descent direction ``p`` and the step rule (any
+:mod:`mfjax.linesearch` rule or optax line search) scales it.
+"""
+
+from mfjax.optim.alias import adagrad, adam, bfgs, gd, heavy_ball, make_optimizer, nesterov, rmsprop
+from mfjax.optim.switch import SwitchState, switch
+from mfjax.optim.directions import (
+    REGISTRY,
+    AdaGradState,
+    BFGSState,
+    adagrad_direction,
+    adam_direction,
+    bfgs_direction,
+    bfgs_inverse_update,
+    direction,
+    gd_direction,
+    heavy_ball_direction,
+    nesterov_direction,
+    rmsprop_direction,
+)
+
+__all__ = [
+    # optimizers (direction + step rule)
+    "gd",
+    "heavy_ball",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "bfgs",
+    "make_optimizer",
+    # direction rules
+    "gd_direction",
+    "heavy_ball_direction",
+    "nesterov_direction",
+    "adagrad_direction",
+    "rmsprop_direction",
+    "adam_direction",
+    "bfgs_direction",
+    "bfgs_inverse_update",
+    "AdaGradState",
+    "BFGSState",
+    "REGISTRY",
+    "direction",
+    # sweeps: one compiled program for many rules
+    "switch",
+    "SwitchState",
+]

@@ -1,0 +1,382 @@
+"""Direction rules: optax transforms that map the gradient ``g`` to a descent direction ``p``.
+
+Every optimizer of the slides (Algorithms 5, 7-12) has the shape::
+
+    g_t = grad f(theta_{t-1})
+    p_t = D(g_t, history)            # the direction rule  (this module)
+    gamma = L(p_t)                   # the step-size rule  (mfjax.linesearch)
+    theta_t = theta_{t-1} + gamma p_t
+
+A direction rule is an :class:`optax.GradientTransformationExtraArgs` whose
+``update(g, state, params)`` returns ``p`` (a *descent* direction, with the
+minus sign already applied), so that ``optax.chain(direction, step_rule)``
+gives ``gamma * p`` and :func:`optax.apply_updates` adds it.  Extra keyword
+arguments (``value=``, ``grad=``, ``value_fn=``) are accepted and ignored.
+
+Where a slide's rule equals an optax transform we reuse optax (and the tests
+check the equality):
+
+==============  ===============================================  ==========================
+rule            slides                                            optax equivalent
+==============  ===============================================  ==========================
+gd              ``p = -g``                                        ``scale(-1)``
+heavy_ball      ``b_t = beta b_{t-1} + g_t``, ``p = -b_t``        ``trace(beta)``, ``scale(-1)``
+nesterov        ``p = -(g_t + beta b_t)``                         ``trace(beta, nesterov=True)``
+rmsprop         ``v_t = a v + (1-a) g^2``, ``p = -g/(sqrt(v)+eps)``  ``scale_by_rms(a, eps, eps_in_sqrt=False, initial_scale=0)``
+adam            bias-corrected ``-m/(sqrt(v)+eps)``               ``scale_by_adam(b1, b2, eps)``
+==============  ===============================================  ==========================
+
+and where it differs we implement the slides' version:
+
+* **AdaGrad** (Algorithm 9): ``s_t = alpha s_{t-1} + g_t^2``, ``s_0 = 0``,
+  ``p = -g / (sqrt(s_t) + eps)``.  ``optax.adagrad`` / ``optax.scale_by_rss``
+  have no decay (``alpha = 1``), start the accumulator at ``0.1`` and put
+  ``eps`` inside the root (``g / sqrt(s + eps)``).
+* **RMSProp** (Algorithm 10) puts ``eps`` outside the root; the default
+  ``optax.rmsprop`` puts it inside (``eps_in_sqrt=True``).  The slides'
+  version is ``optax.scale_by_rms(..., eps_in_sqrt=False)``, reused here.
+* **Nesterov** (Algorithm 8): the slides' ``g_t + beta b_t`` with
+  ``b_t = beta b_{t-1} + g_t`` is exactly what ``optax.trace(nesterov=True)``
+  (and so ``optax.sgd(nesterov=True)``) computes -- the "Sutskever" momentum
+  form evaluated at the current point.  The two coincide (tested), so optax
+  is reused.
+* **BFGS** (Algorithm 12): no dense BFGS exists in optax (``optax.lbfgs`` is
+  the limited-memory variant); implemented in :func:`bfgs_direction`.
+
+References:
+  Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+  Nesterov, "A method for solving the convex programming problem with
+  convergence rate O(1/k^2)", 1983; Sutskever, Martens, Dahl, Hinton, "On the
+  importance of initialization and momentum in deep learning", 2013.
+  Duchi, Hazan, Singer, "Adaptive subgradient methods for online learning and
+  stochastic optimization", 2011.
+  Tieleman, Hinton, "Lecture 6.5 - RMSProp", 2012.
+  Kingma, Ba, "Adam: A method for stochastic optimization", 2015.
+  Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006 (BFGS: Sec. 6.1).
+  Beresnev, Klyushev, "Recommendation systems via approximate matrix
+  factorization" (slides), 2024, Algorithms 5, 7-12.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+__all__ = [
+    "gd_direction",
+    "heavy_ball_direction",
+    "nesterov_direction",
+    "adagrad_direction",
+    "AdaGradState",
+    "rmsprop_direction",
+    "adam_direction",
+    "bfgs_direction",
+    "BFGSState",
+    "bfgs_inverse_update",
+    "REGISTRY",
+    "direction",
+]
+
+
+def _extra(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    return optax.with_extra_args_support(tx)
+
+
+def _check(name: str, value, lo: float, hi: float | None = None, *, lo_open=False, hi_open=False):
+    """Raise a ValueError naming ``name`` and ``value`` when out of range."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):  # traced hyper-parameters: no check
+        return
+    bad = (v <= lo) if lo_open else (v < lo)
+    if hi is not None:
+        bad = bad or ((v >= hi) if hi_open else (v > hi))
+    if bad or v != v:
+        lb = "(" if lo_open else "["
+        ub = ")" if hi_open else "]"
+        rng = f"{lb}{lo}, {hi}{ub}" if hi is not None else f"{lb}{lo}, inf)"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+
+
+# --------------------------------------------------------------------- GD
+def gd_direction() -> optax.GradientTransformationExtraArgs:
+    """Steepest descent (Algorithm 5): ``p_t = -g_t``.
+
+    Equal to ``optax.scale(-1.0)`` (it is that transform).
+
+    Example::
+
+        opt = optax.chain(gd_direction(), mfjax.linesearch.armijo())
+    """
+    return _extra(optax.scale(-1.0))
+
+
+# ------------------------------------------------------------ heavy ball
+def heavy_ball_direction(beta: float = 0.9) -> optax.GradientTransformationExtraArgs:
+    """Heavy-ball momentum (Algorithm 7)::
+
+        b_1 = g_1,   b_t = beta b_{t-1} + g_t,   p_t = -b_t
+
+    Equal to ``optax.chain(optax.trace(decay=beta), optax.scale(-1))``
+    (``trace`` starts at 0, so ``b_1 = g_1``).  ``beta = 0`` is GD.
+
+    Note: ``-b_t`` need not be a descent direction; a line search that only
+    accepts descent (Armijo, Wolfe) then reports failure and
+    :func:`mfjax.fit` stops with a status.
+
+    Reference: Polyak, "Some methods of speeding up the convergence of
+    iteration methods", 1964.
+    """
+    _check("beta", beta, 0.0, 1.0, hi_open=True)
+    return _extra(optax.chain(optax.trace(decay=beta, nesterov=False), optax.scale(-1.0)))
+
+
+def nesterov_direction(beta: float = 0.9) -> optax.GradientTransformationExtraArgs:
+    """Nesterov momentum in the slides' form (Algorithm 8)::
+
+        b_t = beta b_{t-1} + g_t,   p_t = -(g_t + beta b_t)
+
+    This is exactly ``optax.trace(decay=beta, nesterov=True)`` followed by
+    ``scale(-1)`` (tested): both evaluate the gradient at the current point
+    and use the look-ahead form of Sutskever et al. (2013).
+
+    Reference: Nesterov, "A method for solving the convex programming problem
+    with convergence rate O(1/k^2)", 1983.
+    """
+    _check("beta", beta, 0.0, 1.0, hi_open=True)
+    return _extra(optax.chain(optax.trace(decay=beta, nesterov=True), optax.scale(-1.0)))
+
+
+# --------------------------------------------------------------- AdaGrad
+class AdaGradState(NamedTuple):
+    """State of :func:`adagrad_direction`: the decayed sum of squares ``s``."""
+
+    sum_of_squares: Any
+
+
+def adagrad_direction(alpha: float = 1.0, eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+    """AdaGrad with the slides' accumulator decay (Algorithm 9)::
+
+        s_0 = 0,   s_t = alpha s_{t-1} + g_t^2,   p_t = -g_t / (sqrt(s_t) + eps)
+
+    ``alpha = 1`` is textbook AdaGrad (Duchi et al. 2011); ``alpha < 1``
+    forgets old gradients (then it is RMSProp without the ``1 - alpha``
+    factor on the new term).
+
+    Differences from ``optax.adagrad`` / ``optax.scale_by_rss`` (documented
+    and tested): optax has no decay, starts ``s`` at
+    ``initial_accumulator_value = 0.1`` and divides by ``sqrt(s + eps)``
+    (eps inside the root).  With ``alpha = 1``, ``eps = 0`` and optax's
+    ``initial_accumulator_value = 0, eps = 0`` the two agree.
+
+    Args:
+      alpha: accumulator decay in ``(0, 1]``.
+      eps: added to ``sqrt(s)``; > 0 keeps ``p`` finite where ``g = 0``.
+    """
+    _check("alpha", alpha, 0.0, 1.0, lo_open=True)
+    _check("eps", eps, 0.0)
+
+    def init_fn(params):
+        return AdaGradState(optax.tree.zeros_like(params))
+
+    def update_fn(updates, state, params=None, **extra):
+        del params, extra
+        s = jax.tree.map(lambda s_, g: alpha * s_ + g * g, state.sum_of_squares, updates)
+        p = jax.tree.map(lambda g, s_: -g / (jnp.sqrt(s_) + eps), updates, s)
+        return p, AdaGradState(s)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# --------------------------------------------------------------- RMSProp
+def rmsprop_direction(alpha: float = 0.9, eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+    """RMSProp as in the slides (Algorithm 10)::
+
+        v_0 = 0,   v_t = alpha v_{t-1} + (1 - alpha) g_t^2,   p_t = -g_t / (sqrt(v_t) + eps)
+
+    ``eps`` is OUTSIDE the root.  This is
+    ``optax.scale_by_rms(decay=alpha, eps=eps, initial_scale=0., eps_in_sqrt=False)``
+    followed by ``scale(-1)`` (reused; tested).  The default
+    ``optax.rmsprop`` differs: ``eps_in_sqrt=True`` gives ``g / sqrt(v + eps)``.
+
+    Reference: Tieleman, Hinton, "Lecture 6.5 - RMSProp", 2012.
+    """
+    _check("alpha", alpha, 0.0, 1.0, hi_open=True)
+    _check("eps", eps, 0.0)
+    return _extra(
+        optax.chain(
+            optax.scale_by_rms(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False),
+            optax.scale(-1.0),
+        )
+    )
+
+
+# ------------------------------------------------------------------ Adam
+def adam_direction(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+    """Adam direction (Algorithm 11)::
+
+        m_t = b1 m + (1-b1) g,  v_t = b2 v + (1-b2) g^2,
+        p_t = -(m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+
+    Equal to ``optax.scale_by_adam(b1, b2, eps)`` then ``scale(-1)`` (reused;
+    tested), i.e. ``optax.adam(lr)`` is ``chain(adam_direction(), constant(lr))``.
+
+    Reference: Kingma, Ba, "Adam: A method for stochastic optimization", 2015.
+    """
+    _check("b1", b1, 0.0, 1.0, hi_open=True)
+    _check("b2", b2, 0.0, 1.0, hi_open=True)
+    _check("eps", eps, 0.0)
+    return _extra(optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale(-1.0)))
+
+
+# ------------------------------------------------------------------ BFGS
+class BFGSState(NamedTuple):
+    """State of :func:`bfgs_direction`.
+
+    Field names avoid ``value``/``grad``/``info`` so that
+    :func:`optax.value_and_grad_from_state` and
+    :func:`mfjax.linesearch.get_linesearch_info` find the step rule's fields
+    unambiguously in a chained state.
+
+    Attributes:
+      count: number of updates so far (int32).
+      prev_params: flattened parameters at the previous update.
+      prev_gradient: flattened gradient at the previous update.
+      inv_hessian: dense ``(n, n)`` inverse-Hessian estimate ``H``.
+      num_skipped: how many curvature-violating updates were skipped.
+    """
+
+    count: jax.Array
+    prev_params: jax.Array
+    prev_gradient: jax.Array
+    inv_hessian: jax.Array
+    num_skipped: jax.Array
+
+
+def bfgs_inverse_update(H, s, y):
+    """One BFGS inverse-Hessian update (Algorithm 12, Nocedal-Wright eq. 6.17)::
+
+        H+ = H + (s^T y + y^T H y) s s^T / (s^T y)^2 - (H y s^T + s y^T H) / (s^T y)
+
+    ``H`` is assumed symmetric.  No safeguard here: see :func:`bfgs_direction`.
+    """
+    sy = jnp.vdot(s, y)
+    Hy = H @ y
+    yHy = jnp.vdot(y, Hy)
+    return (
+        H
+        + ((sy + yHy) / (sy * sy)) * jnp.outer(s, s)
+        - (jnp.outer(Hy, s) + jnp.outer(s, Hy)) / sy
+    )
+
+
+def bfgs_direction(
+    curvature_eps: float = 1e-8,
+    scale_init: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """Dense BFGS direction (Algorithm 12): ``p_t = -H_{t-1} g_t``.
+
+    ``H`` is a dense matrix over the flattened parameters
+    (:func:`jax.flatten_util.ravel_pytree`), so memory is O(n^2): use it for
+    small problems (row subproblems, test functions), not for full MF factors
+    (use ``optax.lbfgs`` there).
+
+    The pair ``(s_t, y_t)`` is formed at the *next* update from the
+    parameters and gradient stored in this rule's own state (as
+    ``optax.scale_by_lbfgs`` does), so the rule needs nothing from the step
+    rule::
+
+        s = theta_t - theta_{t-1},   y = g_t - g_{t-1}
+
+    Curvature safeguard: the update is skipped (``H`` kept) when
+    ``s^T y <= curvature_eps * ||s|| ||y||`` -- this covers non-Wolfe step
+    rules (constant, Armijo), zero steps and non-convex regions, and keeps
+    ``H`` positive definite.  ``state.num_skipped`` counts the skips.
+
+    First-step scaling: the slides start from ``H_0 = I``, so the first
+    direction is ``-g`` (its length is left to the step rule).  With
+    ``scale_init=True`` (default), before the first accepted update ``H`` is
+    reset to ``(s^T y / y^T y) I`` (Nocedal & Wright eq. 6.20), which puts
+    the later directions on the scale of the problem so that a unit step is
+    usually accepted.  ``scale_init=False`` is the slides' ``H_0 = I``
+    throughout.
+
+    Args:
+      curvature_eps: relative threshold of the curvature safeguard.
+      scale_init: rescale ``H_0`` at the first update (see above).
+
+    References:
+      Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006, Sec. 6.1.
+    """
+    _check("curvature_eps", curvature_eps, 0.0)
+
+    def init_fn(params):
+        flat, _ = ravel_pytree(params)
+        n = flat.shape[0]
+        return BFGSState(
+            count=jnp.zeros([], jnp.int32),
+            prev_params=jnp.zeros_like(flat),
+            prev_gradient=jnp.zeros_like(flat),
+            inv_hessian=jnp.eye(n, dtype=flat.dtype),
+            num_skipped=jnp.zeros([], jnp.int32),
+        )
+
+    def update_fn(updates, state, params=None, **extra):
+        del extra
+        if params is None:
+            raise ValueError("bfgs_direction needs params: call update(grad, state, params)")
+        g, unravel = ravel_pytree(updates)
+        x, _ = ravel_pytree(params)
+        s = x - state.prev_params
+        y = g - state.prev_gradient
+        sy = jnp.vdot(s, y)
+        thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
+        have_pair = state.count > 0
+        ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
+        first = state.count == 1
+        H = state.inv_hessian
+        if scale_init:
+            yy = jnp.vdot(y, y)
+            gamma0 = jnp.where(ok & (yy > 0), sy / jnp.where(yy > 0, yy, 1.0), 1.0)
+            H = jnp.where(ok & first, gamma0 * jnp.eye(H.shape[0], dtype=H.dtype), H)
+        # where(ok, ...): a skipped pair may give inf/NaN in the unused branch only.
+        H_upd = jnp.where(ok, bfgs_inverse_update(H, s, y), H)
+        p = -(H_upd @ g)
+        new_state = BFGSState(
+            count=state.count + 1,
+            prev_params=x,
+            prev_gradient=g,
+            inv_hessian=H_upd,
+            num_skipped=state.num_skipped + (have_pair & ~ok).astype(jnp.int32),
+        )
+        return unravel(p), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# -------------------------------------------------------------- registry
+REGISTRY: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
+    "gd": gd_direction,
+    "heavy_ball": heavy_ball_direction,
+    "nesterov": nesterov_direction,
+    "adagrad": adagrad_direction,
+    "rmsprop": rmsprop_direction,
+    "adam": adam_direction,
+    "bfgs": bfgs_direction,
+}
+"""Direction-rule factories by name; each callable with no arguments gives the slides' defaults."""
+
+
+def direction(name: str, **kwargs) -> optax.GradientTransformationExtraArgs:
+    """The direction rule ``REGISTRY[name](**kwargs)``.
+
+    Raises:
+      KeyError: unknown ``name`` (the message lists the known names).
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"unknown direction rule {name!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[name](**kwargs)

@@ -1,0 +1,86 @@
+"""Synthetic data: deterministic, MovieLens-like (levels, mean, skewed degrees), low-rank truth."""
+
+import numpy as np
+import pytest
+
+from mfjax.data import synthetic
+
+
+@pytest.fixture(scope="module")
+def default():
+    return synthetic(return_truth=True)
+
+
+def test_deterministic():
+    a = synthetic(200, 150, seed=3)
+    b = synthetic(200, 150, seed=3)
+    c = synthetic(200, 150, seed=4)
+    for x, y in ((a.rows, b.rows), (a.cols, b.cols), (a.values, b.values)):
+        np.testing.assert_array_equal(x, y)
+    assert not (a.nnz == c.nnz and np.array_equal(a.cols, c.cols))
+
+
+def test_movielens_like(default):
+    r, _ = default
+    assert r.shape == (600, 400)
+    v = np.asarray(r.values)
+    assert v.dtype == np.float32
+    assert set(np.unique(v).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert r.mean() == pytest.approx(3.6, abs=0.05)
+    assert 0.7 < v.std() < 1.3
+    assert r.nnz == pytest.approx(0.05 * 600 * 400, rel=0.02)
+    rc, cc = r.row_counts(), r.col_counts()
+    assert rc.min() >= 3 and cc.min() >= 3
+    # skewed (heavy-tailed) degrees: max far above the median, mean above the median
+    for d in (rc, cc):
+        assert d.max() > 5 * np.median(d) and d.mean() > np.median(d)
+    # distinct entries, sorted by (row, col)
+    keys = np.asarray(r.rows, np.int64) * 400 + r.cols
+    assert np.all(np.diff(keys) > 0)
+    np.testing.assert_array_equal(r.row_ids.original, np.arange(600))
+
+
+def test_truth_is_low_rank_and_noiseless_values_match():
+    r, (U, V) = synthetic(120, 90, rank=4, noise=0.0, levels=None, seed=2, return_truth=True)
+    X = U @ V.T
+    s = np.linalg.svd(X, compute_uv=False)
+    assert np.linalg.matrix_rank(X) == 4 and s[4] < 1e-9 * s[0]
+    np.testing.assert_allclose(r.values, X[r.rows, r.cols], rtol=1e-6, atol=1e-5)
+
+
+def test_noise_and_levels_relation():
+    r, (U, V) = synthetic(300, 200, rank=3, noise=0.3, seed=5, return_truth=True)
+    x = np.einsum("kr,kr->k", U[r.rows], V[r.cols])
+    err = r.values - x
+    # rounding to integers + clipping + noise 0.3: error std about sqrt(0.3^2 + 1/12) ~ 0.42
+    assert 0.3 < np.sqrt(np.mean(err**2)) < 0.6
+    r1 = synthetic(300, 200, rank=3, noise=0.0, seed=5, levels=(0, 10))
+    assert np.asarray(r1.values).min() >= 0 and np.asarray(r1.values).max() <= 10
+    assert r1.mean() == pytest.approx(6.5, abs=0.1)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 10])
+def test_shapes_and_ranks(rank):
+    r, (U, V) = synthetic(40, 30, rank=rank, density=0.1, seed=0, return_truth=True)
+    assert U.shape == (40, rank) and V.shape == (30, rank)
+    assert np.linalg.matrix_rank(U @ V.T) == rank
+
+
+def test_tiny_and_dense():
+    r = synthetic(5, 4, density=0.01, min_count=3)
+    assert r.row_counts().min() >= 3 and r.col_counts().min() >= 3
+    full = synthetic(10, 8, density=1.0)
+    assert full.nnz == 80
+
+
+def test_larger_runs():
+    r = synthetic(3000, 2000, rank=10, density=0.02, seed=1)
+    assert r.nnz == pytest.approx(0.02 * 3000 * 2000, rel=0.01)
+
+
+@pytest.mark.parametrize("kw,match", [({"m": 0}, "positive"), ({"rank": 0}, "rank"), ({"density": 0.0}, "density"),
+                                      ({"density": 1.5}, "density"), ({"noise": -1.0}, "noise"),
+                                      ({"levels": (5, 1)}, "levels"), ({"levels": (1.5, 5)}, "levels")])
+def test_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        synthetic(**kw)

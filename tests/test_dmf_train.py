@@ -1,0 +1,157 @@
+"""DMF / DMF-D training: learning on synthetic data, model selection, checkpoints and resume."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mfjax.data as mdata
+import mfjax.models as mm
+from mfjax.models import train as T
+
+CFG = mm.DMFConfig(row_widths=(32, 16), col_widths=(32, 16), dropout_rate=0.1)
+TC = mm.TrainConfig(epochs=6, block_rows=40, block_cols=40, learning_rate=3e-3, lr_decay_every=1000,
+                    eval_every=2, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    r = mdata.synthetic(160, 120, rank=3, density=0.25, noise=0.2, seed=0)
+    return mdata.split(r, (0.75, 0.1, 0.15), seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    tr, va, _ = data
+    return mm.train_dmf(tr, va, CFG, TC)
+
+
+def _rmse(p, t):
+    return float(np.sqrt(np.mean((np.asarray(p, np.float64) - np.asarray(t, np.float64)) ** 2)))
+
+
+def test_training_reduces_validation_rmse(data, trained):
+    tr, va, te = data
+    model, variables = mm.init_dmf(jax.random.PRNGKey(TC.seed), CFG, tr.shape)
+    init_res = trained._replace(variables=variables)
+    before = _rmse(mm.predict(init_res, va.rows, va.cols), va.values)
+    after = _rmse(mm.predict(trained, va.rows, va.cols), va.values)
+    assert after < before - 0.1, (before, after)
+    assert trained.best_val == pytest.approx(after, rel=1e-4)
+    assert trained.best_val == pytest.approx(min(trained.trace["val_rmse"]), rel=1e-6)
+    assert trained.trace["val_epoch"] == [2, 4, 6]
+    assert len(trained.trace["train_loss"]) == TC.epochs and all(np.isfinite(trained.trace["train_loss"]))
+    p = np.asarray(mm.predict(trained, te.rows, te.cols))
+    assert np.all((p >= 1 - 1e-5) & (p <= 5 + 1e-5))
+
+
+def test_dmfd_learns_boundaries_and_predicts_levels(data):
+    """DMF-D, here also with the paper's loss variant (MSE + gamma L2) to exercise that path."""
+    tr, va, te = data
+    q = mm.QuantizerConfig(lambda0=1.0, lambda_growth=1.2, lambda_every=2)
+    res = mm.train_dmf(tr, va, CFG, dataclasses.replace(TC, quantizer=q, epochs=4, loss="mse", l2=1e-5))
+    assert np.isfinite(res.best_val) and res.best_val < 1.3
+    b = np.asarray(res.boundaries)
+    assert b.shape == (4,) and np.all(np.isfinite(b))
+    assert not np.allclose(b, [1.5, 2.5, 3.5, 4.5])  # boundaries were trained
+    pd = np.asarray(mm.predict(res, te.rows, te.cols, discrete=True))
+    assert set(np.unique(pd)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert res.trace["lam"][-1] > res.trace["lam"][0]
+    # the selection metric of DMF-D is the discrete (Q_b) validation RMSE
+    assert res.best_val == pytest.approx(min(res.trace["val_rmse_discrete"]), rel=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    tree = {"a": jnp.arange(5.0), "b": (jnp.ones((2, 3)), jnp.asarray(7, jnp.int32)),
+            "opt": mm.DMFState({"w": jnp.zeros(3)}, {}, (), jnp.asarray(3, jnp.int32))}
+    p = tmp_path / "ck.msgpack"
+    mm.save_checkpoint(p, tree, {"epoch": 4, "trace": [1.0, float("nan")]})
+    template = jax.tree_util.tree_map(jnp.zeros_like, tree)
+    back, meta = mm.load_checkpoint(p, template)
+    for x, y in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert meta == {"epoch": 4, "trace": [1.0, None]}
+    assert list(tmp_path.iterdir()) == [p]  # no temp files left behind
+    with pytest.raises(FileNotFoundError):
+        mm.load_checkpoint(tmp_path / "missing", template)
+
+
+def test_resume_continues_identically(data, trained, tmp_path):
+    tr, va, _ = data
+    ck = tmp_path / "run.msgpack"
+    first = mm.train_dmf(tr, va, CFG, dataclasses.replace(TC, epochs=2), checkpoint_path=ck)
+    assert first.epochs_run == 2 and ck.exists()
+    resumed = mm.train_dmf(tr, va, CFG, TC, checkpoint_path=ck)
+    assert resumed.epochs_run == TC.epochs
+    assert resumed.trace["val_rmse"] == pytest.approx(trained.trace["val_rmse"], rel=1e-6)
+    for x, y in zip(jax.tree_util.tree_leaves(trained.variables), jax.tree_util.tree_leaves(resumed.variables)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_authors_schedule_conversion():
+    L = mm.authors_epoch_length((6040, 3706), 100, 170)
+    assert L == pytest.approx(1 / (1 / 61 + 1 / 22))
+    tc = mm.TrainConfig.authors((6040, 3706))
+    assert (tc.block_rows, tc.block_cols, tc.learning_rate, tc.lr_decay) == (100, 170, 1e-2, 0.65)
+    assert tc.lr_decay_every == round(50 * L) and tc.epochs == math.ceil(1000 * L / 61)
+    assert tc.loss == "rmse" and tc.l2 == 0.0 and tc.quantizer is None
+    td = mm.TrainConfig.authors((6040, 3706), dmfd=True)
+    assert td.quantizer.lambda0 == 0.1 and td.quantizer.lambda_growth == 1.015
+    assert td.quantizer.gamma2 == 0.1 and (td.block_rows, td.block_cols) == (300, 200)
+
+
+def test_bad_inputs_raise(data):
+    tr, va, _ = data
+    with pytest.raises(ValueError, match="rating_range"):
+        mm.train_dmf(tr.with_values(np.asarray(tr.values) + 10), va, CFG, TC)
+    small = mdata.Ratings.create([0], [0], [3.0], (2, 2))
+    with pytest.raises(ValueError, match="valid shape"):
+        mm.train_dmf(tr, small, CFG, TC)
+    with pytest.raises(ValueError, match="loss"):
+        mm.TrainConfig(loss="huber")
+
+
+def test_epoch_plan_covers_rows_and_bucket():
+    rows, cols = np.arange(0, 50), np.arange(0, 30)
+    rb, cb, cid, cbo, cso = T._epoch_plan(0, 3, rows, cols, 30, 16, 8)
+    assert rb.shape == (4, 16) and set(rb.ravel()) == set(rows)
+    assert cb.shape == (4, 8) and np.all(cb == np.resize(cb, cb.shape))
+    # every column has a (block, slot) and the blocks used contain exactly those columns
+    for s in range(4):
+        for j in cb[s]:
+            if cbo[j] == cid[s]:
+                assert cb[s][cso[j]] == j
+    for x in (8, 100, 1000, 12345, 65537):
+        b = T._bucket(x)
+        assert b >= x and b <= x * 1.126 + 8
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_make_block_targets_and_hidden_inputs(data, hide):
+    tr, _, _ = data
+    m, n = tr.shape
+    X = np.asarray(tr.to_dense()[0])
+    rc, cc = mm.csr_inputs(tr, "rows"), mm.csr_inputs(tr, "cols")
+    rb, cblk, cid, cbo, cso = T._epoch_plan(0, 0, np.arange(m), np.arange(n), n, 40, 40)
+    s = 1
+    f = jax.jit(lambda *a: T.make_block(*a, cap_r=4096, cap_c=4096, hide_targets=hide))
+    csr = lambda c: (jnp.asarray(c.indptr), jnp.asarray(c.indices), jnp.asarray(c.values))
+    xr, xc, R, M = f(csr(rc), csr(cc), rb[s], cblk[s], cid[s], cbo, cso)
+    cols = cblk[s]
+    target = X[np.ix_(rb[s], cols)] * (cbo[cols] == cid[s])[None, :]
+    np.testing.assert_array_equal(np.asarray(R), target)
+    np.testing.assert_array_equal(np.asarray(M), (target > 0).astype(np.float32))
+    dense_r = np.zeros((rb.shape[1], n))
+    np.add.at(dense_r, (np.asarray(xr.seg), np.asarray(xr.idx)), np.asarray(xr.vals))
+    dense_c = np.zeros((cblk.shape[1], m))
+    np.add.at(dense_c, (np.asarray(xc.seg), np.asarray(xc.idx)), np.asarray(xc.vals))
+    hidden = np.zeros((m, n), bool)
+    if hide:
+        hidden[np.ix_(rb[s], cols[cbo[cols] == cid[s]])] = True
+    Xh = np.where(hidden, 0.0, X)
+    np.testing.assert_array_equal(dense_r, Xh[rb[s]])
+    np.testing.assert_array_equal(dense_c, Xh[:, cols].T)
+    assert np.asarray(M).sum() > 0

@@ -1,0 +1,279 @@
+"""Direction rules (mfjax.optim): the slides' formulas, optax equalities and differences, BFGS."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+import mfjax.optim as mo
+from mfjax.loop import STATUS_CONVERGED, fit_until
+from mfjax.losses import Factors
+
+# ----------------------------------------------------------------- helpers
+_RNG = np.random.default_rng(0)
+_GRADS = [
+    Factors(_RNG.normal(size=(4, 2)).astype(np.float32), _RNG.normal(size=(3, 2)).astype(np.float32))
+    for _ in range(5)
+]
+_PARAMS = Factors(np.zeros((4, 2), np.float32), np.zeros((3, 2), np.float32))
+
+
+def _run(tx, grads=_GRADS):
+    """Directions returned by ``tx`` for a fixed gradient sequence (flat numpy arrays)."""
+    state = tx.init(_PARAMS)
+    out = []
+    for g in grads:
+        p, state = tx.update(g, state, _PARAMS)
+        out.append(np.concatenate([np.ravel(p.U), np.ravel(p.V)]))
+    return np.stack(out)
+
+
+def _flat_grads():
+    return [np.concatenate([np.ravel(g.U), np.ravel(g.V)]).astype(np.float64) for g in _GRADS]
+
+
+def _close(a, b, tol=1e-5):
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+# ------------------------------------------------- slides' formulas (numpy)
+def _ref_heavy_ball(beta):
+    out, b = [], None
+    for t, g in enumerate(_flat_grads()):
+        b = g if t == 0 else beta * b + g
+        out.append(-b)
+    return np.stack(out)
+
+
+def _ref_nesterov(beta):
+    out, b = [], None
+    for t, g in enumerate(_flat_grads()):
+        b = g if t == 0 else beta * b + g
+        out.append(-(g + beta * b))
+    return np.stack(out)
+
+
+def _ref_adagrad(alpha, eps):
+    out, s = [], 0.0
+    for g in _flat_grads():
+        s = alpha * s + g * g
+        out.append(-g / (np.sqrt(s) + eps))
+    return np.stack(out)
+
+
+def _ref_rmsprop(alpha, eps):
+    out, v = [], 0.0
+    for g in _flat_grads():
+        v = alpha * v + (1 - alpha) * g * g
+        out.append(-g / (np.sqrt(v) + eps))
+    return np.stack(out)
+
+
+def _ref_adam(b1, b2, eps):
+    out, m, v = [], 0.0, 0.0
+    for t, g in enumerate(_flat_grads(), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        out.append(-(m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+    return np.stack(out)
+
+
+def test_gd_is_minus_gradient():
+    _close(_run(mo.gd_direction()), -np.stack(_flat_grads()))
+
+
+def test_heavy_ball_matches_slides_and_optax_trace():
+    d = _run(mo.heavy_ball_direction(0.7))
+    _close(d, _ref_heavy_ball(0.7))
+    _close(d, -_run(optax.trace(decay=0.7, nesterov=False)))
+
+
+def test_nesterov_matches_slides_and_coincides_with_optax():
+    # The slides' g_t + beta b_t is exactly optax.trace(nesterov=True) (and so
+    # optax.sgd(nesterov=True)); it differs from heavy ball.
+    d = _run(mo.nesterov_direction(0.7))
+    _close(d, _ref_nesterov(0.7))
+    _close(d, -_run(optax.trace(decay=0.7, nesterov=True)))
+    _close(d, _run(optax.sgd(1.0, momentum=0.7, nesterov=True)))
+    assert np.max(np.abs(d - _ref_heavy_ball(0.7))) > 0.1
+
+
+def test_adagrad_matches_slides_with_decay():
+    _close(_run(mo.adagrad_direction(alpha=0.8, eps=1e-3)), _ref_adagrad(0.8, 1e-3))
+    _close(_run(mo.adagrad_direction(alpha=1.0, eps=1e-8)), _ref_adagrad(1.0, 1e-8))
+
+
+def test_adagrad_differs_from_optax_as_documented():
+    ours = _run(mo.adagrad_direction(alpha=1.0, eps=0.0))
+    # alpha = 1, eps = 0 and optax's accumulator starting at 0 with eps = 0: equal.
+    _close(ours, -_run(optax.scale_by_rss(initial_accumulator_value=0.0, eps=0.0)))
+    # Default optax.adagrad: accumulator starts at 0.1, eps inside the root.
+    opt = _run(optax.adagrad(1.0, initial_accumulator_value=0.1, eps=1e-7))
+    gs = _flat_grads()
+    s = 0.1 + np.cumsum(np.stack(gs) ** 2, axis=0)
+    _close(opt, -np.stack(gs) / np.sqrt(s + 1e-7))
+    assert np.max(np.abs(opt - ours)) > 1e-3
+    # and the decay alpha < 1 has no optax counterpart in scale_by_rss
+    assert np.max(np.abs(_run(mo.adagrad_direction(alpha=0.5, eps=0.0)) - ours)) > 1e-2
+
+
+def test_rmsprop_eps_outside_root_and_optax_default_differs():
+    eps = 0.1  # large eps makes the placement visible
+    d = _run(mo.rmsprop_direction(alpha=0.9, eps=eps))
+    _close(d, _ref_rmsprop(0.9, eps))
+    _close(d, -_run(optax.scale_by_rms(decay=0.9, eps=eps, initial_scale=0.0, eps_in_sqrt=False)))
+    # optax.rmsprop default: eps inside the root, g / sqrt(v + eps)
+    opt = _run(optax.rmsprop(1.0, decay=0.9, eps=eps))
+    v, ref = 0.0, []
+    for g in _flat_grads():
+        v = 0.9 * v + 0.1 * g * g
+        ref.append(-g / np.sqrt(v + eps))
+    _close(opt, np.stack(ref))
+    assert np.max(np.abs(opt - d)) > 1e-2
+
+
+def test_adam_matches_slides_and_optax():
+    d = _run(mo.adam_direction(0.9, 0.99, 1e-6))
+    _close(d, _ref_adam(0.9, 0.99, 1e-6))
+    _close(d, _run(optax.adam(1.0, b1=0.9, b2=0.99, eps=1e-6)))
+
+
+def test_registry_and_bad_arguments():
+    assert set(mo.REGISTRY) == {"gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs"}
+    for name in mo.REGISTRY:
+        tx = mo.direction(name)
+        assert isinstance(tx, optax.GradientTransformationExtraArgs)
+        p, _ = tx.update(_GRADS[0], tx.init(_PARAMS), _PARAMS, value=1.0, grad=_GRADS[0],
+                         value_fn=lambda x: 0.0)
+        # every rule gives a descent direction on its first step
+        assert float(optax.tree.vdot(p, _GRADS[0])) < 0
+    with pytest.raises(KeyError, match="unknown direction rule 'sgd'"):
+        mo.direction("sgd")
+    with pytest.raises(ValueError, match="beta must be in .*got 1.5"):
+        mo.heavy_ball_direction(1.5)
+    with pytest.raises(ValueError, match="alpha must be in .*got 0.0"):
+        mo.adagrad_direction(alpha=0.0)
+    with pytest.raises(TypeError, match="linesearch must be an optax GradientTransformation"):
+        mo.gd(linesearch="armijo")
+
+
+def test_optimizer_is_chain_of_direction_and_step():
+    opt = mo.heavy_ball(0.5, linesearch=optax.scale(0.1))  # any step-rule object
+    ref = optax.sgd(0.1, momentum=0.5)
+    _close(_run(opt), _run(ref))
+
+
+# -------------------------------------------------------------------- BFGS
+def test_bfgs_update_formula_and_secant_condition():
+    rng = np.random.default_rng(1)
+    n = 5
+    A = rng.normal(size=(n, n))
+    H = A @ A.T + n * np.eye(n)
+    s, y = rng.normal(size=n), rng.normal(size=n)
+    if s @ y < 0:
+        y = -y
+    Hn = np.asarray(mo.bfgs_inverse_update(jnp.asarray(H), jnp.asarray(s), jnp.asarray(y)))
+    rho = 1.0 / (s @ y)
+    I = np.eye(n)
+    ref = (I - rho * np.outer(s, y)) @ H @ (I - rho * np.outer(y, s)) + rho * np.outer(s, s)
+    _close(Hn, ref, 1e-4)
+    _close(Hn @ y, s, 1e-4)  # secant condition H+ y = s
+
+
+def test_bfgs_skips_curvature_violating_updates():
+    tx = mo.bfgs_direction(scale_init=True)
+    x0 = jnp.array([0.0, 0.0, 0.0])
+    x1 = jnp.array([1.0, 0.0, 0.0])
+    g0 = jnp.array([1.0, 2.0, 3.0])
+    g1 = jnp.array([0.0, 2.0, 3.0])  # s^T y = -1 < 0 : non-convex pair
+    st = tx.init(x0)
+    p0, st = tx.update(g0, st, x0)
+    _close(np.asarray(p0), -np.asarray(g0))  # H_0 = I
+    p1, st = tx.update(g1, st, x1)
+    assert int(st.num_skipped) == 1
+    _close(np.asarray(st.inv_hessian), np.eye(3))  # kept (no scaling either)
+    _close(np.asarray(p1), -np.asarray(g1))
+    # a valid pair is used: secant condition afterwards
+    x2 = jnp.array([1.0, 1.0, 0.0])
+    g2 = jnp.array([0.0, 4.0, 3.0])  # s = e2, y = 2 e2: s^T y = 2 > 0
+    _, st = tx.update(g2, st, x2)
+    assert int(st.num_skipped) == 1
+    _close(np.asarray(st.inv_hessian @ (g2 - g1)), np.asarray(x2 - x1))
+    assert np.all(np.isfinite(np.asarray(st.inv_hessian)))
+
+
+def test_bfgs_zero_step_is_skipped_not_nan():
+    tx = mo.bfgs_direction()
+    x = jnp.ones(3)
+    g = jnp.array([1.0, -1.0, 2.0])
+    st = tx.init(x)
+    _, st = tx.update(g, st, x)
+    p, st = tx.update(g, st, x)  # s = y = 0
+    assert int(st.num_skipped) == 1
+    assert np.all(np.isfinite(np.asarray(p)))
+
+
+def _rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+_ZOOM = optax.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one")
+
+
+def test_bfgs_vs_scipy_rosenbrock():
+    with jax.enable_x64(True):
+        x0 = jnp.array([-1.2, 1.0, -0.5, 0.8], jnp.float64)
+        opt = mo.bfgs(linesearch=_ZOOM)
+        res = fit_until(_rosen, opt, x0, max_steps=200, tol=1e-8)
+        ref = scipy.optimize.minimize(
+            lambda x: float(_rosen(jnp.asarray(x))), np.asarray(x0), method="BFGS",
+            jac=lambda x: np.asarray(jax.grad(_rosen)(jnp.asarray(x))), options={"gtol": 1e-8},
+        )
+        assert res.params.dtype == jnp.float64
+        assert int(res.status) == STATUS_CONVERGED
+        _close(np.asarray(res.params), ref.x, 1e-5)
+        _close(np.asarray(res.params), np.ones(4), 1e-5)
+        # same order of iterations as scipy's BFGS
+        assert int(res.num_steps) <= 2 * ref.nit + 10
+
+
+def _exact_quadratic_step(A):
+    """Test-only step rule: the exact minimiser along p of 1/2 x^T A x - b^T x."""
+
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        value: jax.Array
+        grad: jax.Array
+
+    def init(params):
+        return State(jnp.asarray(jnp.inf, params.dtype), jnp.zeros_like(params))
+
+    def update(p, state, params, *, value, grad, value_fn, **kw):
+        step = -jnp.vdot(grad, p) / jnp.vdot(p, A @ p)
+        return step * p, State(jnp.asarray(jnp.inf, params.dtype), jnp.zeros_like(params))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def test_bfgs_quadratic_exact_steps_converges_in_n_iterations():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(2)
+        n = 6
+        M = rng.normal(size=(n, n))
+        A = jnp.asarray(M @ M.T + 0.5 * np.eye(n))
+        b = jnp.asarray(rng.normal(size=n))
+        f = lambda x: 0.5 * x @ A @ x - b @ x  # noqa: E731
+        x_star = np.linalg.solve(np.asarray(A), np.asarray(b))
+        for scale_init in (False, True):
+            opt = mo.bfgs(scale_init=scale_init, linesearch=_exact_quadratic_step(A))
+            res = fit_until(f, opt, jnp.zeros(n), max_steps=3 * n, tol=1e-9)
+            assert int(res.status) == STATUS_CONVERGED
+            assert int(res.num_steps) <= n + 1
+            _close(np.asarray(res.params), x_star, 1e-7)
+        ref = scipy.optimize.minimize(lambda x: float(f(jnp.asarray(x))), np.zeros(n),
+                                      jac=lambda x: np.asarray(jax.grad(f)(jnp.asarray(x))),
+                                      method="BFGS", options={"gtol": 1e-9})
+        _close(np.asarray(res.params), ref.x, 1e-6)
