@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -162,6 +163,8 @@ def race_candidates(train):
         "mfjax heavy_ball(0.5) + exact_mf": mo.heavy_ball(0.5, linesearch=exact),
         "optax L-BFGS direction + mfjax exact_mf": optax.chain(
             optax.scale_by_lbfgs(), optax.scale(-1.0), exact),
+        "optax L-BFGS direction + mfjax armijo": optax.chain(
+            optax.scale_by_lbfgs(), optax.scale(-1.0), ls.armijo()),
         "mfjax gd + 1/L estimate": mo.gd(linesearch=ls.inverse_lipschitz(growth=2.0)),
     }
 
@@ -169,6 +172,9 @@ def race_candidates(train):
 def phase_race(args):
     train, test, loss, p0 = problem()
     cands = race_candidates(train)
+    if args.only:
+        keep = ["optax.lbfgs (zoom)"] + [k for k in cands if any(s in k for s in args.only.split(","))]
+        cands = {k: cands[k] for k in cands if k in keep}
     traces = {}
     for name, opt in cands.items():
         res = fit(loss, opt, p0, args.steps)
@@ -176,7 +182,8 @@ def phase_race(args):
         print(f"{name}: final {float(res.value):.5e} status {STATUS_NAMES[int(res.status)]}", flush=True)
     ref = traces["optax.lbfgs (zoom)"]
     target = float(ref[args.target_step - 1]) if args.target is None else args.target
-    out = {"target_loss": target, "steps": args.steps, "methods": {}}
+    out = {"target_loss": target, "steps": args.steps, "methods": {}, "target_step": args.target_step,
+           "command": "python benchmarks/optimizers_ml1m.py " + " ".join(sys.argv[1:])}
     for name, opt in cands.items():
         tr = traces[name]
         hit = np.nonzero(tr <= target)[0]
@@ -191,7 +198,7 @@ def phase_race(args):
                          reached=float(res.value), test_rmse=float(rmse(res.params, test)))
         print(name, {k: v for k, v in entry.items() if k != "loss_trace"}, flush=True)
         out["methods"][name] = entry
-        _save(args, "race", out)
+        _save(args, args.tag, out)
 
 
 # ------------------------------------------------------------------ report
@@ -204,6 +211,36 @@ def _save(args, name, obj):
 def _load(args, name):
     p = pathlib.Path(args.work) / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def _report_race(race, tag, lines, plt):
+    ref = race["methods"].get("optax.lbfgs (zoom)", {})
+    cmd = race.get("command", f"python benchmarks/optimizers_ml1m.py race --steps {race['steps']}")
+    lines += [f"## Time to a fixed training loss vs optax.lbfgs (zoom line search), same run ({tag})", "",
+              f"Command: `{cmd}`. "
+              f"Target training loss {race['target_loss']:.6e} (what `optax.lbfgs()` reaches "
+              f"at step {race.get('target_step', '?')}). Each method is AOT-compiled for exactly its steps-to-target "
+              "and timed (best of the repeats).", "",
+              "| method | steps to target | fun / grad evals | time to target (s) | ratio to optax.lbfgs | test RMSE there |",
+              "|---|---|---|---|---|---|"]
+    for name, e in race["methods"].items():
+        if "time_to_target_s" in e:
+            ratio = e["time_to_target_s"] / ref["time_to_target_s"] if "time_to_target_s" in ref else float("nan")
+            lines.append(f"| {name} | {e['steps_to_target']} | {e['fun_evals']} / {e['grad_evals']} | "
+                         f"{e['time_to_target_s']:.2f} | {ratio:.2f} | {e['test_rmse']:.4f} |")
+        else:
+            lines.append(f"| {name} | not reached in {race['steps']} | | | | |")
+    lines.append("")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, e in race["methods"].items():
+        tr = np.asarray(e["loss_trace"], float)
+        ax.semilogy(np.arange(1, tr.size + 1), tr, label=name)
+    ax.axhline(race["target_loss"], color="k", ls="--", lw=0.8)
+    ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"optimizers_{tag}.png", dpi=90)
+    plt.close(fig)
+    lines += [f"![{tag}](optimizers_{tag}.png)", ""]
 
 
 def phase_report(args):
@@ -266,6 +303,8 @@ def phase_report(args):
                          f"{c['fun_evals']} | {c['grad_evals']} | {c['wall_s']:.1f} | {c['status']} |")
         lines.append("")
         fig, axes = plt.subplots(2, 3, figsize=(14, 8), sharey=True)
+        lows = [min(x for x in c["loss_trace"] if np.isfinite(x)) for c in cells.values()
+                if any(np.isfinite(c["loss_trace"]))]
         for ax, d in zip(axes.ravel(), DIRECTIONS):
             for s in STEP_NAMES:
                 c = cells.get(f"{d}|{s}")
@@ -276,40 +315,16 @@ def phase_report(args):
                 ok = np.isfinite(tr)
                 ax.semilogy(np.r_[1, fe[ok]], np.r_[grid["initial_loss"], tr[ok]], label=s)
             ax.set_title(d), ax.set_xlabel("function evaluations")
+        axes[0, 0].set_ylim(0.8 * min(lows), 2.0 * grid["initial_loss"])  # diverged runs leave the frame
         axes[0, 0].set_ylabel("training loss"), axes[1, 0].set_ylabel("training loss")
         axes[0, 0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(RESULTS / "optimizers_grid.png", dpi=80)
         plt.close(fig)
         lines += ["![grid](optimizers_grid.png)", ""]
-    race = _load(args, "race")
-    if race:
-        ref = race["methods"].get("optax.lbfgs (zoom)", {})
-        lines += ["## Time to a fixed training loss vs optax.lbfgs (zoom line search), same run", "",
-                  f"Command: `python benchmarks/optimizers_ml1m.py race --steps {race['steps']}`. "
-                  f"Target training loss {race['target_loss']:.6e} (what `optax.lbfgs()` reaches "
-                  "at the target step). Each method is AOT-compiled for exactly its steps-to-target "
-                  "and timed (best of the repeats).", "",
-                  "| method | steps to target | fun / grad evals | time to target (s) | ratio to optax.lbfgs | test RMSE there |",
-                  "|---|---|---|---|---|---|"]
-        for name, e in race["methods"].items():
-            if "time_to_target_s" in e:
-                ratio = e["time_to_target_s"] / ref["time_to_target_s"] if "time_to_target_s" in ref else float("nan")
-                lines.append(f"| {name} | {e['steps_to_target']} | {e['fun_evals']} / {e['grad_evals']} | "
-                             f"{e['time_to_target_s']:.2f} | {ratio:.2f} | {e['test_rmse']:.4f} |")
-            else:
-                lines.append(f"| {name} | not reached in {race['steps']} | | | | |")
-        lines.append("")
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, e in race["methods"].items():
-            tr = np.asarray(e["loss_trace"], float)
-            ax.semilogy(np.arange(1, tr.size + 1), tr, label=name)
-        ax.axhline(race["target_loss"], color="k", ls="--", lw=0.8)
-        ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(RESULTS / "optimizers_race.png", dpi=90)
-        plt.close(fig)
-        lines += ["![race](optimizers_race.png)", ""]
+    for rfile in sorted(pathlib.Path(args.work).glob("race*.json")):
+        race = json.loads(rfile.read_text())
+        _report_race(race, rfile.stem, lines, plt)
     if args.notes and pathlib.Path(args.notes).exists():
         lines += [pathlib.Path(args.notes).read_text()]
     (RESULTS / "optimizers.md").write_text("\n".join(lines) + "\n")
@@ -324,6 +339,9 @@ def main():
     ap.add_argument("--target-step", type=int, default=100, help="race: lbfgs step defining the target")
     ap.add_argument("--target", type=float, default=None, help="race: explicit target loss")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--tag", default="race", help="race: name of the result file (report reads race*)")
+    ap.add_argument("--only", default=None, help="race: comma-separated substrings of method names "
+                    "(optax.lbfgs always runs)")
     ap.add_argument("--work", default="/tmp/mfjax_bench_optimizers")
     ap.add_argument("--notes", default=None, help="report: markdown file appended at the end")
     args = ap.parse_args()

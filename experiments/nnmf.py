@@ -63,9 +63,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import mfjax as mf
-    import importlib
 
-    nmf = importlib.import_module("mfjax.solvers.nmf").nmf
+    nmf = mf.solvers.nmf
 
     t_start = time.perf_counter()
     ratings, desc = C.load_data(args)

@@ -10,9 +10,9 @@ train / test RMSE against K.
 
 Parts (``results.json``; a re-run resumes):
 
-- ``als``: :func:`mfjax.solvers.als.als` with ``l2 = lambda`` (sum scaling,
+- ``als``: :func:`mfjax.solvers.als` with ``l2 = lambda`` (sum scaling,
   the same minimiser as the lecture's 1/2-scaled objective), ``--sweeps``.
-- ``sgd``: :func:`mfjax.solvers.sgd.sgd` on the same objective (regulariser
+- ``sgd``: :func:`mfjax.solvers.sgd` on the same objective (regulariser
   share ``lambda / n_i`` per rating), constant step ``--lr``, ``--epochs``,
   sequential per-rating updates (``--batch 1``) unless told otherwise.
 - ``K=..,l2=..``: ALS for every K of ``--ks`` at ``lambda`` and at a small
@@ -56,12 +56,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import mfjax as mf
-    from mfjax.solvers.als import als
-    from mfjax.solvers.sgd import sgd
 
-    solvers = mf.solvers
-    als = getattr(solvers, "als", als)
-    sgd = getattr(solvers, "sgd", sgd)
+    als, sgd = mf.solvers.als, mf.solvers.sgd
 
     t_start = time.perf_counter()
     ratings, desc = C.load_data(args)

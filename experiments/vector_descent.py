@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     import importlib
 
     vd_mod = importlib.import_module("mfjax.solvers.vector_descent")  # the module (mf.solvers.vector_descent is the function)
-    vector_descent = vd_mod.vector_descent
+    vector_descent = mf.solvers.vector_descent
 
     t_start = time.perf_counter()
     ratings, desc = C.load_data(args)

@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one configuration and print its metrics")
     _add_problem_args(f)
-    f.add_argument("--run", default="gd+inverse_lipschitz",
-                   help="'direction+step', 'optax:NAME' or 'solver:NAME' (default gd+inverse_lipschitz)")
+    f.add_argument("--run", default="gd+inverse_lipschitz(growth=2.0)",
+                   help="'direction+step', 'direction+step(key=value,...)', 'optax:NAME' or 'solver:NAME' "
+                        "(default gd+inverse_lipschitz(growth=2.0): the slides' best model, warm-started)")
     f.add_argument("--iters", type=int, default=200)
     f.add_argument("--eval-every", type=int, default=10)
     f.add_argument("--json", action="store_true", help="print the final metrics as JSON")
@@ -113,7 +114,7 @@ def cmd_compare(args) -> int:
     problem = _problem(args)
     print(f"problem: {json.dumps(problem.describe())}")
     if args.runs:
-        specs = [compare.parse_run(t) for t in _split_list(args.runs)]
+        specs = [compare.parse_run(t) for t in compare.split_runs(args.runs)]
     else:
         specs = compare.default_grid(_split_list(args.directions), _split_list(args.steps),
                                      solvers=_split_list(args.solvers) or (),

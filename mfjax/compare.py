@@ -41,6 +41,7 @@ __all__ = [
     "RunSpec",
     "make_problem",
     "parse_run",
+    "split_runs",
     "default_grid",
     "run_one",
     "run_grid",
@@ -108,6 +109,7 @@ class RunSpec:
     direction: str | None = None
     step: str | None = None
     solver: str | None = None
+    step_options: tuple = ()  # ((key, value), ...) passed to the step rule's factory
 
     @property
     def name(self) -> str:
@@ -115,11 +117,26 @@ class RunSpec:
             return f"solver-{self.solver}"
         if self.direction.startswith("optax:"):
             return self.direction.replace(":", "-")
-        return f"{self.direction}+{self.step}"
+        opts = ",".join(f"{k}={v}" for k, v in self.step_options)
+        return f"{self.direction}+{self.step}" + (f"({opts})" if opts else "")
+
+
+def _literal(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def parse_run(text: str) -> RunSpec:
-    """``"gd+armijo"``, ``"optax:lbfgs"`` or ``"solver:als"`` -> :class:`RunSpec`."""
+    """``"gd+armijo"``, ``"gd+inverse_lipschitz(growth=2)"``, ``"optax:lbfgs"`` or ``"solver:als"`` -> :class:`RunSpec`.
+
+    Keyword options in parentheses go to the step rule's constructor
+    (e.g. ``constant(step_size=1e-5)``, ``armijo(initial_step=1e-3)``).
+    """
+    text = text.strip()
     if text.startswith("solver:"):
         return RunSpec("solver", solver=text.split(":", 1)[1])
     if text.startswith("optax:"):
@@ -127,7 +144,33 @@ def parse_run(text: str) -> RunSpec:
     if "+" not in text:
         raise ValueError(f"run {text!r}: expected 'direction+step', 'optax:NAME' or 'solver:NAME'")
     d, s = text.split("+", 1)
-    return RunSpec("opt", direction=d, step=s)
+    options = ()
+    if "(" in s:
+        if not s.endswith(")"):
+            raise ValueError(f"run {text!r}: unbalanced parentheses in the step options")
+        s, inner = s[:-1].split("(", 1)
+        pairs = []
+        for item in filter(None, (t.strip() for t in inner.split(","))):
+            if "=" not in item:
+                raise ValueError(f"run {text!r}: step option {item!r} is not key=value")
+            k, v = item.split("=", 1)
+            pairs.append((k.strip(), _literal(v.strip())))
+        options = tuple(pairs)
+    return RunSpec("opt", direction=d, step=s, step_options=options)
+
+
+def split_runs(text: str) -> list[str]:
+    """Split a comma-separated run list, keeping commas inside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [t.strip() for t in out if t.strip()]
 
 
 def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] | None = None,
@@ -176,8 +219,14 @@ def _optimizer(spec: RunSpec, problem: Problem):
     if spec.step not in linesearch.REGISTRY:
         raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
     direction = optim.REGISTRY[spec.direction]()
-    # factories take the problem (only ``exact_mf`` uses it: it is bound to the loss)
-    step = linesearch.REGISTRY[spec.step](problem.train.device_put(), problem.l2, problem.scale)
+    if spec.step_options:  # explicit settings: call the rule's constructor
+        options = dict(spec.step_options)
+        if spec.step == "exact_mf":
+            step = linesearch.exact_mf(problem.train.device_put(), problem.l2, scale=problem.scale, **options)
+        else:
+            step = getattr(linesearch, spec.step)(**options)
+    else:  # registry defaults; factories take the problem (only ``exact_mf`` uses it)
+        step = linesearch.REGISTRY[spec.step](problem.train.device_put(), problem.l2, problem.scale)
     return optax.chain(direction, step)
 
 

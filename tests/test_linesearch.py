@@ -181,7 +181,9 @@ def test_armijo_equals_optax_backtracking():
         A = jnp.asarray(random_spd(rng, 10, cond=50.0))
         b = jnp.asarray(rng.standard_normal(10))
         f = lambda x: 0.5 * x @ A @ x - b @ x
-        ours = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5))
+        ours = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5,
+                                                        grad_at="trial"))
+        ours_end = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5))
         theirs = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(
             max_backtracking_steps=40, slope_rtol=1e-4, decrease_factor=0.8, increase_factor=1.5,
             max_learning_rate=1.0, store_grad=True))
@@ -194,13 +196,19 @@ def test_armijo_equals_optax_backtracking():
                 return optax.apply_updates(x, u), s
             return step
 
-        step_o, step_t = stepper(ours), stepper(theirs)
-        x_o = x_t = jnp.asarray(rng.standard_normal(10))
-        s_o, s_t = ours.init(x_o), theirs.init(x_t)
+        step_o, step_t, step_e = stepper(ours), stepper(theirs), stepper(ours_end)
+        x_o = x_t = x_e = jnp.asarray(rng.standard_normal(10))
+        s_o, s_t, s_e = ours.init(x_o), theirs.init(x_t), ours_end.init(x_e)
         for _ in range(8):
             x_o, s_o = step_o(x_o, s_o)
             x_t, s_t = step_t(x_t, s_t)
-            io, it = ls.get_linesearch_info(s_o), ls.get_linesearch_info(s_t)
+            x_e, s_e = step_e(x_e, s_e)
+            io, it, ie = ls.get_linesearch_info(s_o), ls.get_linesearch_info(s_t), ls.get_linesearch_info(s_e)
+            # grad_at="end": same steps, one more (value) evaluation at the accepted point
+            np.testing.assert_allclose(ie.step_size, it.step_size, rtol=1e-14)
+            assert int(ie.num_fun_evals) == int(it.num_fun_evals) + 1
+            np.testing.assert_allclose(x_e, x_t, rtol=1e-13)
+            np.testing.assert_allclose(s_e[1].grad, s_t[1].grad, rtol=1e-12)
             np.testing.assert_allclose(io.step_size, it.step_size, rtol=1e-14)
             assert int(io.num_fun_evals) == int(it.num_fun_evals)
             assert bool(io.success) and bool(it.success)
@@ -303,7 +311,9 @@ def test_search_exhausted_is_a_failure():
     g = _A3 @ x
     xs, ps, modes = jnp.stack([x] * 3), jnp.stack([-g] * 3), jnp.array([0, 1, 2])
     for rule in (ls.armijo(initial_step=100.0, max_iters=1), ls.strong_wolfe_zoom(initial_step=100.0, max_iters=1),
-                 ls.armijo(initial_step=1e6, max_iters=50, min_step=1e3)):
+                 ls.armijo(initial_step=1e6, max_iters=50, min_step=1e3),
+                 # bracketing hits max_step before any strong Wolfe step: failure, not the cap
+                 ls.strong_wolfe_zoom(initial_step=1e-3, max_step=4e-3, max_iters=50)):
         info, value, grad, x1, v0, g0 = jax.device_get(bad_batch_update(rule)(xs, ps, modes))
         assert not info.success.any() and (info.step_size == 0).all()
         assert (info.num_fun_evals < 50).all()

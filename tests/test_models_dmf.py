@@ -9,7 +9,6 @@ import pytest
 
 import mfjax.models as mm
 from mfjax.data import Ratings
-from mfjax.models import dmf
 
 
 def random_ratings(m=40, n=30, density=0.2, seed=0, empty_rows=(3,), empty_cols=(5,)):

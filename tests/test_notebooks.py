@@ -37,7 +37,7 @@ KERNEL_NAME = "mfjax-test-python3"
 
 
 def test_required_notebooks_present_and_clean():
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
     names = {p.stem for p in NOTEBOOKS}
     assert REQUIRED_NOTEBOOKS <= names, f"missing notebooks: {REQUIRED_NOTEBOOKS - names}"
     for path in NOTEBOOKS:

@@ -277,3 +277,11 @@ def test_bfgs_quadratic_exact_steps_converges_in_n_iterations():
                                       jac=lambda x: np.asarray(jax.grad(f)(jnp.asarray(x))),
                                       method="BFGS", options={"gtol": 1e-9})
         _close(np.asarray(res.params), ref.x, 1e-6)
+
+
+def test_switch_runs_the_selected_rule():
+    rules = [mo.gd_direction(), mo.heavy_ball_direction(0.7), mo.adagrad_direction(0.8, 1e-3)]
+    _close(_run(mo.switch(rules, 1)), _ref_heavy_ball(0.7))
+    _close(_run(mo.switch(rules, jnp.asarray(2))), _ref_adagrad(0.8, 1e-3))
+    with pytest.raises(ValueError, match="at least one rule"):
+        mo.switch([], 0)

@@ -167,3 +167,15 @@ def test_bad_input(lowrank):
     with pytest.raises(FloatingPointError, match="diverged"):
         sgd(train, 3, key=k, lr=5.0, l2=0.02, num_epochs=25, batch_size=64, biases=True,
             weighted_l2=True, eval=test)
+
+
+def test_random_order_is_a_permutation():
+    from mfjax.solvers.sgd import random_order
+
+    for n in (1, 2, 5, 64, 1000, 4099):
+        p = np.asarray(random_order(jax.random.key(n), n))
+        np.testing.assert_array_equal(np.sort(p), np.arange(n))
+    a = np.asarray(random_order(jax.random.key(0), 4099))
+    b = np.asarray(random_order(jax.random.key(1), 4099))
+    assert not np.array_equal(a, b)
+    assert abs(np.corrcoef(a, np.arange(4099))[0, 1]) < 0.1

@@ -28,7 +28,7 @@ rule                        what                                    evaluations/
 :func:`strong_wolfe`        Algorithm 4 as written, shrink only     value+grad per trial
 :func:`strong_wolfe_zoom`   Nocedal-Wright bracketing + zoom        value+grad per trial
 :func:`adaptive_gd`         Algorithm 6 (Malitsky-Mishchenko)       0
-:func:`exact_mf`            exact step for the masked MF loss       ~1 (+1 value+grad)
+:func:`exact_mf`            exact step for the masked MF loss       ~2 (+1 value+grad)
 ==========================  ======================================  ==================
 """
 

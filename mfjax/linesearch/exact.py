@@ -247,10 +247,12 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
     :func:`mfjax.losses.masked.predict` / ``residuals``) and its minimiser
     from :func:`minimize_quartic`.
 
-    Cost and diagnostics: the coefficient pass gathers ``U, V, P, Q`` at the
-    observed entries and forms four dot products per entry, about the cost of
-    one loss evaluation, reported as ``num_fun_evals = 1`` and
-    ``num_grad_evals = 0``.  With ``store_grad=True`` (default) the value and
+    Cost and diagnostics: the coefficient pass gathers four factor rows per
+    observed entry (``u_i, v_j, p_i, q_j``) where a loss evaluation gathers
+    two, so it is reported as ``num_fun_evals = 2``, ``num_grad_evals = 0``
+    (measured on ML-1M, CPU: 3-4 chunked loss evaluations, i.e. about one
+    closed-form value-and-gradient; see ``benchmarks/results/linesearch.md``).
+    No trial evaluations.  With ``store_grad=True`` (default) the value and
     gradient at the new point are then evaluated once (``+1`` function and
     ``+1`` gradient evaluation) and stored for reuse by the loop
     (:func:`optax.value_and_grad_from_state`), so an outer loop needs no other
@@ -293,10 +295,10 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
             f = base.bind_value_fn(value_fn, extra_args, "exact_mf")
             new_params = jax.tree_util.tree_map(lambda x, u: x + u, params, new_updates)
             v, g = jax.value_and_grad(f)(new_params)
-            nf, ng = 2, 1
+            nf, ng = 3, 1
         else:
             v, g = jnp.asarray(jnp.inf, dt), optax.tree.zeros_like(params)
-            nf, ng = 1, 0
+            nf, ng = 2, 0
         return new_updates, ExactMFState(
             jnp.asarray(v, dt), g, base.make_info(a, nf, ng, ok))
 

@@ -54,7 +54,6 @@ from mfjax.models.dmf import (
     CSRInputs,
     DMFConfig,
     csr_inputs,
-    embed,
     extension_inputs,
     from_unit,
     gather_block,

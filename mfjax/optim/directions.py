@@ -337,7 +337,7 @@ def bfgs_direction(
         thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
         have_pair = state.count > 0
         ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
-        first = state.count == 1
+        first = (state.count - 1 - state.num_skipped) == 0  # no update accepted yet
         H = state.inv_hessian
         if scale_init:
             yy = jnp.vdot(y, y)

@@ -79,7 +79,7 @@ import numpy as np
 
 from mfjax.data.ratings import Ratings
 from mfjax.losses.divergences import DEFAULT_EPS, _canonical, divergence
-from mfjax.losses.masked import Factors
+from mfjax.losses.masked import Factors, l2_penalty
 from mfjax.metrics import rmse
 from mfjax.solvers.base import SolverResult, SolverTrace
 
@@ -124,9 +124,7 @@ def _objective(params, train, loss, l2, row_w, col_w, eps):
         val = divergence(loss)(params, train, eps)
     else:
         val = divergence(loss)(params, train)
-    U, V = params
-    reg = jnp.sum(row_w * jnp.sum(U * U, 1)) + jnp.sum(col_w * jnp.sum(V * V, 1))
-    return val + l2 * reg
+    return val + l2_penalty(params, l2, l2_weights=(row_w, col_w))
 
 
 @functools.partial(

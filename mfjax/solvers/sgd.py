@@ -27,7 +27,7 @@ The regulariser's share decides which objective SGD minimises:
   ``1/2 [sum_Omega e_ij^2 + l2 sum_i n_i ||u_i||^2 + l2 sum_j n_j ||v_j||^2 (+ biases)]``.
 
 Minibatches.  With ``batch_size=B`` the entries of an epoch (a fresh random
-permutation per epoch, from ``key``) are cut into batches of ``B``; all
+order per epoch, from ``key``) are cut into batches of ``B``; all
 entries of a batch read the same parameters and their updates are added
 (scatter-add), i.e. ``B`` per-rating steps taken in parallel (the step size
 keeps its per-rating meaning).  ``B=1`` is the faithful sequential
@@ -78,9 +78,51 @@ from mfjax.losses.masked import (
 from mfjax.metrics import rmse
 from mfjax.solvers.base import SolverResult, SolverTrace
 
-__all__ = ["sgd", "sgd_step"]
+__all__ = ["sgd", "sgd_step", "random_order"]
 
 Params = Factors | BiasedFactors
+
+
+def _mix32(x):
+    """A 32-bit integer hash (xorshift-multiply finaliser)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def random_order(key, n: int, rounds: int = 4) -> jax.Array:
+    """A pseudo-random permutation of ``0..n-1`` in O(n) work, without sorting.
+
+    A keyed balanced Feistel network (``rounds`` rounds, hashed round
+    function) is a bijection of ``[0, 4^h)`` with ``4^h >= n``; cycle walking
+    (re-apply until the value lands in ``[0, n)``) restricts it to a
+    bijection of ``[0, n)`` (Black & Rogaway 2002).  On CPU this is several
+    times cheaper than ``jax.random.permutation`` or an argsort of random
+    keys, which dominated an SGD epoch on ML-1M.  Used for the per-epoch
+    order of SGD; different keys give (pseudo-)independent orders.
+
+    References:
+      Black, J., Rogaway, P. "Ciphers with arbitrary finite domains",
+      CT-RSA 2002.
+    """
+    half = max(1, -(-max(int(n - 1).bit_length(), 1) // 2))
+    mask = jnp.uint32((1 << half) - 1)
+    keys = jax.random.bits(key, (rounds,), jnp.uint32)
+
+    def feistel(x):
+        left, right = x >> half, x & mask
+        for r in range(rounds):
+            left, right = right, left ^ (_mix32(right ^ keys[r]) & mask)
+        return (left << half) | right
+
+    def walk(x):
+        return jnp.where(x >= n, feistel(x), x)
+
+    x = feistel(jnp.arange(n, dtype=jnp.uint32))
+    x = jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x)
+    return x.astype(jnp.int32)
 
 
 def _stack(params: Params) -> jax.Array:
@@ -185,7 +227,7 @@ def _run(params, train, eval_set, key, lr, decay, l2, weighted_l2, *, num_epochs
 
     def epoch(carry, epoch_key):
         Z, step0, ep = carry
-        perm = jax.random.permutation(epoch_key, nnz)
+        perm = random_order(epoch_key, nnz)
         perm = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(nb, batch_size)
         lr_epoch = lr * decay ** ep.astype(dtype)
 

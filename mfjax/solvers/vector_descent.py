@@ -29,6 +29,10 @@ Schedules:
 
 Row solvers (how each row problem is minimised, all ``vmap``-friendly):
 
+* :func:`quadratic_bfgs` (default) -- per-row BFGS with exact steps on
+  ``(A_i, b_i)`` directly: the same iterates as the generic path with
+  ``mfjax.optim.bfgs_direction`` and :func:`exact_quadratic_linesearch`,
+  without evaluating loss values (two r x r mat-vecs per iteration).
 * :func:`fixed_count` -- every row runs ``num_steps`` iterations of an optax
   optimizer (``optax.chain(direction, step_rule)``, e.g.
   :func:`mfjax.optim.bfgs` with any :mod:`mfjax.linesearch` rule).  A step
@@ -49,7 +53,7 @@ References:
   Beresnev, Klyushev, "Recommendation systems via approximate matrix
   factorization" (slides), 2024, eqs. 7-10 and Algorithm 13.
   Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006 (BFGS finite
-  termination on quadratics with exact line searches: Theorem 6.4 / Sec. 6.1).
+  termination on quadratics with exact line searches, Ch. 6).
   Rader, Lyons, Kidger, "Optimistix: modular optimisation in JAX and
   Equinox", 2024 (searches folded into the solver loop).
 """
@@ -83,6 +87,8 @@ __all__ = [
     "RowInfo",
     "FixedCount",
     "Folded",
+    "QuadraticBFGS",
+    "quadratic_bfgs",
     "FoldedSearch",
     "fixed_count",
     "folded",
@@ -145,7 +151,7 @@ def _stall_tol(g0):
 
 # --------------------------------------------------------- exact step rule
 class ExactQuadraticState(NamedTuple):
-    """State of :func:`exact_quadratic_step` (the step-rule protocol's fields)."""
+    """State of :func:`exact_quadratic_linesearch` (the step-rule protocol's fields)."""
 
     value: Any
     grad: Any
@@ -251,13 +257,14 @@ class FixedCount(NamedTuple):
     num_steps: int
     rtol: float
     atol: float
+    trust_state: bool = False
 
     def solve(self, fun, u0):
         return _solve_fixed(self, fun, u0)
 
 
 def fixed_count(optimizer=None, num_steps: int = 10, *, rtol: float = 1e-6,
-                atol: float = 0.0) -> FixedCount:
+                atol: float = 0.0, trust_state: bool | None = None) -> FixedCount:
     """Row solver running a fixed number of optimizer iterations per row.
 
     Each iteration is ``optimizer.update(g, state, u, value=f, grad=g,
@@ -276,17 +283,26 @@ def fixed_count(optimizer=None, num_steps: int = 10, *, rtol: float = 1e-6,
         :func:`default_row_optimizer`, BFGS + exact steps).
       num_steps: iterations per row (``r`` suffices for BFGS + exact steps).
       rtol, atol: gradient-norm stopping test.
+      trust_state: take ``f, grad f`` at the new point from the step rule's
+        state without the safety re-evaluation (which, under ``vmap``, is
+        otherwise computed for every row: the value is only used where the
+        state's value is not finite).  Only for step rules that always store
+        them (e.g. :func:`exact_quadratic_linesearch`, Armijo with
+        ``store_grad=True``, the Wolfe searches).  Default: True for the
+        default optimizer, else False.
 
     Raises:
       TypeError / ValueError: not an optax transform; ``num_steps < 1``.
     """
+    if trust_state is None:
+        trust_state = optimizer is None
     if optimizer is None:
         optimizer = default_row_optimizer()
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
     if int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    return FixedCount(optimizer, int(num_steps), float(rtol), float(atol))
+    return FixedCount(optimizer, int(num_steps), float(rtol), float(atol), bool(trust_state))
 
 
 def _state_field(state, name):
@@ -313,10 +329,13 @@ def _solve_fixed(cfg: FixedCount, fun, u0):
         upd, st_new = opt.update(g, st, u, value=f, grad=g, value_fn=fun)
         u_new = jax.tree_util.tree_map(lambda x, d: x + d, u, upd)
         f_s, g_s = _state_field(st_new, "value"), _state_field(st_new, "grad")
-        f_r, g_r = vg(u_new)
-        if f_s is None or g_s is None:
+        if cfg.trust_state and f_s is not None and g_s is not None:
+            f_r, g_r, reuse = f_s, g_s, jnp.asarray(True)
+        elif f_s is None or g_s is None:
+            f_r, g_r = vg(u_new)
             reuse = jnp.asarray(False)
         else:
+            f_r, g_r = vg(u_new)
             reuse = jnp.isfinite(f_s) & _finite(g_s) & (jnp.shape(f_s) == ())
             f_r = jnp.where(reuse, f_s, f_r)
             g_r = _tree_where(reuse, g_s, g_r)
@@ -342,6 +361,88 @@ def _solve_fixed(cfg: FixedCount, fun, u0):
     (u, f, g, _, _, success, it, nf, ng), _ = jax.lax.scan(body, carry0, None, length=cfg.num_steps)
     gn = jnp.linalg.norm(g)
     return u, RowInfo(it, nf, ng, success, gn <= tol, gn)
+
+
+# ------------------------------------------------------------ fast path
+class QuadraticBFGS(NamedTuple):
+    """Per-row BFGS with exact steps working on ``(A, b)`` directly (see :func:`quadratic_bfgs`)."""
+
+    num_steps: int
+    rtol: float
+    atol: float
+
+    def solve(self, fun, u0):  # a generic function: the library path, same iterates
+        return fixed_count(default_row_optimizer(), self.num_steps, rtol=self.rtol,
+                           atol=self.atol, trust_state=True).solve(fun, u0)
+
+    def solve_quadratic(self, q: RowQuadratic, u0):
+        return _solve_quadratic_bfgs(self, q, u0)
+
+
+def quadratic_bfgs(num_steps: int = 10, *, rtol: float = 1e-6, atol: float = 0.0) -> QuadraticBFGS:
+    r"""Row solver: BFGS (``H_0 = I``, slides Algorithm 12) with exact steps, using ``A`` directly.
+
+    The same iterates as ``fixed_count(default_row_optimizer(), num_steps)``
+    (tested in float64), with the quadratic structure spelled out so that an
+    iteration is two r x r mat-vecs and one rank-two update per row and the
+    loss value is never needed::
+
+        p = -H g,   a = -<g, p> / (2 p^T A p),   s = a p,   y = 2 a A p,
+        u <- u + s,   g <- 2 (A u - b),   H <- BFGS(H, s, y)
+
+    (step: :func:`mfjax.linesearch.exact.exact_quadratic_step`; update:
+    :func:`mfjax.optim.bfgs_inverse_update`).  On a quadratic with exact steps
+    BFGS terminates in at most ``r`` iterations, so ``num_steps = r`` gives the
+    ALS half-sweep up to rounding.  ``num_grad_evals`` counts the gradient and
+    the Hessian-vector product ``A p`` of each iteration; no function values
+    are evaluated (``num_fun_evals = 0``).  Under :func:`solve_rows` the
+    problems ``(A_i, b_i)`` are used directly; given only a function
+    (``solve(fun, u0)``) it falls back to the generic path.
+
+    Reference: Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006,
+    Ch. 6 (BFGS; quadratic termination with exact line searches).
+    """
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    return QuadraticBFGS(int(num_steps), float(rtol), float(atol))
+
+
+def _solve_quadratic_bfgs(cfg: QuadraticBFGS, q: RowQuadratic, u0):
+    from mfjax.optim import bfgs_inverse_update
+
+    A, b = q.A, q.b
+    grad = lambda u: 2.0 * (A @ u - b)
+    g0 = grad(u0)
+    tol = _tol(cfg.rtol, cfg.atol, g0)
+    stall = _stall_tol(g0)
+    r = u0.shape[0]
+    H0 = jnp.eye(r, dtype=u0.dtype)
+    active0 = (jnp.linalg.norm(g0) > tol) & _finite(g0)
+    i32 = lambda x: jnp.asarray(x, jnp.int32)
+
+    def body(carry, _):
+        u, g, H, active, success, it = carry
+        p = -(H @ g)
+        Ap = A @ p
+        a, ok = _exact_step_size(jnp.vdot(g, p), jnp.vdot(p, Ap))
+        s_, y_ = a * p, (2.0 * a) * Ap
+        u_new = u + s_
+        g_new = grad(u_new)
+        ok = ok & _finite(u_new) & _finite(g_new)
+        take = active & ok
+        H_new = bfgs_inverse_update(H, s_, y_)
+        u = jnp.where(take, u_new, u)
+        g = jnp.where(take, g_new, g)
+        H = jnp.where(take & _finite(H_new), H_new, H)
+        success = success & ~(active & ~ok & (jnp.linalg.norm(g) > stall))
+        it = it + take.astype(jnp.int32)
+        active = take & (jnp.linalg.norm(g) > tol)
+        return (u, g, H, active, success, it), None
+
+    carry0 = (u0, g0, H0, active0, jnp.asarray(True), i32(0))
+    (u, g, _, _, success, it), _ = jax.lax.scan(body, carry0, None, length=cfg.num_steps)
+    gn = jnp.linalg.norm(g)
+    return u, RowInfo(it, i32(0), 1 + 2 * it, success, gn <= tol, gn)
 
 
 # ---------------------------------------------------------------- folded
@@ -556,6 +657,8 @@ def solve_rows(row_solver, U0, q: RowQuadratic):
     """
 
     def one(u0, qi):
+        if hasattr(row_solver, "solve_quadratic"):
+            return row_solver.solve_quadratic(qi, u0)
         # f_i(u) - f_i(u0): same minimiser and gradient, no float32 cancellation
         return row_solver.solve(functools.partial(quadratic_increment, q=qi, u_ref=u0), u0)
 
@@ -580,7 +683,7 @@ def row_half_sweep(U, V, layout, l2, row_solver=None):
     """One half-sweep: every row of ``U`` minimised with ``V`` fixed (all rows in parallel).
 
     ``U_i <- argmin_u f_i(u)`` approximately, starting from the current
-    ``U_i``, by ``row_solver`` (default :func:`fixed_count` of per-row BFGS with
+    ``U_i``, by ``row_solver`` (default :func:`quadratic_bfgs`: per-row BFGS with
     exact steps, ``r`` iterations: the ALS half-sweep up to rounding).  For
     the other half call it with ``(V, U, col_layout)`` where ``col_layout`` is
     built from ``ratings.T``.
@@ -592,14 +695,14 @@ def row_half_sweep(U, V, layout, l2, row_solver=None):
         ``build_row_layout(ratings)`` (or a ``Ratings``, converted on the
         host: not inside ``jit``).
       l2: the regularisation ``lambda`` of the sum-scaled loss.
-      row_solver: :func:`fixed_count` or :func:`folded`.
+      row_solver: :func:`quadratic_bfgs` (default), :func:`fixed_count` or :func:`folded`.
 
     Returns:
       ``(U_new, RowInfo)`` with per-row diagnostics.
     """
     layout = _as_row_layout(layout)
     if row_solver is None:
-        row_solver = fixed_count(num_steps=U.shape[1])
+        row_solver = quadratic_bfgs(num_steps=U.shape[1])
     q = row_statistics(layout, V, l2)
     return solve_rows(row_solver, U, q)
 
@@ -786,9 +889,10 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
       train: :class:`~mfjax.data.Ratings` (COO); no dense ``m x n`` array is built.
       rank: ``r``.
       l2: ``lambda`` of ``sum (x - u.v)^2 + l2 (||U||^2 + ||V||^2)`` (>= 0).
-      optimizer: optax optimizer for every row (default BFGS + exact step).
+      optimizer: optax optimizer for every row, run by :func:`fixed_count`
+        (default: :func:`quadratic_bfgs`, BFGS + exact steps on ``(A_i, b_i)``).
       inner_steps: iterations per row (default ``rank``).
-      row_solver: a :func:`fixed_count` or :func:`folded` row solver
+      row_solver: a :func:`quadratic_bfgs`, :func:`fixed_count` or :func:`folded` row solver
         (overrides ``optimizer``/``inner_steps``).
       num_sweeps: outer sweeps (each updates U then V).
       schedule: ``"parallel"`` or ``"interleaved"``.
@@ -828,7 +932,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
             raise ValueError(
                 f"init shapes {init.U.shape}, {init.V.shape} do not match ({m}, {rank}), ({n}, {rank})")
     if row_solver is None:
-        row_solver = fixed_count(optimizer, rank if inner_steps is None else inner_steps)
+        steps = rank if inner_steps is None else inner_steps
+        row_solver = quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
     if schedule == "parallel":
         layouts = (build_row_layout(train), build_row_layout(train.T))
         sched = None
