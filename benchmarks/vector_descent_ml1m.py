@@ -40,7 +40,7 @@ import optax
 
 import mfjax.data as mdata
 from mfjax import linesearch as ls
-from mfjax.losses import Factors, init_factors
+from mfjax.losses import init_factors
 from mfjax.metrics import rmse
 from mfjax.optim import directions as dirs
 from mfjax.solvers import _rows

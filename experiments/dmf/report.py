@@ -60,6 +60,13 @@ def main():
                   + ", ".join(f"{r['best_val']:.4f}" for r in hide)
                   + " vs `cpu` " + ", ".join(f"{r['best_val']:.4f}" for r in t1 if r["seed"] in {h['seed'] for h in hide}) + "."]
 
+    large = load(out, "cpu_large", "table1")
+    if large:
+        lines += ["", "Exploratory (`cpu_large`: branches [1024, 512], 60 passes; seeds " + seeds(large) + "): "
+                  + ", ".join(f"{a} {np.mean([r['metrics']['areas'][a]['rmse'] for r in large]):.3f}"
+                              for a in ("I", "II", "III", "IV"))
+                  + f"; training wall time {large[0]['wall_time_s']:.0f} s."]
+
     rows = []
     for label, prof, task, key in (
         ("DMF-D, λ 0.1→30 (`cpu_slowlam`, selected on validation)", "cpu_slowlam", "dmfd", "discrete"),
@@ -90,7 +97,7 @@ def main():
     lines += ["", "### Wall time per task (s; 2-core CPU shared with ~6 other jobs, load average 10–18)", "",
               "| profile / task | per seed |", "| --- | --- |"]
     for prof, task in (("cpu", "table1"), ("cpu", "dmf"), ("cpu", "als"), ("cpu", "dmfd"), ("cpu_slowlam", "dmfd"),
-                       ("cpu_hide", "table1")):
+                       ("cpu_hide", "table1"), ("cpu_large", "table1")):
         recs = load(out, prof, task)
         if recs:
             lines.append(f"| {prof} / {task} | " + ", ".join(

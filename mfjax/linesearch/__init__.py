@@ -17,19 +17,19 @@ States hold ``value``/``grad`` at the accepted point (reusable through
 Rules (slides: Beresnev & Klyushev 2024, "Recommendation systems via
 approximate matrix factorization"):
 
-==========================  ======================================  ==================
-rule                        what                                    evaluations/update
-==========================  ======================================  ==================
-:func:`constant`            ``gamma``                               0
-:func:`inverse_sqrt`        ``gamma_0 / sqrt(k)``                   0
-:func:`inverse_lipschitz`   Algorithm 1, 1/L estimate               value+grad per trial
-:func:`armijo`              Algorithm 2, backtracking               value per trial, 1 grad
-:func:`weak_wolfe_bisection` Algorithm 3, can grow                  value+grad per trial
-:func:`strong_wolfe`        Algorithm 4 as written, shrink only     value+grad per trial
-:func:`strong_wolfe_zoom`   Nocedal-Wright bracketing + zoom        value+grad per trial
-:func:`adaptive_gd`         Algorithm 6 (Malitsky-Mishchenko)       0
-:func:`exact_mf`            exact step for the masked MF loss       ~2 (+1 value+grad)
-==========================  ======================================  ==================
+========================  =====================================  ================================
+rule                      what                                   evaluations / update
+========================  =====================================  ================================
+constant                  gamma                                  0
+inverse_sqrt              gamma_0 / sqrt(k)                      0
+inverse_lipschitz         Algorithm 1, 1/L estimate              value+grad per trial
+armijo                    Algorithm 2, backtracking              value per trial, +1 value+grad
+weak_wolfe_bisection      Algorithm 3, bisection, can grow       value+grad per trial
+strong_wolfe              Algorithm 4 as written, shrink only    value+grad per trial
+strong_wolfe_zoom         Nocedal-Wright bracketing + zoom       value+grad per trial
+adaptive_gd               Algorithm 6 (Malitsky-Mishchenko)      0
+exact_mf                  exact step for the masked MF loss      2 (+1 value+grad)
+========================  =====================================  ================================
 """
 
 from mfjax.linesearch.backtracking import BacktrackingState, armijo, inverse_lipschitz, strong_wolfe

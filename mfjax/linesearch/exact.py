@@ -250,8 +250,8 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
     Cost and diagnostics: the coefficient pass gathers four factor rows per
     observed entry (``u_i, v_j, p_i, q_j``) where a loss evaluation gathers
     two, so it is reported as ``num_fun_evals = 2``, ``num_grad_evals = 0``
-    (measured on ML-1M, CPU: 3-4 chunked loss evaluations, i.e. about one
-    closed-form value-and-gradient; see ``benchmarks/results/linesearch.md``).
+    (measured on ML-1M, CPU: 3.5-4 chunked loss evaluations, about two
+    closed-form value-and-gradients; see ``benchmarks/results/linesearch.md``).
     No trial evaluations.  With ``store_grad=True`` (default) the value and
     gradient at the new point are then evaluated once (``+1`` function and
     ``+1`` gradient evaluation) and stored for reuse by the loop
