@@ -20,11 +20,12 @@ import time
 
 __all__ = ["main", "build_parser"]
 
+# table -> (script, arguments put before the user's own)
 REPRODUCIBLE = {
-    "slides-best": "experiments/slides_best_model.py",
-    "slides-compare": "experiments/slides_optimizer_comparison.py",
-    "dmf-table1": "experiments/dmf/table1.py",
-    "dmf-table2": "experiments/dmf/table2.py",
+    "slides-best": ("experiments/slides_best_model.py", []),
+    "slides-compare": ("experiments/slides_optimizer_comparison.py", []),
+    "dmf-table1": ("experiments/dmf/run_tables.py", ["--tasks", "table1"]),
+    "dmf-table2": ("experiments/dmf/run_tables.py", ["--tasks", "dmf", "dmfd", "als"]),
 }
 
 
@@ -33,14 +34,18 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="'synthetic' (built-in, default), a MovieLens name such as 'ml-1m', or a path to a "
                         "(user, item, rating) CSV/TSV file")
     p.add_argument("--data-dir", default=None, help="directory holding the MovieLens files (else $MFJAX_DATA_DIR, cache)")
-    p.add_argument("--rank", type=int, default=10, help="factorization rank r (default 10)")
+    p.add_argument("--rank", type=int, default=None,
+                   help="factorization rank r (default: 10, the slides' choice, on MovieLens; on synthetic data "
+                        "the generator's rank)")
     p.add_argument("--l2", type=float, default=2.0, help="regularisation lambda (default 2, the slides' best model)")
     p.add_argument("--scale", choices=["sum", "mean"], default="sum",
                    help="loss scaling: 'sum' = slides' ||W o (X-UV)||^2 (default), 'mean' divides the data term by |Omega|")
     p.add_argument("--test-fraction", type=float, default=0.1, help="held-out fraction of the ratings (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the initialisation")
-    p.add_argument("--synthetic-size", default="300x200",
-                   help="MxN of the synthetic data (default 300x200)")
+    p.add_argument("--synthetic-size", default="600x400", help="MxN of the synthetic data (default 600x400)")
+    p.add_argument("--synthetic-density", type=float, default=0.05,
+                   help="fraction of observed entries of the synthetic data (default 0.05)")
+    p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _problem(args):
     from mfjax import compare
 
-    m, n = (int(v) for v in args.synthetic_size.lower().split("x"))
+    try:
+        m, n = (int(v) for v in args.synthetic_size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"mfjax: --synthetic-size must look like 600x400, got {args.synthetic_size!r}")
+    rank = args.rank
+    if rank is None:
+        rank = args.synthetic_rank if args.data == "synthetic" else 10
     return compare.make_problem(
-        args.data, rank=args.rank, l2=args.l2, scale=args.scale, seed=args.seed,
+        args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
         test_fraction=args.test_fraction, data_dir=args.data_dir,
-        synthetic_kwargs={"m": m, "n": n, "seed": args.seed},
+        synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
+                          "rank": args.synthetic_rank},
     )
 
 
@@ -157,16 +169,19 @@ def cmd_reproduce(args) -> int:
     import runpy
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    script = root / REPRODUCIBLE[args.table]
+    rel, fixed = REPRODUCIBLE[args.table]
+    script = root / rel
     if not script.exists():
         print(f"experiment script {script} not found (run from a source checkout of mfjax)", file=sys.stderr)
         return 2
-    sys.argv = [str(script)] + list(args.args)
+    sys.argv = [str(script)] + fixed + list(args.args)
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
 
 def cmd_data(args) -> int:
+    import numpy as np
+
     from mfjax import data as mfdata
 
     if args.data_command == "download":
@@ -184,8 +199,8 @@ def cmd_data(args) -> int:
         "ratings": ratings.nnz,
         "density": ratings.density,
         "mean": ratings.mean(),
-        "row_degree_min_median_max": [int(rc.min()), float(__import__("numpy").median(rc)), int(rc.max())],
-        "col_degree_min_median_max": [int(cc.min()), float(__import__("numpy").median(cc)), int(cc.max())],
+        "row_degree_min_median_max": [int(rc.min()), float(np.median(rc)), int(rc.max())],
+        "col_degree_min_median_max": [int(cc.min()), float(np.median(cc)), int(cc.max())],
         "checksum": mfdata.data_checksum(ratings),
     }
     print(json.dumps(info, indent=1))

@@ -240,9 +240,14 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     params0 = init_factors(key, problem.train.shape, problem.rank)
     opt = _optimizer(spec, problem)
 
+    # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart)
+    args = (params0, (train, problem.l2), (test,))
     t0 = time.perf_counter()
-    res = loop.fit(loss, opt, params0, num_steps, loss_args=(train, problem.l2),
-                   eval_fn=metrics.rmse, eval_args=(test,), eval_every=eval_every)
+    compiled = loop.compile_fit(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
+                                eval_every=eval_every)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = compiled(*args)
     jax.block_until_ready(res.params)
     wall = time.perf_counter() - t0
     tr = res.trace
@@ -254,27 +259,22 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
         "grad_norm": np.asarray(tr.grad_norm),
         "eval_rmse": np.asarray(tr.eval_metric),
     }
-    return res.params, out, wall, int(res.status)
+    return res.params, out, wall, compile_s, int(res.status)
 
 
 def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
-    from mfjax import solvers
-
     name = spec.solver
     common = dict(eval=problem.test)
-    t0 = time.perf_counter()
-    if name == "als":
-        res = solvers.als(problem.train, problem.rank, l2=problem.l2, num_sweeps=max(1, num_steps // 10), key=key, **common)
-    elif name == "sgd":
-        res = solvers.sgd(problem.train, problem.rank, num_epochs=max(1, num_steps // 10), key=key, **common)
-    elif name == "vector_descent":
-        res = solvers.vector_descent(problem.train, problem.rank, l2=problem.l2, num_sweeps=max(1, num_steps // 10), key=key, **common)
-    elif name == "nmf":
-        res = solvers.nmf(problem.train, problem.rank, num_iters=num_steps, key=key, **common)
-    else:
-        raise ValueError(f"unknown solver {name!r} (known: als, sgd, vector_descent, nmf)")
-    jax.block_until_ready(res.params)
-    wall = time.perf_counter() - t0
+
+    def call():
+        t0 = time.perf_counter()
+        res = _solve(name, problem, num_steps, key, common)
+        jax.block_until_ready(res.params)
+        return res, time.perf_counter() - t0
+
+    # the first call compiles; the second (cached) call is the one timed
+    _, first = call()
+    res, wall = call()
     T = len(np.asarray(res.trace.loss))
     out = {
         "loss": np.asarray(res.trace.loss),
@@ -284,7 +284,24 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
         "grad_evals": np.arange(1, T + 1),
         "grad_norm": np.full(T, np.nan),
     }
-    return res.params, out, wall, 0
+    return res.params, out, wall, max(first - wall, 0.0), 0
+
+
+def _solve(name, problem, num_steps, key, common):
+    """Classical solvers on the problem's objective (``l2`` converted to their "sum" scaling)."""
+    from mfjax import solvers
+
+    l2 = problem.l2 if problem.scale == "sum" else problem.l2 * problem.train.nnz
+    sweeps = max(1, num_steps // 10)
+    if name == "als":
+        return solvers.als(problem.train, problem.rank, l2=l2, num_sweeps=sweeps, key=key, **common)
+    if name == "sgd":  # l2 / n_i per rating: the same objective as the masked loss
+        return solvers.sgd(problem.train, problem.rank, l2=l2, num_epochs=sweeps, key=key, **common)
+    if name == "vector_descent":
+        return solvers.vector_descent(problem.train, problem.rank, l2=l2, num_sweeps=sweeps, key=key, **common)
+    if name == "nmf":  # unregularised masked NMF (its own constraint set; loss reported on the same objective)
+        return solvers.nmf(problem.train, problem.rank, num_iters=num_steps, key=key, **common)
+    raise ValueError(f"unknown solver {name!r} (known: als, sgd, vector_descent, nmf)")
 
 
 def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
@@ -292,25 +309,26 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
     """Run one spec on the problem; return a JSON-ready record with the trace."""
     key = jax.random.key(seed)
     if spec.kind == "solver":
-        params, trace, wall, status = _run_solver(spec, problem, num_steps, key)
+        params, trace, wall, compile_s, status = _run_solver(spec, problem, num_steps, key)
     else:
-        params, trace, wall, status = _run_opt(spec, problem, num_steps, eval_every, key)
+        params, trace, wall, compile_s, status = _run_opt(spec, problem, num_steps, eval_every, key)
     test_rmse = float(metrics.rmse(params, problem.test.device_put()))
     train_rmse = float(metrics.rmse(params, problem.train.device_put()))
     test_rmse_clip = float(metrics.rmse(params, problem.test.device_put(), clip=(1.0, 5.0)))
-    loss = np.asarray(trace["loss"], dtype=np.float64)
-    finite = loss[np.isfinite(loss)]
+    # every run's final loss is the problem's objective at its final parameters
+    final_loss = float(masked_sq_loss(params, problem.train.device_put(), problem.l2, scale=problem.scale))
     return {
         "name": spec.name,
         "spec": dataclasses.asdict(spec),
         "status": status,
-        "final_loss": float(finite[-1]) if finite.size else float("nan"),
+        "final_loss": final_loss,
         "train_rmse": train_rmse,
         "test_rmse": test_rmse,
         "test_rmse_clipped": test_rmse_clip,
         "fun_evals": int(np.nanmax(trace["fun_evals"])) if len(trace["fun_evals"]) else 0,
         "grad_evals": int(np.nanmax(trace["grad_evals"])) if len(trace["grad_evals"]) else 0,
         "wall_s": wall,
+        "compile_s": compile_s,
         "trace": trace,
     }
 
@@ -425,7 +443,7 @@ def plot_results(results: Sequence[dict], out_dir) -> list[pathlib.Path]:
     ok = [r for r in results if not r.get("error") and r.get("trace")]
     panels = [
         ("loss_vs_iter.png", "iteration", None, "loss", True),
-        ("loss_vs_time.png", "wall time (s)", "time", "loss", True),
+        ("loss_vs_time.png", "wall time (s; run time spread evenly over the steps)", "time", "loss", True),
         ("loss_vs_evals.png", "function evaluations", "fun_evals", "loss", True),
         ("test_rmse.png", "iteration", None, "eval_rmse", False),
         ("step_size.png", "iteration", None, "step_size", True),

@@ -240,7 +240,9 @@ def main(argv=None):
     ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "smoke", "authors"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    ap.add_argument("--data-dir", default=os.environ.get("MFJAX_ML1M", "/work/shared/data/ml-1m"))
+    ap.add_argument("--data-dir", default=os.environ.get("MFJAX_ML1M"),
+                    help="directory holding ML-1M (default: $MFJAX_ML1M, else the loader's lookup: "
+                         "$MFJAX_DATA_DIR, then the user cache)")
     ap.add_argument("--out", default="experiments/results/dmf")
     ap.add_argument("--ckpt-dir", default=os.path.expanduser("~/.cache/mfjax/dmf_ckpt"))
     args = ap.parse_args(argv)

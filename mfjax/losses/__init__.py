@@ -5,6 +5,7 @@ every solver, optimizer, metric and test."""
 from mfjax.losses.masked import (
     BiasedFactors,
     Factors,
+    data_scale,
     init_biased_factors,
     init_factors,
     l2_penalty,
@@ -23,6 +24,7 @@ from mfjax.losses.masked import (
 __all__ = [
     "BiasedFactors",
     "Factors",
+    "data_scale",
     "init_biased_factors",
     "init_factors",
     "l2_penalty",

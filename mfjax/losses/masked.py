@@ -231,7 +231,12 @@ def _sum_sq_residuals(params: Params, ratings: Ratings, chunk_size: int = CHUNK_
     out, _ = jax.lax.scan(body, jnp.zeros((), vals.dtype), (rows, cols, vals, w))
     return out
 
-def _data_scale(scale: str, nnz):
+
+def data_scale(scale: str, nnz):
+    """Weight of the data term: ``1`` for ``scale="sum"`` (the slides'
+    ``||W∘(X-UV)||²``), ``1/nnz`` for ``scale="mean"`` (mean squared error
+    over the observed entries).  The one definition used by every loss,
+    gradient and the exact line search."""
     if scale == "sum":
         return 1.0
     if scale == "mean":
@@ -304,7 +309,7 @@ def masked_sq_loss(params: Params, ratings: Ratings, l2=0.0, *, scale: str = "su
     """
     _check_l2("l2", l2)
     _check_l2("l2_bias", l2_bias)
-    data = _data_scale(scale, ratings.nnz) * _sum_sq_residuals(params, ratings)
+    data = data_scale(scale, ratings.nnz) * _sum_sq_residuals(params, ratings)
     return data + l2_penalty(params, l2, l2_bias=l2_bias, l2_weights=l2_weights)
 
 
@@ -328,7 +333,7 @@ def masked_sq_loss_dense(params: Params, X, W, l2=0.0, *, scale: str = "sum",
     _check_l2("l2_bias", l2_bias)
     R = W * (X - predict_dense(params))
     nnz = jnp.sum(W)
-    data = _data_scale(scale, nnz) * jnp.sum(R * R)
+    data = data_scale(scale, nnz) * jnp.sum(R * R)
     return data + l2_penalty(params, l2, l2_bias=l2_bias, l2_weights=l2_weights)
 
 
@@ -384,7 +389,7 @@ def masked_sq_value_and_grad(params: Params, ratings: Ratings, l2=0.0, *, scale:
     """
     _check_l2("l2", l2)
     _check_l2("l2_bias", l2_bias)
-    s = _data_scale(scale, ratings.nnz)
+    s = data_scale(scale, ratings.nnz)
     sse, gdata = _value_and_data_grad_coo(params, ratings, chunk_size)
     value = s * sse + l2_penalty(params, l2, l2_bias=l2_bias, l2_weights=l2_weights)
     if scale != "sum":
@@ -415,7 +420,7 @@ def masked_sq_grad_dense(params: Params, X, W, l2=0.0, *, scale: str = "sum",
     """
     _check_l2("l2", l2)
     _check_l2("l2_bias", l2_bias)
-    s = _data_scale(scale, jnp.sum(W))
+    s = data_scale(scale, jnp.sum(W))
     P = predict_dense(params)
     c = -2.0 * s
     WX, WP = W * X, W * P
@@ -479,7 +484,7 @@ def masked_mse(ratings: Ratings, l2=0.0, *, scale: str = "sum", grad: str = "aut
     """
     _check_l2("l2", l2)
     _check_l2("l2_bias", l2_bias)
-    _data_scale(scale, 1)
+    data_scale(scale, 1)
     if grad not in ("autodiff", "closed_form"):
         raise ValueError(f"grad must be 'autodiff' or 'closed_form', got {grad!r}")
     ratings = ratings.device_put()

@@ -14,12 +14,22 @@ from mfjax.solvers.nmf import NMF_LOSSES, nmf, nmf_init, nndsvd
 from mfjax.solvers.sgd import random_order, sgd, sgd_step
 from mfjax.solvers.svd import TruncatedSVD, power_iteration_svd, power_iteration_svd_operator, svd_complete
 from mfjax.solvers.vector_descent import (
+    BlockSchedule,
+    RowInfo,
+    VectorDescentInfo,
     algorithm13_schedule,
+    armijo_search,
     default_block_sizes,
+    exact_quadratic_linesearch,
+    exact_search,
     fixed_count,
     folded,
+    interleaved_blocks,
+    quadratic_bfgs,
     row_half_sweep,
+    solve_rows,
     vector_descent,
+    weak_wolfe_search,
 )
 
 __all__ = [
@@ -47,4 +57,14 @@ __all__ = [
     "algorithm13_schedule",
     "fixed_count",
     "folded",
+    "quadratic_bfgs",
+    "armijo_search",
+    "weak_wolfe_search",
+    "exact_search",
+    "exact_quadratic_linesearch",
+    "solve_rows",
+    "interleaved_blocks",
+    "BlockSchedule",
+    "RowInfo",
+    "VectorDescentInfo",
 ]

@@ -1,0 +1,139 @@
+"""The ``mfjax`` command line and the comparison workflow behind it, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from mfjax import cli, compare
+from mfjax import data as mfdata
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMALL = ["--synthetic-size", "300x200", "--synthetic-density", "0.1", "--l2", "2.0"]
+
+
+def _mean_predictor_rmse(seed=0, test_fraction=0.1):
+    ratings = mfdata.synthetic(m=300, n=200, density=0.1, rank=5, seed=seed)
+    train, test = mfdata.split(ratings, fractions=(1 - test_fraction, test_fraction), seed=seed)
+    mu = float(np.mean(np.asarray(train.values)))
+    return float(np.sqrt(np.mean((np.asarray(test.values) - mu) ** 2)))
+
+
+def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    runs = "gd+armijo,adam+constant(step_size=0.01),optax:lbfgs,solver:als"
+    argv = ["compare", *SMALL, "--runs", runs, "--iters", "30", "--eval-every", "5",
+            "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ("gd+armijo", "optax-lbfgs", "solver-als"):
+        assert name in printed  # summary table
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 4
+    assert {r["name"] for r in results} == {"gd+armijo", "adam+constant(step_size=0.01)", "optax-lbfgs", "solver-als"}
+    baseline = _mean_predictor_rmse()
+    for r in results:
+        assert r["error"] is None
+        assert np.isfinite(r["test_rmse"]) and r["wall_s"] >= 0 and r["compile_s"] >= 0
+        loss = np.asarray(r["trace"]["loss"], dtype=float)
+        assert loss[-1] < loss[0]  # every run makes progress
+    best = min(r["test_rmse"] for r in results)
+    assert best < baseline  # something beats predicting the training mean
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert csv_lines[0].startswith("name,status,final_loss") and len(csv_lines) == 5
+    for png in ("loss_vs_iter.png", "loss_vs_time.png", "loss_vs_evals.png", "test_rmse.png", "step_size.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # resume: nothing is recomputed; files untouched
+    run_files = sorted((out / "runs").glob("*.json"))
+    assert len(run_files) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in run_files}
+    assert cli.main(argv + ["--no-plots"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in run_files} == stamps
+
+    # an interrupted grid: a missing run file is the only one recomputed
+    victim = out / "runs" / "solver-als.json"
+    victim.unlink()
+    assert cli.main(argv + ["--no-plots"]) == 0
+    assert victim.exists()
+    assert {p: p.stat().st_mtime_ns for p in run_files if p != victim} == {
+        p: t for p, t in stamps.items() if p != victim}
+
+    # a changed configuration is recomputed, not silently reused
+    assert cli.main([*argv[:-3], "--iters", "31", "--out", str(out), "--no-progress", "--no-plots"]) == 0
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in run_files if p != victim)
+
+
+def test_compare_reports_bad_run_without_stopping_grid(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = cli.main(["compare", *SMALL, "--runs", "gd+armijo,gd+no_such_rule", "--iters", "5",
+                     "--out", str(out), "--no-progress", "--no-plots"])
+    assert code == 1
+    results = {r["name"]: r for r in json.loads((out / "results.json").read_text())}
+    assert results["gd+armijo"]["error"] is None
+    assert "no_such_rule" in results["gd+no_such_rule"]["error"]
+
+
+def test_fit_json_prints_final_metrics(capsys):
+    assert cli.main(["fit", *SMALL, "--iters", "300", "--json"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    rec = json.loads(line)
+    assert rec["name"] == "gd+inverse_lipschitz(growth=2.0)"
+    assert rec["problem"]["shape"] == [300, 200] and rec["problem"]["rank"] == 5
+    assert 0 < rec["train_rmse"] < rec["test_rmse"] + 1.0
+    assert rec["test_rmse"] < _mean_predictor_rmse()
+
+
+def test_default_command_is_compare(monkeypatch):
+    """``mfjax`` alone, or with options only, runs ``mfjax compare``."""
+    seen = []
+    monkeypatch.setattr(cli, "cmd_compare", lambda args: seen.append(args) or 0)
+    assert cli.main([]) == 0
+    assert cli.main(["--iters", "3"]) == 0
+    assert [a.command for a in seen] == ["compare", "compare"]
+    assert seen[0].iters == 200 and seen[1].iters == 3 and seen[0].data == "synthetic"
+
+
+def test_data_info_synthetic(capsys):
+    assert cli.main(["data", "info", "synthetic"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    r = mfdata.synthetic()
+    assert info["shape"] == list(r.shape) and info["ratings"] == r.nnz
+    assert info["checksum"] == mfdata.data_checksum(r)
+
+
+@pytest.mark.movielens
+def test_data_info_ml1m(ml1m_dir, capsys):
+    assert cli.main(["data", "info", "ml-1m", "--data-dir", str(ml1m_dir)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [6040, 3706] and info["ratings"] == 1_000_209
+    assert abs(info["mean"] - 3.5816) < 1e-4
+
+
+def test_reproduce_targets_exist():
+    for table, (script, fixed) in cli.REPRODUCIBLE.items():
+        assert (ROOT / script).is_file(), table
+        assert all(isinstance(a, str) for a in fixed)
+
+
+def test_parse_run_round_trips_names():
+    for text in ("gd+armijo", "bfgs+strong_wolfe_zoom", "gd+inverse_lipschitz(growth=2.0)", "optax:lbfgs",
+                 "solver:als"):
+        spec = compare.parse_run(text)
+        assert compare.parse_run(spec.name.replace("optax-", "optax:").replace("solver-", "solver:")) == spec
+    with pytest.raises(ValueError, match="run"):
+        compare.parse_run("gd")
+
+
+def test_readme_example_runs():
+    """The README's "library in one screen" example is real code."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    code = blocks[0].replace("m=600, n=400", "m=120, n=80").replace("num_steps=200", "num_steps=20") \
+        .replace("num_sweeps=20", "num_sweeps=3")
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
