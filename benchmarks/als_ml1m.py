@@ -129,7 +129,7 @@ def main(argv=None):
     if args.no_svd:
         return
     mean_rmse = float(np.sqrt(np.mean((np.asarray(test.values) - train.mean()) ** 2)))
-    print(f"\n## baselines on the same split (untuned; test RMSE clipped to [1, 5])")
+    print("\n## baselines on the same split (untuned; test RMSE clipped to [1, 5])")
     print(f"global-mean predictor: {mean_rmse:.4f}")
     print("| method | fill | rank | refits | test RMSE after each fit | wall s |")
     print("|---|---|---|---|---|---|")

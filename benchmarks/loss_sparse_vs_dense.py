@@ -22,7 +22,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import mfjax.data as mdata
 from mfjax.data import Ratings

@@ -243,16 +243,13 @@ def run_fit(loss_fn, optimizer, params0, num_steps: int, *, loss_args=(), eval_f
     """
     import jax
 
-    import mfjax as mf
-    from mfjax import loop, metrics
+    from mfjax import compare, loop, metrics
 
-    fit = getattr(mf, "fit", None) or loop.fit
     t0 = time.perf_counter()
-    res = fit(loss_fn, optimizer, params0, num_steps, loss_args=tuple(loss_args), eval_fn=eval_fn,
+    res = loop.fit(loss_fn, optimizer, params0, num_steps, loss_args=tuple(loss_args), eval_fn=eval_fn,
               eval_args=tuple(eval_args), eval_every=eval_every)
     jax.block_until_ready(res.params)
     wall = time.perf_counter() - t0
-    tr = res.trace
     rec = {
         "status": int(res.status),
         "status_name": loop.STATUS_NAMES[int(res.status)],
@@ -261,14 +258,7 @@ def run_fit(loss_fn, optimizer, params0, num_steps: int, *, loss_args=(), eval_f
         "fun_evals": int(res.num_fun_evals),
         "grad_evals": int(res.num_grad_evals),
         "wall_s": wall,
-        "trace": {
-            "loss": np.asarray(tr.loss),
-            "step_size": np.asarray(tr.step_size),
-            "fun_evals": np.asarray(tr.num_fun_evals),
-            "grad_evals": np.asarray(tr.num_grad_evals),
-            "grad_norm": np.asarray(tr.grad_norm),
-            "eval_rmse": np.asarray(tr.eval_metric),
-        },
+        "trace": compare.trace_record(res.trace),
         "error": None,
     }
     if train is not None:

@@ -135,7 +135,6 @@ def plot(res, args, desc):
         if b.get("data", {}).get("checksum") == desc["checksum"] and b.get("seed") == args.seed and "best" in b["parts"]:
             bb = b["parts"]["best"]
             ev = C.arr(bb["trace"]["eval_rmse"])
-            it = np.arange(1, ev.size + 1)
             t = np.linspace(bb["wall_s"] / ev.size, bb["wall_s"], ev.size)
             mk = np.isfinite(ev)
             axes[1].plot(t[mk], ev[mk], "k-", lw=1, label="GD + 1/L, l2=2 (slides_best_model)")

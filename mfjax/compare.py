@@ -45,6 +45,7 @@ __all__ = [
     "default_grid",
     "run_one",
     "run_grid",
+    "trace_record",
     "summarize",
     "write_tables",
     "plot_results",
@@ -230,6 +231,19 @@ def _optimizer(spec: RunSpec, problem: Problem):
     return optax.chain(direction, step)
 
 
+def trace_record(trace) -> dict:
+    """A :class:`mfjax.loop.FitTrace` as the numpy arrays of a result record
+    (keys ``loss, step_size, fun_evals, grad_evals, grad_norm, eval_rmse``)."""
+    return {
+        "loss": np.asarray(trace.loss),
+        "step_size": np.asarray(trace.step_size),
+        "fun_evals": np.asarray(trace.num_fun_evals),
+        "grad_evals": np.asarray(trace.num_grad_evals),
+        "grad_norm": np.asarray(trace.grad_norm),
+        "eval_rmse": np.asarray(trace.eval_metric),
+    }
+
+
 def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key):
     from mfjax import loop
 
@@ -250,16 +264,7 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     res = compiled(*args)
     jax.block_until_ready(res.params)
     wall = time.perf_counter() - t0
-    tr = res.trace
-    out = {
-        "loss": np.asarray(tr.loss),
-        "step_size": np.asarray(tr.step_size),
-        "fun_evals": np.asarray(tr.num_fun_evals),
-        "grad_evals": np.asarray(tr.num_grad_evals),
-        "grad_norm": np.asarray(tr.grad_norm),
-        "eval_rmse": np.asarray(tr.eval_metric),
-    }
-    return res.params, out, wall, compile_s, int(res.status)
+    return res.params, trace_record(res.trace), wall, compile_s, int(res.status)
 
 
 def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):

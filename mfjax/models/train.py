@@ -340,7 +340,6 @@ def make_block(rcsr, ccsr, rb, cblk, c_id, col_block_of, col_slot_of, cap_r: int
 
 
 def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int, cap_c: int):
-    br, bc = tc.block_rows, tc.block_cols
     q = tc.quantizer
     if q is not None:
         levels = check_levels(q.levels)

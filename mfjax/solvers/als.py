@@ -76,7 +76,7 @@ from mfjax.losses.masked import (
     masked_sq_loss,
 )
 from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace
+from mfjax.solvers.base import SolverResult, SolverTrace, check_ratings
 
 __all__ = [
     "als",
@@ -261,19 +261,6 @@ def _check_l2(l2, name: str = "l2") -> None:
         raise ValueError(f"{name} (lambda) must be a finite number >= 0, got {l2}")
 
 
-def _check_ratings(r: Ratings, what: str) -> None:
-    if not isinstance(r, Ratings):
-        raise TypeError(f"{what} must be a mfjax.data.Ratings, got {type(r).__name__}")
-    vals = np.asarray(r.values)
-    if vals.size == 0:
-        raise ValueError(f"{what} ratings are empty")
-    bad = ~np.isfinite(vals)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what} ratings contain a non-finite value {vals[k]} at entry {k} "
-                         f"(row {int(np.asarray(r.rows)[k])}, col {int(np.asarray(r.cols)[k])})")
-
-
 def _objective(params, train, l2, l2_bias, weighted_l2):
     weights = None
     if weighted_l2:
@@ -349,7 +336,7 @@ def als(
                                 biases=True, num_sweeps=20, eval=test)
         res.trace.eval_rmse[-1]
     """
-    _check_ratings(train, "training")
+    check_ratings(train, "training")
     m, n = train.shape
     if not isinstance(rank, (int, np.integer)) or rank <= 0 or rank > min(m, n):
         raise ValueError(f"rank must be an integer in 1..min(m, n) = {min(m, n)} for shape "
@@ -360,7 +347,7 @@ def als(
     if int(num_sweeps) < 1:
         raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
     if eval is not None:
-        _check_ratings(eval, "evaluation")
+        check_ratings(eval, "evaluation")
         if tuple(eval.shape) != (m, n):
             raise ValueError(f"eval shape {tuple(eval.shape)} differs from train shape {(m, n)}")
     dtype = np.asarray(train.values).dtype

@@ -81,7 +81,7 @@ from mfjax.data.ratings import Ratings
 from mfjax.losses.divergences import DEFAULT_EPS, _canonical, divergence
 from mfjax.losses.masked import Factors, l2_penalty
 from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace
+from mfjax.solvers.base import SolverResult, SolverTrace, check_ratings
 
 __all__ = ["nmf", "nmf_init", "nndsvd", "NMF_LOSSES"]
 
@@ -249,13 +249,7 @@ def nmf_init(train: Ratings, rank: int, init="nndsvda", *, key=None, dtype=jnp.f
 
 
 def _check_values(r: Ratings, what: str, loss: str):
-    vals = np.asarray(r.values)
-    if vals.size == 0:
-        raise ValueError(f"{what} ratings are empty")
-    bad = ~np.isfinite(vals)
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(f"{what} ratings contain a non-finite value {float(vals[k])} at entry {k}")
+    vals = check_ratings(r, what)
     if what == "training":
         neg = vals < 0
         if neg.any():
