@@ -179,3 +179,113 @@ def test_random_order_is_a_permutation():
     b = np.asarray(random_order(jax.random.key(1), 4099))
     assert not np.array_equal(a, b)
     assert abs(np.corrcoef(a, np.arange(4099))[0, 1]) < 0.1
+
+
+def _np_full_batch_epochs(U, V, b, c, mean, rows, cols, x, a, decay, l2, weighted, epochs):
+    """numpy re-implementation of ``batch_size >= nnz`` (one simultaneous step per epoch)
+    and of the running loss trace: the epoch's residuals (before its step) plus the
+    regulariser after it."""
+    m, n = U.shape[0], V.shape[0]
+    n_i = np.bincount(rows, minlength=m).astype(float)
+    n_j = np.bincount(cols, minlength=n).astype(float)
+    w_i = n_i if weighted else np.ones(m)
+    w_j = n_j if weighted else np.ones(n)
+    l_i = l2 * w_i / np.maximum(n_i, 1)
+    l_j = l2 * w_j / np.maximum(n_j, 1)
+    losses = []
+    for ep in range(epochs):
+        lr = a * decay ** ep
+        e = x - (mean + b[rows] + c[cols] + np.sum(U[rows] * V[cols], axis=1))
+        dU, dV = np.zeros_like(U), np.zeros_like(V)
+        db, dc = np.zeros_like(b), np.zeros_like(c)
+        np.add.at(dU, rows, lr * (e[:, None] * V[cols] - l_i[rows, None] * U[rows]))
+        np.add.at(dV, cols, lr * (e[:, None] * U[rows] - l_j[cols, None] * V[cols]))
+        np.add.at(db, rows, lr * (e - l_i[rows] * b[rows]))
+        np.add.at(dc, cols, lr * (e - l_j[cols] * c[cols]))
+        U, V, b, c = U + dU, V + dV, b + db, c + dc
+        pen = l2 * (np.sum(w_i * (np.sum(U * U, 1) + b * b))
+                    + np.sum(w_j * (np.sum(V * V, 1) + c * c)))
+        losses.append(np.sum(e * e) + pen)
+    return U, V, b, c, np.array(losses)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_running_loss_and_full_batch_match_numpy(weighted):
+    """batch_size >= nnz: every epoch is one simultaneous step over all entries, whatever
+    the order; the running loss trace is sum_k e_k^2 (before the step) + the penalty after."""
+    rng = np.random.default_rng(5)
+    m, n, r, k = 7, 6, 3, 25
+    flat = rng.choice(m * n, size=k, replace=False)
+    rows, cols = flat // n, flat % n
+    x = rng.uniform(1, 5, size=k)
+    train = Ratings.create(rows, cols, x, (m, n), dtype=np.float64)
+    U, V = rng.normal(size=(m, r)) * 0.3, rng.normal(size=(n, r)) * 0.3
+    b, c = rng.normal(size=m) * 0.1, rng.normal(size=n) * 0.1
+    mean = float(np.mean(x))
+    with jax.enable_x64(True):
+        init = BiasedFactors(*(jnp.asarray(t) for t in (U, V, b, c)), jnp.asarray(mean))
+        res = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_epochs=4,
+                  batch_size=1000, biases=True, weighted_l2=weighted, init=init,
+                  dtype=jnp.float64, loss_trace="running")
+        exact = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_epochs=4,
+                    batch_size=1000, biases=True, weighted_l2=weighted, init=init,
+                    dtype=jnp.float64)
+    U2, V2, b2, c2, losses = _np_full_batch_epochs(U, V, b, c, mean, rows, cols, x, 0.05, 0.8,
+                                                   0.1, weighted, 4)
+    for got, want in zip(res.params[:4], (U2, V2, b2, c2)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(res.trace.loss), losses, rtol=1e-12)
+    # same parameters with the exact trace; its loss is the objective *after* the step
+    np.testing.assert_array_equal(np.asarray(exact.params.U), np.asarray(res.params.U))
+    w = (np.bincount(rows, minlength=m).astype(float), np.bincount(cols, minlength=n).astype(float))
+    with jax.enable_x64(True):
+        want_exact = masked_sq_loss(exact.params, train, 0.1,
+                                    l2_weights=w if weighted else None)
+    np.testing.assert_allclose(float(exact.trace.loss[-1]), float(want_exact), rtol=1e-12)
+
+
+def test_running_loss_tracks_exact_loss(lowrank):
+    """Same run, two traces: the running estimate lags the exact objective (it uses
+    residuals from before each minibatch's update) but converges to it."""
+    train, test = lowrank
+    kw = dict(key=jax.random.key(0), lr=0.03, l2=0.5, num_epochs=25, biases=True,
+              batch_size=16, eval=test)
+    ex = sgd(train, 3, **kw)
+    ru = sgd(train, 3, loss_trace="running", **kw)
+    np.testing.assert_array_equal(np.asarray(ex.params.U), np.asarray(ru.params.U))
+    np.testing.assert_array_equal(np.asarray(ex.trace.eval_rmse), np.asarray(ru.trace.eval_rmse))
+    le, lr_ = np.asarray(ex.trace.loss), np.asarray(ru.trace.loss)
+    assert np.all(lr_[:5] > le[:5])  # early epochs: the running sum lags (larger)
+    np.testing.assert_allclose(lr_[-1], le[-1], rtol=0.02)
+    with pytest.raises(ValueError, match="loss_trace"):
+        sgd(train, 3, key=jax.random.key(0), loss_trace="sometimes")
+
+
+def test_epoch_order_visits_every_entry_once():
+    """The keyed mixed-radix Feistel network is a bijection of [0, a b) for any sides,
+    and one epoch of sgd visits each entry exactly once (B = 1, lr tiny: the
+    first-order change of each bias is lr * (sum of its residuals))."""
+    from mfjax.solvers.sgd import _feistel, _order_domain
+
+    keys = jax.random.bits(jax.random.key(0), (4,), jnp.uint32)
+    for a, b in [(1, 1), (2, 1), (1, 5), (3, 2), (65, 64), (7, 130)]:
+        p = np.asarray(_feistel(jnp.arange(a * b, dtype=jnp.uint32), keys, a, b))
+        np.testing.assert_array_equal(np.sort(p), np.arange(a * b))
+    for n in (1, 2, 5, 17, 800167):
+        a, b = _order_domain(n)
+        assert n <= a * b < n + a
+    rng = np.random.default_rng(2)
+    m, n, k = 5, 4, 13
+    flat = rng.choice(m * n, size=k, replace=False)
+    rows, cols = flat // n, flat % n
+    x = rng.uniform(1, 5, size=k)
+    train = Ratings.create(rows, cols, x, (m, n), dtype=np.float64)
+    with jax.enable_x64(True):
+        zero = BiasedFactors(jnp.zeros((m, 2)), jnp.zeros((n, 2)), jnp.zeros(m), jnp.zeros(n),
+                             jnp.asarray(0.0))
+        res = sgd(train, 2, key=jax.random.key(1), lr=1e-9, l2=0.0, num_epochs=1, biases=True,
+                  init=zero, dtype=jnp.float64)
+    np.testing.assert_allclose(np.asarray(res.params.row_bias) / 1e-9,
+                               np.bincount(rows, weights=x, minlength=m), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.params.col_bias) / 1e-9,
+                               np.bincount(cols, weights=x, minlength=n), rtol=1e-6)
