@@ -16,7 +16,7 @@ Loss: slides' scaling (``scale="sum"``), ``l2=2``, rank 10.
 Usage::
 
     python benchmarks/linesearch_overhead.py [--iters 20] [--repeats 3] [--synthetic]
-        [--grad autodiff|closed_form] [--rule-iters 10] [--skip-all-rules]
+        [--grad autodiff|closed_form] [--rule-iters 10] [--rule-repeats 1] [--skip-all-rules]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -109,6 +110,7 @@ def main():
     ap.add_argument("--grad", default="autodiff", choices=["autodiff", "closed_form"],
                     help="gradient of the loss (mfjax.losses.masked_mse(grad=...))")
     ap.add_argument("--rule-iters", type=int, default=10, help="iterations per run in section 3")
+    ap.add_argument("--rule-repeats", type=int, default=1, help="timed runs per rule in section 3 (interleaved)")
     ap.add_argument("--skip-all-rules", action="store_true")
     args = ap.parse_args()
 
@@ -119,6 +121,7 @@ def main():
     x0 = init_factors(jax.random.PRNGKey(0), ratings.shape, rank)
     print(f"# data: {what}; nnz={ratings.nnz}; rank={rank}; l2={l2}; scale=sum; grad={args.grad}; "
           f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].platform}")
+    print(f"# load average at start: {os.getloadavg()}")
     print(f"# f(x0) = {float(jax.jit(f)(x0)):.6g}; iterations per run: {args.iters} (section 3: "
           f"{args.rule_iters}, one timed run); best of {args.repeats}")
 
@@ -128,11 +131,31 @@ def main():
     g0 = jvg(x0)[1]
     p0 = jax.tree_util.tree_map(lambda u: -u, g0)
     coeff = jax.jit(lambda x, p: ls.minimize_quartic(ls.mf_quartic_coefficients(x, p, ratings, l2)))
+    rule = ls.exact_mf(ratings, l2)
+
+    @jax.jit
+    def exact_update(x, p):  # the whole update: coefficients, step, value + gradient at the new point
+        u, s = rule.update(p, rule.init(x), x, value=None, grad=None, value_fn=f)
+        return u, s.value, s.grad
+
+    @jax.jit
+    def exact_previous(x, p):  # the previous scheme: coefficients, step, then value_and_grad at x + a p
+        a, _, ok = ls.minimize_quartic(ls.mf_quartic_coefficients(x, p, ratings, l2))
+        x1 = jax.tree_util.tree_map(lambda u, d: u + jnp.where(ok, a, 0) * d, x, p)
+        return x1, jax.value_and_grad(f)(x1)
+
     prim = interleaved_times({
         "loss f(x)": (jf, (x0,)),
         "value_and_grad f(x)": (jvg, (x0,)),
         "exact_mf coefficient pass + quartic minimisation": (coeff, (x0, p0)),
+        "exact_mf full update (coefficients + gradient from stored e0,e1,e2)": (exact_update, (x0, p0)),
+        "previous exact_mf update (coefficients + value_and_grad at new point)": (exact_previous, (x0, p0)),
     }, args.repeats)
+    _, v_new, g_new = exact_update(x0, p0)
+    x1, (v_old, g_old) = exact_previous(x0, p0)
+    rel = max(float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) for a, b in zip(g_new, g_old))
+    print(f"# new vs previous exact_mf update: value {float(v_new):.7g} vs {float(v_old):.7g}, "
+          f"gradient relative difference {rel:.2e}")
     t_f = prim["loss f(x)"][0]
     print("\n## primitive costs (interleaved runs)")
     c_f = prim["loss f(x)"][2]
@@ -178,6 +201,7 @@ def main():
     # ---- every rule with the GD direction
     print(f"\n## GD + each mfjax rule ({args.rule_iters} iterations; evaluations counted by the rule;"
           " rules that store no value/grad cost one more value_and_grad per iteration in the loop)")
+    print(f"(interleaved, best of {args.rule_repeats})")
     print("| rule | ms / iteration | value evals / it | grad evals / it | final loss | all success |")
     print("|---|---|---|---|---|---|")
     rules = {
@@ -193,14 +217,17 @@ def main():
         "exact_mf": ls.exact_mf(ratings, l2),
         "exact_mf(store_grad=False)": ls.exact_mf(ratings, l2, store_grad=False),
     }
-    for name, rule in rules.items():
-        run = make_run(optax.chain(optax.scale(-1.0), rule), f, args.rule_iters)
-        t = best_time(run, x0, repeats=1)
+    runs = {name: make_run(optax.chain(optax.scale(-1.0), rule), f, args.rule_iters)
+            for name, rule in rules.items()}
+    times = interleaved_times({k: (r, (x0,)) for k, r in runs.items()}, args.rule_repeats)
+    for name, run in runs.items():
+        t = times[name][0]
         _, fx, infos = run(x0)
         nf = float(np.sum(infos.num_fun_evals)) / args.rule_iters
         ng = float(np.sum(infos.num_grad_evals)) / args.rule_iters
         print(f"| {name} | {1e3 * t / args.rule_iters:.1f} | {nf:.2f} | {ng:.2f} | {float(fx):.6g} | "
               f"{bool(np.all(infos.success))} |")
+    print(f"# load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

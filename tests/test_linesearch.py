@@ -460,6 +460,84 @@ def test_exact_mf_step_beats_dense_grid():
         np.testing.assert_array_equal(x1.U, x.U)
 
 
+def test_exact_mf_stored_value_and_grad_equal_loss_and_jax_grad():
+    """The value (quartic at a) and the gradient (from e0 + a e1 + a^2 e2) at the new point
+    equal the loss and jax.grad of it there (float64), for every scale / weight / chunking
+    variant, for a failed search (a = 0) and inside the MF fit loop with a CG direction."""
+    import mfjax.optim as mo
+    from mfjax.loop import fit
+
+    rng = np.random.default_rng(11)
+    with enable_x64():
+        ratings, params0 = small_mf(rng)
+        weights = (jnp.asarray(rng.uniform(0.5, 2, 9)), jnp.asarray(rng.uniform(0.5, 2, 7)))
+        for scale, l2, w, chunk in [("sum", 0.7, None, None), ("mean", 0.3, None, 5),
+                                    ("sum", 1.5, weights, 7), ("sum", 0.0, None, 4)]:
+            f = lambda x, scale=scale, l2=l2, w=w: masked_sq_loss(x, ratings, l2, scale=scale,  # noqa: E731
+                                                                 l2_weights=w)
+            rule = ls.exact_mf(ratings, l2, scale=scale, l2_weights=w, chunk_size=chunk)
+
+            @jax.jit
+            def update(x, p, rule=rule, f=f):
+                v, g = jax.value_and_grad(f)(x)
+                u, s = rule.update(p, rule.init(x), x, value=v, grad=g, value_fn=f)
+                x1 = optax.apply_updates(x, u)
+                return s, x1, jax.value_and_grad(f)(x1)
+
+            x = jax.tree_util.tree_map(lambda u: u * rng.uniform(0.5, 1.5), params0)
+            g = jax.grad(f)(x)
+            for p in (jax.tree_util.tree_map(lambda u: -u, g), g):  # descent, then ascent (fails)
+                s, x1, (v1, g1) = update(x, p)
+                info = ls.get_linesearch_info(s)
+                assert bool(info.success) == (p is not g)
+                assert (int(info.num_fun_evals), int(info.num_grad_evals)) == (2, 1)
+                np.testing.assert_allclose(s.value, v1, rtol=1e-12)
+                for a, b in zip(s.grad, g1):
+                    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(b))))
+                assert type(s.grad) is type(x)
+        # in the loop: CG + exact steps; every stored value/grad is the loss/grad at the iterate
+        f = masked_mse(ratings, 0.5)
+        res = fit(f, mo.cg(linesearch=ls.exact_mf(ratings, 0.5)), params0, 15)
+        assert bool(jnp.all(res.trace.success))
+        np.testing.assert_allclose(res.value, f(res.params), rtol=1e-12)
+        assert np.all(np.diff(np.asarray(res.trace.loss)) <= 0)
+
+
+def test_exact_mf_float32_matches_float64_rerun():
+    """float32 run vs the same update in float64: value and gradient agree to float32
+    rounding (no worse than the direct closed-form value_and_grad in float32)."""
+    from mfjax.losses import masked_sq_value_and_grad
+
+    rng = np.random.default_rng(12)
+    ratings64, params64 = small_mf(rng, m=40, n=30, r=3, dtype=np.float32)  # float32 inputs for both runs
+    l2 = 0.5
+
+    def run(ratings, params):
+        f = masked_mse(ratings, l2)
+        rule = ls.exact_mf(ratings, l2, chunk_size=64)
+        v, g = jax.value_and_grad(f)(params)
+        p = jax.tree_util.tree_map(lambda u: -u, g)
+        u, s = rule.update(p, rule.init(params), params, value=v, grad=g, value_fn=f)
+        x1 = optax.apply_updates(params, u)
+        return s.value, s.grad, masked_sq_value_and_grad(x1, ratings, l2), ls.get_linesearch_info(s).step_size
+
+    r32 = Ratings(ratings64.rows, ratings64.cols, np.asarray(ratings64.values, np.float32), ratings64.shape)
+    p32 = Factors(*(np.asarray(a, np.float32) for a in params64))
+    v32, g32, (vd32, gd32), a32 = jax.jit(run)(r32, p32)
+    with enable_x64():
+        r64 = Ratings(jnp.asarray(ratings64.rows), jnp.asarray(ratings64.cols),
+                      jnp.asarray(ratings64.values, jnp.float64), ratings64.shape)
+        v64, g64, _, a64 = jax.jit(run)(r64, Factors(*(jnp.asarray(a, jnp.float64) for a in params64)))
+        v64, g64, a64 = float(v64), [np.asarray(x) for x in g64], float(a64)
+    assert g32[0].dtype == jnp.float32 and v32.dtype == jnp.float32
+    np.testing.assert_allclose(float(a32), a64, rtol=1e-4)
+    np.testing.assert_allclose(float(v32), v64, rtol=1e-5)
+    for a, d, b in zip(g32, gd32, g64):
+        err = np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
+        err_direct = np.linalg.norm(np.asarray(d, np.float64) - b) / np.linalg.norm(b)
+        assert err <= 1e-4 and err <= 10 * err_direct + 1e-6, (err, err_direct)
+
+
 def test_minimize_quartic_against_numpy_roots():
     rng = np.random.default_rng(6)
     with enable_x64():

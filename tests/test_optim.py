@@ -141,7 +141,7 @@ def test_adam_matches_slides_and_optax():
 
 
 def test_registry_and_bad_arguments():
-    assert set(mo.REGISTRY) == {"gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs"}
+    assert set(mo.REGISTRY) == {"gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs", "cg"}
     for name in mo.REGISTRY:
         tx = mo.direction(name)
         assert isinstance(tx, optax.GradientTransformationExtraArgs)
@@ -285,3 +285,100 @@ def test_switch_runs_the_selected_rule():
     _close(_run(mo.switch(rules, jnp.asarray(2))), _ref_adagrad(0.8, 1e-3))
     with pytest.raises(ValueError, match="at least one rule"):
         mo.switch([], 0)
+
+
+# ------------------------------------------------------ nonlinear CG
+CG_BETAS = ("pr+", "hs+", "fr", "dy")
+
+
+def _ref_cg(grads, beta):
+    """Textbook nonlinear CG directions for a fixed gradient sequence (numpy, float64)."""
+    out, g0, p0 = [], None, None
+    for g in grads:
+        if g0 is None:
+            p = -g
+        else:
+            y = g - g0
+            b = {"fr": g @ g / (g0 @ g0), "pr+": max(0.0, g @ y / (g0 @ g0)),
+                 "hs+": max(0.0, g @ y / (p0 @ y)), "dy": g @ g / (p0 @ y)}[beta]
+            p = -g + b * p0
+            if not g @ p < 0:
+                p = -g
+        out.append(p)
+        g0, p0 = g, p
+    return np.stack(out)
+
+
+def test_cg_first_step_is_gd_and_matches_formulas():
+    for beta in CG_BETAS:
+        got = _run(mo.cg_direction(beta))
+        _close(got[0], -_flat_grads()[0])
+        _close(got, _ref_cg(_flat_grads(), beta), 1e-4)
+        assert all(float(np.dot(p, g)) < 0 for p, g in zip(got, _flat_grads()))  # descent
+    # periodic restart: every second update is -g
+    got = _run(mo.cg_direction("pr+", restart_every=2))
+    for k in (0, 2, 4):
+        _close(got[k], -_flat_grads()[k])
+    with pytest.raises(ValueError, match="beta must be one of"):
+        mo.cg_direction("pr")
+    with pytest.raises(ValueError, match="restart_every"):
+        mo.cg_direction(restart_every=0)
+
+
+def test_cg_restarts_when_not_descent():
+    # FR: g1 = (1, 0), p1 = (-1, 0); g2 = (-1, 1): beta = 2, -g2 + 2 p1 = (-1, -1) has
+    # g2 . p = 0 (not a descent direction), so the rule restarts with p2 = -g2.
+    tx = mo.cg_direction("fr")
+    x = jnp.zeros(2)
+    s = tx.init(x)
+    p1, s = tx.update(jnp.array([1.0, 0.0]), s, x)
+    g2 = jnp.array([-1.0, 1.0])
+    p2, s = tx.update(g2, s, x)
+    np.testing.assert_allclose(p2, -g2)
+    assert int(s.num_restarts) == 1
+    # a regular CG step is not counted as a restart
+    g3 = jnp.array([0.5, 0.5])
+    p3, s = tx.update(g3, s, x)
+    np.testing.assert_allclose(p3, -g3 + (0.5 / 2.0) * p2)
+    assert float(jnp.vdot(p3, g3)) < 0 and int(s.num_restarts) == 1
+
+
+def test_cg_descent_under_armijo_on_rosenbrock():
+    import mfjax.linesearch as ls
+
+    f = lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)  # noqa: E731
+    for beta in ("pr+", "hs+"):
+        tx, rule = mo.cg_direction(beta), ls.armijo()
+        x = jnp.array([-1.2, 1.0, -0.5, 0.8])
+        st, sr = tx.init(x), rule.init(x)
+        upd = jax.jit(lambda x, st, sr: _cg_armijo_step(f, tx, rule, x, st, sr))
+        for _ in range(40):
+            x, st, sr, slope = upd(x, st, sr)
+            assert float(slope) < 0
+
+
+def _cg_armijo_step(f, tx, rule, x, st, sr):
+    v, g = jax.value_and_grad(f)(x)
+    p, st = tx.update(g, st, x)
+    u, sr = rule.update(p, sr, x, value=v, grad=g, value_fn=f)
+    return x + u, st, sr, jnp.vdot(g, p)
+
+
+def test_cg_quadratic_exact_steps_converges_in_n_iterations():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        n = 7
+        M = rng.normal(size=(n, n))
+        A = jnp.asarray(M @ M.T + 0.5 * np.eye(n))
+        b = jnp.asarray(rng.normal(size=n))
+        f = lambda x: 0.5 * x @ A @ x - b @ x  # noqa: E731
+        x_star = np.linalg.solve(np.asarray(A), np.asarray(b))
+        for beta in CG_BETAS:
+            opt = mo.cg(beta, linesearch=_exact_quadratic_step(A))
+            res = fit_until(f, opt, jnp.zeros(n), max_steps=3 * n, tol=1e-8)
+            assert int(res.status) == STATUS_CONVERGED, beta
+            assert int(res.num_steps) <= n, (beta, int(res.num_steps))
+            _close(np.asarray(res.params), x_star, 1e-7)
+        # gradient descent with the same exact steps is far from converged after n steps
+        res = fit_until(f, mo.gd(linesearch=_exact_quadratic_step(A)), jnp.zeros(n), max_steps=n, tol=1e-8)
+        assert int(res.status) != STATUS_CONVERGED

@@ -28,7 +28,7 @@ weak_wolfe_bisection      Algorithm 3, bisection, can grow       value+grad per 
 strong_wolfe              Algorithm 4 as written, shrink only    value+grad per trial
 strong_wolfe_zoom         Nocedal-Wright bracketing + zoom       value+grad per trial
 adaptive_gd               Algorithm 6 (Malitsky-Mishchenko)      0
-exact_mf                  exact step for the masked MF loss      2 (+1 value+grad)
+exact_mf                  exact step for the masked MF loss      2 (+1 grad; value free)
 ========================  =====================================  ================================
 """
 
@@ -74,7 +74,7 @@ def _registry():
 
     return {
         "constant": ignore(lambda: constant(1e-3)),
-        "inverse_sqrt": ignore(lambda: inverse_sqrt(1e-2)),
+        "inverse_sqrt": ignore(lambda: inverse_sqrt(1e-3)),
         "inverse_lipschitz": ignore(lambda: inverse_lipschitz()),
         "armijo": ignore(lambda: armijo()),
         "weak_wolfe_bisection": ignore(lambda: weak_wolfe_bisection()),

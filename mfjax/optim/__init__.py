@@ -6,16 +6,18 @@ rule maps the gradient to a descent direction ``p`` and the step rule (any
 :mod:`mfjax.linesearch` rule or optax line search) scales it.
 """
 
-from mfjax.optim.alias import adagrad, adam, bfgs, gd, heavy_ball, make_optimizer, nesterov, rmsprop
+from mfjax.optim.alias import adagrad, adam, bfgs, cg, gd, heavy_ball, make_optimizer, nesterov, rmsprop
 from mfjax.optim.switch import SwitchState, switch
 from mfjax.optim.directions import (
     REGISTRY,
     AdaGradState,
     BFGSState,
+    CGState,
     adagrad_direction,
     adam_direction,
     bfgs_direction,
     bfgs_inverse_update,
+    cg_direction,
     direction,
     gd_direction,
     heavy_ball_direction,
@@ -32,6 +34,7 @@ __all__ = [
     "rmsprop",
     "adam",
     "bfgs",
+    "cg",
     "make_optimizer",
     # direction rules
     "gd_direction",
@@ -42,7 +45,9 @@ __all__ = [
     "adam_direction",
     "bfgs_direction",
     "bfgs_inverse_update",
+    "cg_direction",
     "AdaGradState",
+    "CGState",
     "BFGSState",
     "REGISTRY",
     "direction",

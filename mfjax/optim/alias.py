@@ -9,7 +9,8 @@ that runs in :func:`mfjax.fit` / :func:`mfjax.fit_until` or any optax loop::
 The step rule is passed as an *object* (any optax line search or mfjax step
 rule), never as a string.  ``linesearch=None`` picks a documented default:
 Armijo backtracking for the first-order rules, the strong-Wolfe zoom search
-for BFGS (whose update wants Wolfe steps).
+for BFGS and nonlinear CG (whose updates want Wolfe steps; on the masked MF
+loss pass ``linesearch=mfjax.linesearch.exact_mf(ratings, l2)``).
 
 References:
   Beresnev, Klyushev, "Recommendation systems via approximate matrix
@@ -22,13 +23,13 @@ import optax
 
 from mfjax.optim import directions as _d
 
-__all__ = ["gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs", "make_optimizer"]
+__all__ = ["gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs", "cg", "make_optimizer"]
 
 
 def _default(name: str):
     import mfjax.linesearch as ls  # lazy: the step rules live in their own package
 
-    if name == "bfgs":
+    if name in ("bfgs", "cg"):
         return ls.strong_wolfe_zoom()
     return ls.armijo()
 
@@ -86,3 +87,13 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, linesearch=No
 def bfgs(curvature_eps: float = 1e-8, scale_init: bool = True, *, linesearch=None):
     """Dense BFGS (Algorithm 12) with a curvature safeguard; see :func:`bfgs_direction`."""
     return _build("bfgs", _d.bfgs_direction(curvature_eps, scale_init), linesearch)
+
+
+def cg(beta: str = "pr+", restart_every: int | None = None, *, linesearch=None):
+    """Nonlinear conjugate gradients (PR+ by default); see :func:`cg_direction`.
+
+    Example (the exact step on the masked MF loss)::
+
+        opt = mfjax.optim.cg(linesearch=mfjax.linesearch.exact_mf(train, l2=2.0))
+    """
+    return _build("cg", _d.cg_direction(beta, restart_every), linesearch)
