@@ -180,8 +180,10 @@ def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] |
     """The comparison grid, plus optax baselines and classical solvers.
 
     ``full=True``: every direction rule x every step rule.  Default (the
-    main job's size): every direction rule with ``default_step``, and GD with
-    every step rule, which covers every rule once at a fraction of the cost.
+    main job's size): every direction rule with ``default_step``, GD with
+    every step rule (every rule once at a fraction of the cost), and
+    nonlinear CG with the exact step (the fastest combination in
+    ``BENCHMARKS.md``'s race against ``optax.lbfgs``).
     """
     from mfjax import linesearch, optim
 
@@ -192,6 +194,8 @@ def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] |
     else:
         pairs = [(d, default_step if default_step in steps else steps[0]) for d in directions]
         pairs += [("gd" if "gd" in directions else directions[0], s) for s in steps]
+        if "cg" in directions and "exact_mf" in steps:
+            pairs.append(("cg", "exact_mf"))
     seen, specs = set(), []
     for d, s in pairs:
         if (d, s) not in seen:
