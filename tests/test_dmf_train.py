@@ -155,3 +155,88 @@ def test_make_block_targets_and_hidden_inputs(data, hide):
     np.testing.assert_array_equal(dense_r, Xh[rb[s]])
     np.testing.assert_array_equal(dense_c, Xh[:, cols].T)
     assert np.asarray(M).sum() > 0
+
+
+def _dense(batch, rows, dim):
+    d = np.zeros((rows, dim))
+    np.add.at(d, (np.asarray(batch.seg), np.asarray(batch.idx)), np.asarray(batch.vals))
+    return d
+
+
+@pytest.mark.parametrize("branches", ["both", "rows", "cols"])
+def test_input_masking_keeps_only_observed_entries(data, branches):
+    tr, _, _ = data
+    m, n = tr.shape
+    X = np.asarray(tr.to_dense()[0])
+    rc, cc = mm.csr_inputs(tr, "rows"), mm.csr_inputs(tr, "cols")
+    rb, cblk, cid, cbo, cso = T._epoch_plan(0, 0, np.arange(m), np.arange(n), n, 40, 40)
+    csr = lambda c: (jnp.asarray(c.indptr), jnp.asarray(c.indices), jnp.asarray(c.values))
+    args = (csr(rc), csr(cc), rb[1], cblk[1], cid[1], cbo, cso)
+    plain = jax.jit(lambda *a: T.make_block(*a, cap_r=4096, cap_c=4096))(*args)
+    f = jax.jit(lambda k, *a: T.make_block(*a, cap_r=4096, cap_c=4096, mask_key=k, input_keep=(0.5, 0.5),
+                                           input_keep_branches=branches))
+    xr, xc, R, M = f(jax.random.PRNGKey(3), *args)
+    # targets are read before masking: all observed entries of the block
+    np.testing.assert_array_equal(np.asarray(R), np.asarray(plain[2]))
+    np.testing.assert_array_equal(np.asarray(M), np.asarray(plain[3]))
+    for got, ref, masked in ((_dense(xr, 40, n), X[rb[1]], branches in ("both", "rows")),
+                             (_dense(xc, 40, m), X[:, cblk[1]].T, branches in ("both", "cols"))):
+        # only observed (training) entries, with their values; about half of them
+        assert np.all((got == 0) | (got == ref))
+        frac = np.count_nonzero(got) / np.count_nonzero(ref)
+        if masked:
+            assert 0.4 < frac < 0.6, frac
+        else:
+            np.testing.assert_array_equal(got, ref)
+    # deterministic given the key, different for another key
+    again = f(jax.random.PRNGKey(3), *args)
+    np.testing.assert_array_equal(np.asarray(again[0].vals), np.asarray(xr.vals))
+    other = f(jax.random.PRNGKey(4), *args)
+    if branches != "cols":
+        assert not np.array_equal(np.asarray(other[0].vals), np.asarray(xr.vals))
+
+
+def test_mask_inputs_per_vector_keep_probability():
+    # p ~ U(lo, hi) per vector: kept fractions spread over [lo, hi]
+    B, k = 200, 400
+    x = mm.SparseBatch(jnp.repeat(jnp.arange(B), k), jnp.tile(jnp.arange(k), B), jnp.ones(B * k), B)
+    _, keep = T.mask_inputs(x, jnp.ones(B * k, bool), jax.random.PRNGKey(0), (0.3, 1.0))
+    frac = np.asarray(keep).reshape(B, k).mean(1)
+    assert frac.min() > 0.2 and frac.max() <= 1.0 and frac.min() < 0.4 and frac.max() > 0.9
+    assert abs(frac.mean() - 0.65) < 0.05
+
+
+def test_input_masking_config_checks():
+    assert mm.TrainConfig().input_keep is None  # default off: the authors' training
+    assert mm.TrainConfig(input_keep=[0.3, 1]).input_keep == (0.3, 1.0)
+    for bad in ((0.0, 1.0), (0.8, 0.5), (0.5, 1.2), (0.5,)):
+        with pytest.raises(ValueError, match="input_keep"):
+            mm.TrainConfig(input_keep=bad)
+    with pytest.raises(ValueError, match="input_keep_branches"):
+        mm.TrainConfig(input_keep=(0.5, 1.0), input_keep_branches="left")
+
+
+def test_masked_training_learns_and_is_deterministic(data, trained):
+    tr, va, _ = data
+    tc = dataclasses.replace(TC, input_keep=(0.3, 1.0))
+    a = mm.train_dmf(tr, va, CFG, tc)
+    b = mm.train_dmf(tr, va, CFG, tc)
+    assert a.trace["val_rmse"] == b.trace["val_rmse"]
+    assert a.trace["train_loss"] != trained.trace["train_loss"]  # the masks change training
+    model, variables = mm.init_dmf(jax.random.PRNGKey(TC.seed), CFG, tr.shape)
+    before = _rmse(mm.predict(a._replace(variables=variables), va.rows, va.cols), va.values)
+    assert a.best_val < before - 0.05, (before, a.best_val)  # learns (slower than unmasked on this tiny problem)
+
+
+def test_extra_valid_is_recorded_not_selected(data, trained):
+    tr, va, _ = data
+    rc, cc = mm.csr_inputs(tr, "rows"), mm.csr_inputs(tr, "cols")
+    thin = mm.subsample_inputs(rc, 0.5, 0)
+    res = mm.train_dmf(tr, va, CFG, TC, extra_valid={"same": (rc, cc, va), "thin": (thin, cc, va)})
+    assert res.trace["val_rmse_same"] == pytest.approx(res.trace["val_rmse"], rel=1e-6)
+    assert len(res.trace["val_rmse_thin"]) == len(res.trace["val_epoch"])
+    # selection and the trained model are those of the run without extra sets
+    assert res.trace["val_rmse"] == pytest.approx(trained.trace["val_rmse"], rel=1e-6)
+    assert res.best_epoch == trained.best_epoch
+    p = mm.predict(res, va.rows, va.cols, row_inputs=thin)
+    assert _rmse(p, va.values) == pytest.approx(res.trace["val_rmse_thin"][res.trace["val_epoch"].index(res.best_epoch)], rel=1e-5)

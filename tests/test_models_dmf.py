@@ -198,3 +198,47 @@ def test_extendability_predictions_depend_only_on_revealed(ext_setup):
     assert np.any(np.abs(changed["II"][in_row] - base["II"][in_row]) > 1e-6)
     np.testing.assert_array_equal(changed["II"][~in_row], base["II"][~in_row])
     np.testing.assert_array_equal(changed["I"], base["I"])
+
+
+def test_subsample_inputs_keeps_a_subset_of_each_vector():
+    R = random_ratings(m=50, n=40, density=0.4, seed=2)
+    csr = mm.csr_inputs(R, "rows")
+    lens = csr.lengths()
+    sub = mm.subsample_inputs(csr, 2 / 3, [0, 101])
+    np.testing.assert_array_equal(sub.lengths(), np.round(2 / 3 * lens).astype(int))
+    full = set(zip(csr.row_ids().tolist(), csr.indices.tolist(), csr.values.tolist()))
+    kept = set(zip(sub.row_ids().tolist(), sub.indices.tolist(), sub.values.tolist()))
+    assert kept <= full and len(kept) == sub.nnz
+    # deterministic per seed, different across seeds
+    again = mm.subsample_inputs(csr, 2 / 3, [0, 101])
+    np.testing.assert_array_equal(again.indices, sub.indices)
+    other = mm.subsample_inputs(csr, 2 / 3, [1, 101])
+    assert not np.array_equal(other.indices, sub.indices)
+    # only the selected vectors are thinned; keep_frac 1 is the identity
+    part = mm.subsample_inputs(csr, 0.5, 0, rows=[0, 1, 2])
+    assert np.all(part.lengths()[3:] == lens[3:]) and np.all(part.lengths()[:3] == np.round(0.5 * lens[:3]))
+    ident = mm.subsample_inputs(csr, 1.0, 0)
+    np.testing.assert_array_equal(ident.indices, csr.indices)
+    np.testing.assert_array_equal(ident.values, csr.values)
+    with pytest.raises(ValueError, match="keep_frac"):
+        mm.subsample_inputs(csr, 1.5, 0)
+
+
+def test_input_offset_centres_observed_entries_only(model_and_vars):
+    R, _, variables = model_and_vars
+    c = 3.5
+    model_c = mm.DMF(dataclasses.replace(CFG, input_offset=c), *R.shape)
+    X = np.asarray(R.to_dense()[0])
+    xs = mm.full_batch(mm.csr_inputs(R, "rows"))
+    e_sparse = model_c.apply(variables, xs, train=False, method=mm.DMF.embed_rows)
+    e_dense = model_c.apply(variables, jnp.asarray(X), train=False, method=mm.DMF.embed_rows)
+    # = the plain model fed the centred matrix (missing entries stay 0; the empty row 3 is unchanged)
+    model_0 = mm.DMF(CFG, *R.shape)
+    e_ref = model_0.apply(variables, jnp.asarray(np.where(X != 0, X - c, 0.0)), train=False,
+                          method=mm.DMF.embed_rows)
+    np.testing.assert_allclose(np.asarray(e_sparse), np.asarray(e_ref), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(e_dense), np.asarray(e_ref), rtol=1e-4, atol=1e-5)
+    e_plain = model_0.apply(variables, xs, train=False, method=mm.DMF.embed_rows)
+    np.testing.assert_allclose(np.asarray(e_sparse)[3], np.asarray(e_plain)[3], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(e_sparse)[0], np.asarray(e_plain)[0])
+    assert mm.DMFConfig().input_offset == 0.0  # default: the authors' raw inputs

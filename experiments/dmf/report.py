@@ -2,7 +2,10 @@
 
     python experiments/dmf/report.py [--out experiments/results/dmf]
 
-Prints Markdown: Table 1 from profile ``cpu``; Table 2 with DMF-D from
+Prints Markdown: Table 1 from profile ``cpu`` (the authors' raw inputs) and
+from ``SELECTED`` (centred inputs + row masking, chosen with ``--tasks
+select``); the selection table (pseudo areas I-IV built from area I training
+entries, every profile with ``select`` records); Table 2 with DMF-D from
 ``cpu_slowlam`` (the DMF-D schedule chosen on validation, see the README) and
 ``cpu``, and the DMF / ALS rows from ``cpu``; per-seed values; wall times.
 """
@@ -17,6 +20,8 @@ import numpy as np
 
 PAPER1 = {"I": 0.850, "II": 0.883, "III": 0.864, "IV": 0.904}
 PAPER2 = (0.898, 0.625)
+SELECTED = "cpu_center_mask_rows"  # chosen on the pseudo areas of `--tasks select` (see the results README)
+SELECT_PROFILES = ("cpu", "cpu_mask", "cpu_mask_rows", "cpu_mask_rows_strong", "cpu_center", "cpu_center_mask_rows")
 
 
 def load(out, profile, task):
@@ -41,16 +46,39 @@ def main():
     ap.add_argument("--out", default="experiments/results/dmf")
     out = pathlib.Path(ap.parse_args().out)
     lines = []
-    t1 = load(out, "cpu", "table1")
-    lines += ["### Table 1 — DMF, RMSE by area (profile `cpu`, seeds " + seeds(t1) + ")", "",
-              "| area | paper DMF | mfjax DMF (mean ± std) | gap | per seed | test entries (seed 0) |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for a in ("I", "II", "III", "IV"):
-        v = [r["metrics"]["areas"][a]["rmse"] for r in t1]
-        s, m = ms(v)
-        gap = f"{m - PAPER1[a]:+.3f}" if m is not None else "-"
-        n = t1[0]["metrics"]["areas"][a]["n"] if t1 else "-"
-        lines.append(f"| {a} | {PAPER1[a]:.3f} | {s} | {gap} | {', '.join(f'{x:.3f}' for x in v)} | {n} |")
+
+    def table1(prof, title):
+        t1 = load(out, prof, "table1")
+        lines.extend(["### " + title + f" (profile `{prof}`, seeds " + seeds(t1) + ")", "",
+                      "| area | paper DMF | mfjax DMF (mean ± std) | gap | per seed | test entries (seed 0) |",
+                      "| --- | --- | --- | --- | --- | --- |"])
+        for a in ("I", "II", "III", "IV"):
+            v = [r["metrics"]["areas"][a]["rmse"] for r in t1]
+            s, m = ms(v)
+            gap = f"{m - PAPER1[a]:+.3f}" if m is not None else "-"
+            n = t1[0]["metrics"]["areas"][a]["n"] if t1 else "-"
+            lines.append(f"| {a} | {PAPER1[a]:.3f} | {s} | {gap} | {', '.join(f'{x:.3f}' for x in v)} | {n} |")
+        return t1
+
+    t1 = table1("cpu", "Table 1 — DMF, RMSE by area, authors' raw inputs")
+    lines.append("")
+    table1(SELECTED, "Table 1 — DMF with centred inputs + row masking, RMSE by area")
+    for prof, label in (("cpu_center", "centred inputs only, no masking"),):
+        recs = load(out, prof, "table1")
+        if recs:
+            lines += ["", f"Ablation (`{prof}`, {label}; not selected; seeds " + seeds(recs) + "): " + ", ".join(
+                f"{a} {ms([r['metrics']['areas'][a]['rmse'] for r in recs])[0]}" for a in ("I", "II", "III", "IV"))
+                + " (mean ± std)."]
+    sel = [(p, r) for p in SELECT_PROFILES for r in load(out, p, "select")]
+    if sel:
+        lines += ["", "Model selection without test entries (`--tasks select`: pseudo areas built inside area I "
+                  "training entries; RMSE at the epoch selected on pseudo area I; `mean` = mean of the four):", "",
+                  "| profile | seed | pseudo I | pseudo II | pseudo III | pseudo IV | mean | selected epoch |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for p, r in sel:
+            pa = r["metrics"]["pseudo_areas"]
+            lines.append(f"| `{p}` | {r['seed']} | " + " | ".join(f"{pa[a]:.4f}" for a in ("I", "II", "III", "IV"))
+                         + f" | {np.mean([pa[a] for a in ('I', 'II', 'III', 'IV')]):.4f} | {r['best_epoch']} |")
     hide = load(out, "cpu_hide", "table1")
     if hide:
         lines += ["", "Exploratory (`cpu_hide`, targets removed from the inputs; seeds " + seeds(hide) + "): "
@@ -94,10 +122,11 @@ def main():
                         f" learned b = [{', '.join(f'{b:.3f}' for b in r['metrics']['learned_boundaries'])}]")
     lines += ["", "DMF-D validation (model selection) and learned boundaries:", ""] + [f"- {v}" for v in vals]
 
-    lines += ["", "### Wall time per task (s; 2-core CPU shared with ~6 other jobs, load average 10–18)", "",
+    lines += ["", "### Wall time per task (s; 2-core CPU shared with other jobs: load average 10–18 for the `cpu`, `cpu_slowlam`, `cpu_hide`, `cpu_large` runs, 3–6 for the input-option runs)", "",
               "| profile / task | per seed |", "| --- | --- |"]
     for prof, task in (("cpu", "table1"), ("cpu", "dmf"), ("cpu", "als"), ("cpu", "dmfd"), ("cpu_slowlam", "dmfd"),
-                       ("cpu_hide", "table1"), ("cpu_large", "table1")):
+                       ("cpu_hide", "table1"), ("cpu_large", "table1"), (SELECTED, "table1"), ("cpu_center", "table1"),
+                       *((p, "select") for p in SELECT_PROFILES)):
         recs = load(out, prof, task)
         if recs:
             lines.append(f"| {prof} / {task} | " + ", ".join(

@@ -16,6 +16,9 @@ checkpoint:
   discrete RMSE/MAE with the hard quantizer Q_b.
 - ``als``: ALS (biased, ALS-WR ridge chosen on validation) on the same split:
   continuous, rounded, and with a fitted quantizer.
+- ``select`` (only when named): model selection for areas II-IV without
+  test entries: DMF trained on an inner extendability split of the ``table1``
+  training entries, RMSE on its pseudo areas I-IV (:func:`inner_split`).
 
 ``<out>/summary.json`` and ``<out>/tables.md`` aggregate the finished seeds
 (mean +- std) next to the paper's figures.  Model selection uses the
@@ -51,10 +54,26 @@ PAPER = {
     "table1": {"I": 0.850, "II": 0.883, "III": 0.864, "IV": 0.904},
     "table2": {"DMF-D": {"rmse": 0.898, "mae": 0.625}},
 }
-TASKS = ("als", "table1", "dmf", "dmfd")
+TASKS = ("als", "table1", "dmf", "dmfd", "select")
 
 
 # --------------------------------------------------------------------------- profiles
+# `cpu` + input-entry masking (TrainConfig.input_keep): every step, each input row / column keeps
+# each of its observed entries with a probability p ~ U(lo, hi) drawn per vector
+MASK_PROFILES = {
+    "cpu_mask": {"input_keep": (0.3, 1.0), "input_keep_branches": "both"},
+    "cpu_mask_rows": {"input_keep": (0.3, 1.0), "input_keep_branches": "rows"},
+    "cpu_mask_rows_strong": {"input_keep": (0.1, 0.5), "input_keep_branches": "rows"},
+    "cpu_center_mask_rows": {"input_keep": (0.3, 1.0), "input_keep_branches": "rows"},
+}
+# `cpu` with centred inputs (DMFConfig.input_offset): observed entries r -> r - 3.5
+CENTER_PROFILES = {"cpu_center": 3.5, "cpu_center_mask_rows": 3.5}
+# area I training rows hold ~75% of a seen user's ratings in seen columns, a held-out user's revealed
+# row 50% (extendability_split reveal_frac 0.5, fractions (0.75, .05, .2)): thinning training inputs
+# to 0.5 / 0.75 of their entries makes them as long as the revealed rows of areas II-IV
+PSEUDO_KEEP = 0.5 / 0.75
+
+
 def profile(name: str, shape) -> dict:
     """Model and training configurations of a profile (architecture, schedule)."""
     if name == "authors":
@@ -68,28 +87,34 @@ def profile(name: str, shape) -> dict:
                               lr_decay_every=240, eval_every=3, checkpoint_every=3, max_seconds=900.0)
         cfg = mm.DMFConfig.cpu(row_widths=(1024, 512), col_widths=(1024, 512))
         return {"dmf": (cfg, base), "dmfd": (cfg, base)}
-    if name in ("cpu", "cpu_hide", "cpu_slowlam", "smoke"):
+    if name in ("cpu", "cpu_hide", "cpu_slowlam", "smoke") or name in MASK_PROFILES or name in CENTER_PROFILES:
         epochs = 2 if name == "smoke" else 30
         br, bc = 300, 500
         steps = epochs * math.ceil(shape[0] / br)
         base = mm.TrainConfig(epochs=epochs, block_rows=br, block_cols=bc, learning_rate=1e-2,
                               lr_decay=0.65, lr_decay_every=120, eval_every=3, checkpoint_every=3,
-                              max_seconds=900.0, hide_targets=name == "cpu_hide")
+                              max_seconds=900.0, hide_targets=name == "cpu_hide",
+                              **MASK_PROFILES.get(name, {}))
         # DMF-D: the authors' slope schedule (0.1 -> 0.1 * 1.015**1000 ~ 2.9e5) compressed to our steps,
         # or (cpu_slowlam) a slower one ending at lambda = 30
         lam_end = 30.0 if name == "cpu_slowlam" else 0.1 * 1.015**1000
         growth = float((lam_end / 0.1) ** (1.0 / steps))
         q = mm.QuantizerConfig(lambda0=0.1, lambda_growth=growth, lambda_every=1)
-        cfg = mm.DMFConfig.cpu()
+        cfg = mm.DMFConfig.cpu(input_offset=CENTER_PROFILES.get(name, 0.0))
         return {"dmf": (cfg, base), "dmfd": (cfg, dataclasses.replace(base, quantizer=q))}
     raise ValueError(f"unknown profile {name!r}; choose cpu, cpu_hide, smoke or authors")
 
 
 def config_dict(cfg, tc) -> dict:
     train = dataclasses.asdict(tc)
-    if not train.get("hide_targets"):  # option added later: keep the hashes of earlier records valid
-        train.pop("hide_targets", None)
-    return {"model": dataclasses.asdict(cfg), "train": train}
+    # options added later: drop them at their defaults to keep the hashes of earlier records valid
+    for k, default in (("hide_targets", False), ("input_keep", None), ("input_keep_branches", "both")):
+        if train.get(k, default) == default:
+            train.pop(k, None)
+    model = dataclasses.asdict(cfg)
+    if not model.get("input_offset"):
+        model.pop("input_offset", None)
+    return {"model": model, "train": train}
 
 
 def config_hash(d: dict) -> str:
@@ -125,15 +150,81 @@ def quantized_metrics(pred_valid, valid, pred_test, test) -> dict:
 
 
 # --------------------------------------------------------------------------- tasks
+def pseudo_valid_sets(s, seed):
+    """Validation proxies for areas II-IV from area I training + validation entries only.
+
+    The targets are the area I validation entries; the inputs are the
+    training rows / columns thinned to ``PSEUDO_KEEP`` of their entries
+    (:func:`mfjax.models.subsample_inputs`, ``default_rng([seed, 101])`` for
+    rows, ``[seed, 102]`` for columns): ``pII`` thins the row inputs (users
+    embedded from partial rows, as in area II), ``pIII`` the column inputs,
+    ``pIV`` both.  No revealed or test entry is used.
+    """
+    rc, cc = mm.csr_inputs(s.train, "rows"), mm.csr_inputs(s.train, "cols")
+    tr = mm.subsample_inputs(rc, PSEUDO_KEEP, [seed, 101])
+    tc_ = mm.subsample_inputs(cc, PSEUDO_KEEP, [seed, 102])
+    return {"pII": (tr, cc, s.valid), "pIII": (rc, tc_, s.valid), "pIV": (tr, tc_, s.valid)}
+
+
 def run_table1(ratings, seed, cfg, tc, ckpt, log):
     s = mdata.extendability_split(ratings, 0.1, 0.1, 0.5, (0.75, 0.05, 0.2), seed=seed)
-    res = mm.train_dmf(s.train, s.valid, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log)
+    res = mm.train_dmf(s.train, s.valid, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log,
+                       extra_valid=pseudo_valid_sets(s, seed))
     preds = mm.predict_areas(res, s.test, s.revealed, s.held_rows, s.held_cols)
     metrics = {a: {**both(preds[a], s.test[a].values), "n": int(s.test[a].nnz)} for a in preds}
+    i = res.trace["val_epoch"].index(res.best_epoch) if res.best_epoch in res.trace["val_epoch"] else -1
+    valid_m = {"I": res.trace["val_rmse"][i],
+               **{k: res.trace[f"val_rmse_{k}"][i] for k in ("pII", "pIII", "pIV") if res.trace.get(f"val_rmse_{k}")}}
     rep = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in s.report.items()}
     rep = {k: (len(v) if isinstance(v, list) and k.endswith(("train", "revealed")) else v) for k, v in rep.items()}
-    return res, {"areas": metrics, "split_report": rep,
+    return res, {"areas": metrics, "valid_at_selected_epoch": valid_m, "split_report": rep,
                  "split_checksums": {"train": mdata.data_checksum(s.train), "revealed": mdata.data_checksum(s.revealed)}}
+
+
+INNER_REVEAL = 0.5 / 0.75  # an inner held-out user reveals 2/3 of its area I training row = 1/2 of its ratings
+
+
+def inner_split(s, seed):
+    """A pseudo-extendability split *inside* area I training entries, for model selection.
+
+    ``extendability_split(s.train, 0.1, 0.1, INNER_REVEAL, (0.95, 0.05), seed=[seed, 7])``:
+    10% of the rows and 10% of the columns (drawn among all, so ~10% of the
+    draws hit rows / columns already held out by the outer split and empty
+    in ``s.train``) become pseudo-unseen; each pseudo-unseen row reveals
+    ``2/3`` of its area I training entries (= half of its ratings in seen
+    columns, as the outer held-out rows reveal) and the other third are
+    pseudo area II targets, likewise for columns (III); pseudo-unseen row x
+    column entries are pseudo area IV; the remaining entries are split 95/5
+    into the training set and pseudo area I targets.  Only ``s.train`` is
+    used: no outer validation, revealed or test entry.
+    """
+    return mdata.extendability_split(s.train, 0.1, 0.1, INNER_REVEAL, (0.95, 0.05), seed=[seed, 7])
+
+
+def run_select(ratings, seed, cfg, tc, ckpt, log):
+    """Model selection for areas II-IV without test entries: train on the inner split, score pseudo areas.
+
+    The model is trained on ``inner.train`` with the pseudo area I targets as
+    validation (epoch selection, as ``table1``); pseudo areas II-IV are
+    predicted as the real ones (:func:`mfjax.models.predict_areas`: unseen
+    rows / columns embedded from their revealed entries) and traced every
+    validation (``extra_valid``).
+    """
+    s = mdata.extendability_split(ratings, 0.1, 0.1, 0.5, (0.75, 0.05, 0.2), seed=seed)
+    inner = inner_split(s, seed)
+    ri, ci = mm.extension_inputs(inner.train, inner.revealed, inner.held_rows, inner.held_cols)
+    extra = {a: (ri, ci, inner.test[a]) for a in ("II", "III", "IV")}
+    res = mm.train_dmf(inner.train, inner.test["I"], cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt,
+                       log=log, extra_valid=extra)
+    i = res.trace["val_epoch"].index(res.best_epoch)
+    pseudo = {"I": res.trace["val_rmse"][i], **{a: res.trace[f"val_rmse_{a}"][i] for a in ("II", "III", "IV")}}
+    rep = inner.report
+    return res, {"pseudo_areas": pseudo,
+                 "pseudo_n": {a: int(inner.test[a].nnz) for a in ("I", "II", "III", "IV")},
+                 "inner_split": {"n_held_rows": rep["n_held_rows"], "n_held_cols": rep["n_held_cols"],
+                                 "nnz": rep["nnz"]},
+                 "split_checksums": {"outer_train": mdata.data_checksum(s.train),
+                                     "inner_train": mdata.data_checksum(inner.train)}}
 
 
 def run_dmf(split, seed, cfg, tc, ckpt, log):
@@ -237,9 +328,9 @@ def aggregate(out: pathlib.Path, profile_name: str):
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "smoke", "authors"])
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "smoke", "authors", *MASK_PROFILES, *CENTER_PROFILES])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", default=[t for t in TASKS if t != "select"], choices=list(TASKS))
     ap.add_argument("--data-dir", default=os.environ.get("MFJAX_ML1M"),
                     help="directory holding ML-1M (default: $MFJAX_ML1M, else the loader's lookup: "
                          "$MFJAX_DATA_DIR, then the user cache)")
@@ -278,6 +369,7 @@ def main(argv=None):
                 cfg, tc = prof["dmfd" if task == "dmfd" else "dmf"]
                 ckpt = ckpt_dir / f"{args.profile}_{h}_seed{seed}_{task}.msgpack"
                 fn = {"table1": lambda: run_table1(ratings, seed, cfg, tc, ckpt, log),
+                      "select": lambda: run_select(ratings, seed, cfg, tc, ckpt, log),
                       "dmf": lambda: run_dmf(split, seed, cfg, tc, ckpt, log),
                       "dmfd": lambda: run_dmfd(split, seed, cfg, tc, ckpt, log)}[task]
                 res, metrics = fn()
@@ -286,9 +378,11 @@ def main(argv=None):
                          "train_wall_time_s": res.wall_time}
             record = {
                 "task": task, "seed": seed, "profile": args.profile, "command": command,
-                "data_checksum": checksum, "split": "extendability_split(0.1, 0.1, 0.5, (0.75, 0.05, 0.2))"
-                if task == "table1" else "split((0.75, 0.05, 0.2))",
-                "split_checksums": None if task == "table1" else {k: mdata.data_checksum(p) for k, p in zip(("train", "valid", "test"), split)},
+                "data_checksum": checksum, "split": {
+                    "table1": "extendability_split(0.1, 0.1, 0.5, (0.75, 0.05, 0.2))",
+                    "select": "inner extendability_split(outer.train, 0.1, 0.1, 2/3, (0.95, 0.05), seed=[seed, 7])",
+                }.get(task, "split((0.75, 0.05, 0.2))"),
+                "split_checksums": None if task in ("table1", "select") else {k: mdata.data_checksum(p) for k, p in zip(("train", "valid", "test"), split)},
                 "config": cfgd, "config_hash": h, "metrics": metrics, "wall_time_s": time.perf_counter() - t0,
                 "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
             }

@@ -25,6 +25,7 @@ from mfjax.models.dmf import (
     init_dmf,
     pairwise_cosine,
     sparse_matmul,
+    subsample_inputs,
     to_unit,
 )
 from mfjax.models.quantizer import (
@@ -53,7 +54,7 @@ __all__ = [
     # dmf
     "DMF", "Branch", "CSRInputs", "DMFConfig", "SparseBatch", "cosine", "csr_inputs", "embed",
     "extension_inputs", "from_unit", "full_batch", "gather_block", "init_dmf", "pairwise_cosine",
-    "sparse_matmul", "to_unit",
+    "sparse_matmul", "subsample_inputs", "to_unit",
     # quantizer
     "FitBoundariesResult", "boundary_penalty", "check_levels", "exponential_lambda", "fit_boundaries",
     "quantize_hard", "round_to_levels", "smooth_quantize", "uniform_boundaries",

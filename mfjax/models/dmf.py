@@ -60,6 +60,7 @@ __all__ = [
     "init_dmf",
     "embed",
     "extension_inputs",
+    "subsample_inputs",
 ]
 
 _ACTIVATIONS = {
@@ -90,6 +91,17 @@ class DMFConfig:
         (TF1 ``batch_norm(decay=0.9)``, epsilon 1e-3 in the authors' code).
       cos_eps: ``eps`` in ``sqrt(||u||^2 + eps)``.
       rating_range: ``(alpha, beta)`` for the [-1, 1] scaling.
+      input_offset: subtracted from every *observed* input entry before the
+        first layer (missing entries stay 0): ``x_k = r_k - c``.  Default 0
+        (the authors' raw 1..5 inputs).  An mfjax option: with raw positive
+        ratings the first-layer sum ``sum_k r_k W_1[k]`` is dominated by
+        *which* items were rated (``~mean(r) sum_k W_1[k]``), a pattern that
+        identifies a training user; centred inputs make the preference part
+        ``sum_k (r_k - c) W_1[k]`` the main signal (an item-item aggregation
+        that applies unchanged to a user unseen in training, cf. item-based
+        neighbourhood models / SLIM).  ``c`` between two levels (e.g. 3.5)
+        keeps every observed entry nonzero, so rated and missing stay
+        distinguishable.
     """
 
     row_widths: tuple[int, ...] = (2048, 1024)
@@ -102,6 +114,7 @@ class DMFConfig:
     bn_eps: float = 1e-3
     cos_eps: float = 1e-12
     rating_range: tuple[float, float] = (1.0, 5.0)
+    input_offset: float = 0.0
 
     def __post_init__(self):
         for name in ("row_widths", "col_widths"):
@@ -322,6 +335,7 @@ class Branch(nn.Module):
     activation: str = "relu"
     bn_momentum: float = 0.9
     bn_eps: float = 1e-3
+    input_offset: float = 0.0
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -329,10 +343,17 @@ class Branch(nn.Module):
         w0 = self.widths[0]
         kernel = self.param("kernel0", nn.initializers.xavier_uniform(), (self.in_dim, w0))
         bias = self.param("bias0", nn.initializers.zeros, (w0,))
+        c = self.input_offset
         if isinstance(x, SparseBatch):
+            if c:  # observed entries only (stored value != 0; padding and masked entries stay 0)
+                v = jnp.asarray(x.vals, kernel.dtype)
+                x = dataclasses.replace(x, vals=jnp.where(v != 0, v - c, 0.0))
             h = sparse_matmul(x, kernel)
         else:
-            h = jnp.asarray(x, kernel.dtype) @ kernel
+            xd = jnp.asarray(x, kernel.dtype)
+            if c:
+                xd = jnp.where(xd != 0, xd - c, 0.0)
+            h = xd @ kernel
         h = h + bias
         L = len(self.widths)
         for i, w in enumerate(self.widths):
@@ -363,7 +384,8 @@ class DMF(nn.Module):
     def setup(self):
         c = self.config
         kw = dict(use_bn=c.use_bn, bn_last=c.bn_last, dropout_rate=c.dropout_rate,
-                  activation=c.activation, bn_momentum=c.bn_momentum, bn_eps=c.bn_eps)
+                  activation=c.activation, bn_momentum=c.bn_momentum, bn_eps=c.bn_eps,
+                  input_offset=float(c.input_offset))
         self.row_branch = Branch(in_dim=self.n_cols, widths=c.row_widths, **kw)
         self.col_branch = Branch(in_dim=self.n_rows, widths=c.col_widths, **kw)
 
@@ -441,3 +463,47 @@ def extension_inputs(train: Ratings, revealed: Ratings | None, held_rows, held_c
     row_in = Ratings(rows[keep_r].astype(np.int32), cols[keep_r].astype(np.int32), vals[keep_r], (m, n))
     col_in = Ratings(rows[keep_c].astype(np.int32), cols[keep_c].astype(np.int32), vals[keep_c], (m, n))
     return csr_inputs(row_in, "rows"), csr_inputs(col_in, "cols")
+
+
+def subsample_inputs(csr: CSRInputs, keep_frac: float, seed, rows=None) -> CSRInputs:
+    """Input vectors with only part of their observed entries: a validation proxy for unseen rows.
+
+    Each vector ``r`` (of ``rows``, default all) keeps ``round(keep_frac * k_r)``
+    of its ``k_r`` stored entries, chosen uniformly at random without
+    replacement (``numpy.random.default_rng(seed)``); the other vectors are
+    unchanged.  Nothing is added: the result's entries are a subset of
+    ``csr``'s, so it can be built from training inputs alone.
+
+    Used for model selection without test entries (``experiments/dmf``): in
+    ``extendability_split(.., reveal_frac=0.5, fractions=(0.75, ..))`` a
+    held-out user is embedded from half of its ratings in seen columns, a seen
+    user from the ~75% that went to training, so ``keep_frac = 0.5 / 0.75``
+    makes seen users' inputs as long as held-out users' revealed rows; their
+    area-I validation entries then mimic area II (and, with both branches
+    thinned, area IV).
+
+    Args:
+      csr: input vectors (e.g. ``csr_inputs(train, "rows")``).
+      keep_frac: fraction kept per vector, in [0, 1].
+      seed: seed (anything ``default_rng`` accepts).
+      rows: optional indices of the vectors to thin.
+    """
+    if not 0.0 <= keep_frac <= 1.0:
+        raise ValueError(f"keep_frac must be in [0, 1], got {keep_frac}")
+    rng = np.random.default_rng(seed)
+    indptr = np.asarray(csr.indptr, np.int64)
+    lens = np.diff(indptr)
+    sel = np.zeros(csr.num_rows, bool)
+    sel[np.arange(csr.num_rows) if rows is None else np.asarray(rows, np.int64)] = True
+    # a random rank within each vector: keep the entries ranked below round(keep_frac * k)
+    owner = np.repeat(np.arange(csr.num_rows), lens)
+    order = np.lexsort((rng.random(owner.size), owner))
+    rank = np.empty(owner.size, np.int64)
+    rank[order] = np.arange(owner.size) - indptr[owner[order]]
+    quota = np.where(sel, np.round(keep_frac * lens).astype(np.int64), lens)
+    keep = rank < quota[owner]
+    new_lens = np.bincount(owner[keep], minlength=csr.num_rows)
+    new_indptr = np.zeros(csr.num_rows + 1, np.int32)
+    np.cumsum(new_lens, out=new_indptr[1:])
+    return CSRInputs(new_indptr, np.asarray(csr.indices)[keep], np.asarray(csr.values)[keep],
+                     csr.num_rows, csr.dim)
