@@ -44,6 +44,7 @@ from mfjax.data.validation import (
     DataNotFoundError,
     MalformedFileError,
     RatingsError,
+    check_rating_scale,
     handle_duplicates,
 )
 
@@ -457,14 +458,7 @@ def triplets_to_ratings(parsed: ParsedTriplets, *, rating_scale=None, duplicates
         if ids.min() < 0:
             k = int(np.argmin(ids))
             raise RatingsError(f"{source}, line {lines[k]}: negative {what} id {ids[k]}")
-    if rating_scale is not None:
-        lo, hi = rating_scale
-        out = (values < lo) | (values > hi)
-        if out.any():
-            k = int(np.argmax(out))
-            raise RatingsError(
-                f"{source}, line {lines[k]}: rating {values[k]} is outside the rating scale [{lo}, {hi}]"
-            )
+    check_rating_scale(values, rating_scale, lambda k: f"{source}, line {lines[k]}: rating {values[k]}")
     if duplicates not in ("error", "mean", "sum", "last"):
         raise ValueError(f"duplicates must be 'error', 'mean', 'sum' or 'last', got {duplicates!r}")
     row_ids, rows = _dense_ids(users)

@@ -47,6 +47,19 @@ class DataNotFoundError(RatingsError, FileNotFoundError):
     """A data set that was not found; the message lists every place looked at."""
 
 
+
+def check_rating_scale(values: np.ndarray, rating_scale, describe) -> None:
+    """Raise :class:`RatingsError` for the first value outside ``rating_scale``
+    (``(lo, hi)`` inclusive; ``None`` skips the check).  ``describe(k)``
+    names the offending entry for the message (its line, or its index)."""
+    if rating_scale is None:
+        return
+    lo, hi = rating_scale
+    out = (values < lo) | (values > hi)
+    if out.any():
+        k = int(np.argmax(out))
+        raise RatingsError(f"{describe(k)} is outside the rating scale [{lo}, {hi}]")
+
 def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
     """Check COO arrays; return them as numpy plus the resolved shape.
 
@@ -102,15 +115,8 @@ def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
                 f"{name} id {ids[k]} at entry {k} is out of range for shape {shape} "
                 f"({name} ids must be < {size})"
             )
-    if rating_scale is not None:
-        lo, hi = rating_scale
-        out = (values < lo) | (values > hi)
-        if out.any():
-            k = int(np.argmax(out))
-            raise RatingsError(
-                f"rating {values[k]} at entry {k} (row {rows[k]}, column {cols[k]}) "
-                f"is outside the rating scale [{lo}, {hi}]"
-            )
+    check_rating_scale(values, rating_scale,
+                       lambda k: f"rating {values[k]} at entry {k} (row {rows[k]}, column {cols[k]})")
     return rows, cols, values, shape
 
 

@@ -47,6 +47,18 @@ def _check_wolfe(c1, c2, rule):
         raise ValueError(f"mfjax.linesearch.{rule}: need 0 < c1 < c2 < 1, got c1={c1!r}, c2={c2!r}")
 
 
+def _finish(c, state: WolfeState, updates, dt):
+    """Update and state after a search loop with carry ``c`` (fields ``i, ok,
+    acc_step, value, grad``): the accepted step, or a zero update and the
+    previous step when the search failed."""
+    step = jnp.where(c.ok, c.acc_step, 0).astype(dt)
+    new_state = WolfeState(
+        step=jnp.where(c.ok, c.acc_step, state.step).astype(dt),
+        value=c.value, grad=c.grad,
+        info=base.make_info(step, c.i, c.i, c.ok))
+    return base.scaled_update(step, updates, c.ok), new_state
+
+
 def _init_fn(initial_step):
     def init_fn(params):
         dt = base.value_dtype(params)
@@ -139,12 +151,7 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
         init = _BisectCarry(jnp.asarray(0, jnp.int32), jnp.asarray(initial_step, dt), zero,
                             inf, ~start, jnp.asarray(False), zero, value, grad)
         c = jax.lax.while_loop(lambda c: ~c.done, body, init)
-        step = jnp.where(c.ok, c.acc_step, 0).astype(dt)
-        new_state = WolfeState(
-            step=jnp.where(c.ok, c.acc_step, state.step).astype(dt),
-            value=c.value, grad=c.grad,
-            info=base.make_info(step, c.i, c.i, c.ok))
-        return base.scaled_update(step, updates, c.ok), new_state
+        return _finish(c, state, updates, dt)
 
     return optax.GradientTransformationExtraArgs(_init_fn(initial_step), update_fn)
 
@@ -315,11 +322,6 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
             zero, value, s0, zero, value, s0, zero, value, s0,
             zero, value, grad)
         c = jax.lax.while_loop(lambda c: ~c.done, body, init)
-        step = jnp.where(c.ok, c.acc_step, 0).astype(dt)
-        new_state = WolfeState(
-            step=jnp.where(c.ok, c.acc_step, state.step).astype(dt),
-            value=c.value, grad=c.grad,
-            info=base.make_info(step, c.i, c.i, c.ok))
-        return base.scaled_update(step, updates, c.ok), new_state
+        return _finish(c, state, updates, dt)
 
     return optax.GradientTransformationExtraArgs(_init_fn(initial_step), update_fn)
