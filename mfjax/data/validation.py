@@ -29,6 +29,7 @@ __all__ = [
     "DataNotFoundError",
     "MalformedFileError",
     "check_coo",
+    "check_rating_scale",
     "check_fractions",
     "data_checksum",
     "handle_duplicates",
