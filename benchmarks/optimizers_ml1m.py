@@ -7,6 +7,8 @@ into benchmarks/results/optimizers.md and PNG plots)::
     python benchmarks/optimizers_ml1m.py grid  --steps 20     # every direction x step rule, fixed budget
     python benchmarks/optimizers_ml1m.py race  --steps 150    # time to a fixed training loss vs optax.lbfgs
     python benchmarks/optimizers_ml1m.py race  --grad closed_form --tag race_cf   # optax.lbfgs on the closed-form gradient
+    python benchmarks/optimizers_ml1m.py race --steps 100 --target-step 60 --repeats 3 --grad closed_form \
+        --tag race_cf --als --only "cg(pr+),GN"   # + Gauss-Newton preconditioned rules, ALS solver as context
     python benchmarks/optimizers_ml1m.py report
 
 The grid compiles ONE program for all pairs (:func:`mfjax.optim.switch`),
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import sys
 import time
 
@@ -158,9 +161,24 @@ def phase_grid(args):
 def race_candidates(train):
     # Sign convention: optax.scale_by_lbfgs() returns H g (optax.lbfgs multiplies it by
     # -learning_rate); mfjax step rules expect a descent direction, hence scale(-1).
+    # Gauss-Newton (block-)Jacobi preconditioners of the masked loss (mfjax.optim.mf_preconditioner):
+    # "GN diag" divides by the diagonal of the per-row GN blocks, "GN block" solves each row's
+    # r x r block (-z is then the simultaneous-ALS direction U_ALS(V) - U, V_ALS(U) - V).
     exact = ls.exact_mf(train, L2, scale=SCALE)
+
+    def pre(kind, refresh=1):
+        return mo.mf_preconditioner(train, L2, kind=kind, scale=SCALE, refresh_every=refresh)
+
     return {
         "optax.lbfgs (zoom)": optax.lbfgs(),
+        "mfjax pcg(pr+, GN diag) + exact_mf": mo.cg("pr+", preconditioner=pre("diagonal"), linesearch=exact),
+        "mfjax pcg(pr+, GN diag, refresh 5) + exact_mf": mo.cg(
+            "pr+", preconditioner=pre("diagonal", 5), linesearch=exact),
+        "mfjax pcg(pr+, GN block) + exact_mf": mo.cg("pr+", preconditioner=pre("block"), linesearch=exact),
+        "mfjax GN block (simultaneous ALS) + exact_mf": optax.chain(
+            pre("block"), mo.gd_direction(), exact),
+        "mfjax GN block, refresh 3 + exact_mf": optax.chain(pre("block", 3), mo.gd_direction(), exact),
+        "mfjax GN block, refresh 5 + exact_mf": optax.chain(pre("block", 5), mo.gd_direction(), exact),
         "mfjax cg(pr+) + exact_mf": mo.cg("pr+", linesearch=exact),
         "mfjax cg(hs+) + exact_mf": mo.cg("hs+", linesearch=exact),
         "optax L-BFGS direction + mfjax exact_mf": optax.chain(
@@ -193,7 +211,7 @@ def phase_race(args):
     target = float(ref[args.target_step - 1]) if args.target is None else args.target
     out = {"target_loss": target, "steps": args.steps, "methods": {}, "target_step": args.target_step,
            "grad": args.grad, "load_before": os.getloadavg(),
-           "command": "python benchmarks/optimizers_ml1m.py " + " ".join(sys.argv[1:])}
+           "command": "python benchmarks/optimizers_ml1m.py " + shlex.join(sys.argv[1:])}
     runs = {}
     for name, opt in cands.items():
         tr = traces[name]
@@ -210,6 +228,8 @@ def phase_race(args):
             results[name] = jax.block_until_ready(run(p0))
             times[name].append(time.perf_counter() - t)
     out["load_after"] = os.getloadavg()
+    if args.als:
+        out["als"] = _race_als(train, p0, target, args.repeats)
     for name, (k, run) in runs.items():
         res = results[name]
         out["methods"][name].update(
@@ -219,6 +239,33 @@ def phase_race(args):
     for name, e in out["methods"].items():
         print(name, {k: v for k, v in e.items() if k != "loss_trace"}, flush=True)
     _save(args, args.tag, out)
+
+
+def _race_als(train, p0, target, repeats, max_sweeps=20):
+    """Context for the race: ALS (:func:`mfjax.solvers.als`, same loss, no biases, same init)
+    -- a solver, not a direction + step-rule combination.  Sweeps to the target from its
+    traced training loss, then the run with exactly that many sweeps timed (compiled by
+    a first call; best and median of ``repeats``).  Each sweep also evaluates the
+    training loss for the trace (one loss pass, included in the time)."""
+    from mfjax.solvers import als
+
+    res = als(train, RANK, l2=L2, num_sweeps=max_sweeps, init=p0)
+    tr = np.asarray(res.trace.loss)
+    hit = np.nonzero(tr <= target)[0]
+    out = {"loss_trace": [float(x) for x in tr]}
+    if not hit.size:
+        return out
+    k = int(hit[0]) + 1
+    jax.block_until_ready(als(train, RANK, l2=L2, num_sweeps=k, init=p0).params)  # compile
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        r = als(train, RANK, l2=L2, num_sweeps=k, init=p0)
+        jax.block_until_ready(r.params)
+        times.append(time.perf_counter() - t)
+    out.update(sweeps_to_target=k, time_to_target_s=min(times), median_s=float(np.median(times)),
+               reached=float(np.asarray(r.trace.loss)[-1]))
+    return out
 
 
 # ------------------------------------------------------------------ report
@@ -258,6 +305,13 @@ def _report_race(race, tag, lines, plt):
         else:
             lines.append(f"| {name} | not reached in {race['steps']} | | | | |")
     lines.append("")
+    a = race.get("als")
+    if a and "time_to_target_s" in a and "time_to_target_s" in ref:
+        lines += [f"Context, not a step-rule combination: the ALS *solver* (`mfjax.solvers.als`, "
+                  f"lambda = {L2}, no biases, same init, timed after the race) reaches the target in "
+                  f"{a['sweeps_to_target']} sweeps, {a['time_to_target_s']:.2f} s ({a['median_s']:.2f} s "
+                  f"median) = {a['time_to_target_s'] / ref['time_to_target_s']:.2f}x "
+                  f"({a['median_s'] / ref['median_s']:.2f}x) optax.lbfgs's time.", ""]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, e in race["methods"].items():
         tr = np.asarray(e["loss_trace"], float)
@@ -376,6 +430,8 @@ def main():
     ap.add_argument("--tag", default="race", help="race: name of the result file (report reads race*)")
     ap.add_argument("--only", default=None, help="race: comma-separated substrings of method names "
                     "(optax.lbfgs always runs)")
+    ap.add_argument("--als", action="store_true", help="race: also time the ALS solver to the target "
+                    "(context only)")
     ap.add_argument("--work", default="/tmp/mfjax_bench_optimizers")
     ap.add_argument("--notes", default=None, help="report: markdown file appended at the end")
     ap.add_argument("--grad", default="autodiff", choices=["autodiff", "closed_form"],

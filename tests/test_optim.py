@@ -382,3 +382,176 @@ def test_cg_quadratic_exact_steps_converges_in_n_iterations():
         # gradient descent with the same exact steps is far from converged after n steps
         res = fit_until(f, mo.gd(linesearch=_exact_quadratic_step(A)), jnp.zeros(n), max_steps=n, tol=1e-8)
         assert int(res.status) != STATUS_CONVERGED
+
+
+# ------------------------------------------- Gauss-Newton preconditioners (MF)
+def _small_mf(rng, m=7, n=5, r=2, density=0.6, empty_row=True):
+    from mfjax.data.ratings import Ratings
+
+    X = rng.standard_normal((m, r)) @ rng.standard_normal((r, n)) + 3.0
+    W = rng.random((m, n)) < density
+    W[np.arange(m - 1), np.arange(m - 1) % n] = True
+    if empty_row:
+        W[m - 1] = False  # a row without observations
+    rows, cols = np.nonzero(W)
+    ratings = Ratings.create(rows, cols, X[rows, cols], (m, n), dtype=np.float64)
+    params = Factors(jnp.asarray(rng.standard_normal((m, r))), jnp.asarray(rng.standard_normal((n, r))))
+    return ratings, params
+
+
+def _pcg_ref(grads, zs, beta):
+    """Preconditioned nonlinear CG (Nocedal-Wright Alg. 5.3 form) in numpy."""
+    out, g0, z0, p0 = [], None, None, None
+    for t, (g, z) in enumerate(zip(grads, zs)):
+        if t == 0:
+            p = -z
+        else:
+            y = g - g0
+            b = {"fr": z @ g / (z0 @ g0), "pr+": max(0.0, z @ y / (z0 @ g0)),
+                 "hs+": max(0.0, z @ y / (p0 @ y)), "dy": z @ g / (p0 @ y)}[beta]
+            p = -z + b * p0
+            if not g @ p < 0:
+                p = -z
+        out.append(p)
+        g0, z0, p0 = g, z, p
+    return np.stack(out)
+
+
+def test_gauss_newton_diagonal_and_blocks_equal_the_exact_hessian_blocks():
+    from mfjax.losses import masked_sq_loss
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(11)
+        R, (U, V) = _small_mf(rng)
+        m, n, r = U.shape[0], V.shape[0], U.shape[1]
+        wts = (jnp.asarray(rng.random(m) + 0.5), jnp.asarray(rng.random(n) + 0.5))
+        for scale, l2, l2w in (("sum", 2.0, None), ("mean", 0.3, wts), ("sum", 0.0, None)):
+            kw = dict(scale=scale, l2_weights=l2w)
+            # For fixed V the Hessian wrt U is exactly block diagonal (and symmetrically).
+            HU = jax.hessian(lambda A: masked_sq_loss(Factors(A, V), R, l2, **kw))(U)
+            HV = jax.hessian(lambda B: masked_sq_loss(Factors(U, B), R, l2, **kw))(V)
+            d = mo.mf_gauss_newton_diagonal(Factors(U, V), R, l2, chunk_size=3, **kw)
+            (AU, rU, nU), (AV, rV, nV) = mo.mf_gauss_newton_blocks(Factors(U, V), R, l2,
+                                                                   chunk_size=4, **kw)
+            for H, dd, A, rid, k in ((HU, d.U, AU, rU, m), (HV, d.V, AV, rV, n)):
+                H = np.asarray(H)
+                blocks = np.stack([H[i, :, i, :] for i in range(k)])
+                _close(np.asarray(A) + np.stack([np.diag(x) for x in np.asarray(rid)]), blocks, 1e-9)
+                _close(np.asarray(dd), np.stack([np.diag(b) for b in blocks]), 1e-9)
+                off = H.copy()
+                for i in range(k):
+                    off[i, :, i, :] = 0
+                assert np.abs(off).max() == 0
+            # the empty row: d = 2 l2 w_i, count 0
+            _close(np.asarray(d.U[m - 1]), np.full(r, 2 * l2 * (1.0 if l2w is None else float(wts[0][m - 1]))))
+            assert float(nU[m - 1]) == 0
+
+
+def test_preconditioned_cg_formulas_and_identity_reduces_to_cg():
+    # identity preconditioner: exactly the plain CG rule
+    for beta in CG_BETAS:
+        _close(_run(mo.cg_direction(beta, preconditioner=optax.identity())), _run(mo.cg_direction(beta)))
+    # a fixed positive diagonal M^{-1} = D: the preconditioned formulas
+    D = Factors(np.linspace(0.2, 3.0, 8).reshape(4, 2).astype(np.float32),
+                np.linspace(0.5, 1.5, 6).reshape(3, 2).astype(np.float32))
+    scale_by_D = optax.stateless(lambda g, params=None: jax.tree.map(jnp.multiply, g, D))
+    Dflat = np.concatenate([np.ravel(D.U), np.ravel(D.V)]).astype(np.float64)
+    grads = _flat_grads()
+    for beta in CG_BETAS:
+        got = _run(mo.cg_direction(beta, preconditioner=scale_by_D))
+        _close(got, _pcg_ref(grads, [Dflat * g for g in grads], beta), 1e-4)
+        assert all(float(np.dot(p, g)) < 0 for p, g in zip(got, grads))
+
+
+def test_mf_preconditioned_directions_are_descent():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(12)
+        R, p0 = _small_mf(rng)
+        for l2 in (1.5, 0.0):
+            from mfjax.losses import masked_mse
+
+            f = masked_mse(R, l2)
+            for kind in ("diagonal", "block"):
+                pre = mo.mf_preconditioner(R, l2, kind=kind)
+                rules = [optax.chain(pre, mo.gd_direction()), mo.cg_direction("pr+", preconditioner=pre)]
+                for rule in rules:
+                    x, st = p0, rule.init(p0)
+                    for _ in range(4):
+                        g = jax.grad(f)(x)
+                        p, st = rule.update(g, st, x)
+                        assert all(np.isfinite(np.asarray(a)).all() for a in p)
+                        assert float(optax.tree.vdot(g, p)) < 0, (l2, kind)
+                        x = jax.tree.map(lambda a, b: a + 1e-3 * b, x, p)
+        with pytest.raises(ValueError, match="kind"):
+            mo.mf_preconditioner(R, 1.0, kind="full")
+
+
+def test_block_preconditioner_with_exact_step_is_an_als_half_sweep():
+    import mfjax.linesearch as ls
+    from mfjax.losses import masked_mse
+    from mfjax.solvers import als_update_cols, als_update_rows
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(13)
+        R, x = _small_mf(rng)
+        l2 = 0.7
+        g = jax.grad(masked_mse(R, l2))(x)
+        opt = optax.chain(mo.mf_preconditioner(R, l2, kind="block"), mo.gd_direction(),
+                          ls.exact_mf(R, l2))
+        for g_half, ref in ((Factors(g.U, jnp.zeros_like(g.V)), als_update_rows(x, R, l2)),
+                            (Factors(jnp.zeros_like(g.U), g.V), als_update_cols(x, R, l2))):
+            upd, st = opt.update(g_half, opt.init(x), x)
+            new = optax.apply_updates(x, upd)
+            _close(np.asarray(new.U), np.asarray(ref.U), 1e-8)
+            _close(np.asarray(new.V), np.asarray(ref.V), 1e-8)
+            assert abs(float(ls.get_linesearch_info(st).step_size) - 1.0) < 1e-8
+
+
+def test_mf_preconditioned_cg_fit_decreases_and_compiles_once():
+    import mfjax.linesearch as ls
+    from mfjax.loop import fit
+    from mfjax.losses import masked_mse
+
+    rng = np.random.default_rng(14)
+    R, x0 = _small_mf(rng, m=12, n=9, r=3, empty_row=True)
+    R = R.astype(np.float32)
+    x0 = Factors(x0.U.astype(jnp.float32), x0.V.astype(jnp.float32))
+    loss = masked_mse(R, 1.0)
+    traced = {"n": 0}
+
+    def f(p):
+        traced["n"] += 1
+        return loss(p)
+
+    for kind in ("diagonal", "block"):
+        opt = mo.cg(preconditioner=mo.mf_preconditioner(R, 1.0, kind=kind), linesearch=ls.exact_mf(R, 1.0))
+        res = fit(f, opt, x0, 15)
+        tr = np.asarray(res.trace.loss)
+        assert np.all(np.diff(tr) <= 1e-4 * tr[:-1]) and tr[-1] < 0.5 * float(loss(x0)), kind
+        n1 = traced["n"]
+        res2 = fit(f, opt, Factors(2.0 * x0.U, x0.V), 15)
+        assert traced["n"] == n1
+        assert float(res2.value) < float(loss(Factors(2.0 * x0.U, x0.V)))
+
+
+def test_mf_preconditioner_refresh_every_reuses_the_stored_curvature():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(15)
+        R, x = _small_mf(rng)
+        g = Factors(jnp.ones_like(x.U), jnp.ones_like(x.V))
+        x2 = Factors(2.0 * x.U, 0.5 * x.V)
+        for kind in ("diagonal", "block"):
+            fresh = mo.mf_preconditioner(R, 1.0, kind=kind)
+            lazy = mo.mf_preconditioner(R, 1.0, kind=kind, refresh_every=2)
+            s = lazy.init(x)
+            z0, s = lazy.update(g, s, x)
+            z1, s = lazy.update(g, s, x2)   # reuses M(x)
+            z2, s = lazy.update(g, s, x2)   # rebuilt at x2
+            ref0, _ = fresh.update(g, fresh.init(x), x)
+            ref2, _ = fresh.update(g, fresh.init(x2), x2)
+            for a, b in ((z0, ref0), (z1, ref0), (z2, ref2)):
+                _close(np.asarray(a.U), np.asarray(b.U), 1e-10)
+                _close(np.asarray(a.V), np.asarray(b.V), 1e-10)
+            assert np.abs(np.asarray(ref2.U) - np.asarray(ref0.U)).max() > 1e-3
+        with pytest.raises(ValueError, match="refresh_every"):
+            mo.mf_preconditioner(R, 1.0, refresh_every=0)

@@ -89,11 +89,16 @@ def bfgs(curvature_eps: float = 1e-8, scale_init: bool = True, *, linesearch=Non
     return _build("bfgs", _d.bfgs_direction(curvature_eps, scale_init), linesearch)
 
 
-def cg(beta: str = "pr+", restart_every: int | None = None, *, linesearch=None):
+def cg(beta: str = "pr+", restart_every: int | None = None, *, preconditioner=None,
+       linesearch=None):
     """Nonlinear conjugate gradients (PR+ by default); see :func:`cg_direction`.
 
-    Example (the exact step on the masked MF loss)::
+    Example (the exact step on the masked MF loss; optionally preconditioned
+    by the Gauss-Newton diagonal, :func:`mfjax.optim.mf_preconditioner`)::
 
         opt = mfjax.optim.cg(linesearch=mfjax.linesearch.exact_mf(train, l2=2.0))
+        opt = mfjax.optim.cg(preconditioner=mfjax.optim.mf_preconditioner(train, 2.0),
+                             linesearch=mfjax.linesearch.exact_mf(train, l2=2.0))
     """
-    return _build("cg", _d.cg_direction(beta, restart_every), linesearch)
+    return _build("cg", _d.cg_direction(beta, restart_every, preconditioner=preconditioner),
+                  linesearch)

@@ -44,7 +44,10 @@ and where it differs we implement the slides' version:
   ``p_t = -g_t + beta_t p_{t-1}`` (Fletcher-Reeves, Polak-Ribiere+,
   Hestenes-Stiefel+, Dai-Yuan) with restarts; no optax equivalent.  Paired
   with :func:`mfjax.linesearch.exact_mf` it is the classical nonlinear CG
-  with exact line search.
+  with exact line search.  ``preconditioner=`` gives preconditioned CG, e.g.
+  with the Gauss-Newton (block-)Jacobi preconditioner of the MF loss
+  (:func:`mfjax.optim.mf_preconditioner`; it needs the ratings, so it is not
+  in :data:`REGISTRY`).
 * **BFGS** (Algorithm 12): no dense BFGS exists in optax (``optax.lbfgs`` is
   the limited-memory variant); implemented in :func:`bfgs_direction`.
 
@@ -378,20 +381,26 @@ class CGState(NamedTuple):
       count: number of updates so far (int32).
       prev_gradient: ``g_{t-1}`` (a pytree like the params).
       prev_direction: ``p_{t-1}`` as returned (before the step rule scales it).
-      num_restarts: how many times ``p_t = -g_t`` was forced after the first
-        update (periodic restart, ``beta`` not finite, or no descent).
+      num_restarts: how many times ``p_t = -g_t`` (``-z_t`` when preconditioned)
+        was forced after the first update (periodic restart, ``beta`` not
+        finite, or no descent).
+      prev_scaled: ``z_{t-1} = M^{-1} g_{t-1}`` (``None`` without a preconditioner).
+      preconditioner_state: the preconditioner's own state (``None`` without one).
     """
 
     count: jax.Array
     prev_gradient: Any
     prev_direction: Any
     num_restarts: jax.Array
+    prev_scaled: Any = None
+    preconditioner_state: Any = None
 
 
 _CG_BETAS = ("fr", "pr+", "hs+", "dy")
 
 
-def cg_direction(beta: str = "pr+", restart_every: int | None = None
+def cg_direction(beta: str = "pr+", restart_every: int | None = None, *,
+                 preconditioner: optax.GradientTransformation | None = None
                  ) -> optax.GradientTransformationExtraArgs:
     r"""Nonlinear conjugate-gradient direction: ``p_1 = -g_1``, ``p_t = -g_t + beta_t p_{t-1}``.
 
@@ -419,9 +428,29 @@ def cg_direction(beta: str = "pr+", restart_every: int | None = None
     step rule that rejects a step (step 0) leaves ``y_t = 0`` and hence
     ``beta = 0`` for PR+/HS+.
 
+    Preconditioned CG (``preconditioner=`` an optax transformation mapping
+    ``g`` to ``z = M^{-1} g`` with ``M`` symmetric positive definite, e.g.
+    :func:`mfjax.optim.mf_preconditioner`; Nocedal & Wright Algorithm 5.3,
+    Hager & Zhang Sec. 9): ``p_1 = -z_1``, ``p_t = -z_t + beta_t p_{t-1}`` with::
+
+        "fr"   beta = z_t.g_t / z_{t-1}.g_{t-1}
+        "pr+"  beta = max(0, z_t.y_t / z_{t-1}.g_{t-1})
+        "hs+"  beta = max(0, z_t.y_t / p_{t-1}.y_t)
+        "dy"   beta = z_t.g_t / p_{t-1}.y_t
+
+    (``z = g`` gives the formulas above; it is CG in the variables
+    ``M^{1/2} x`` when ``M`` is fixed).  ``M`` may change from step to step
+    (the MF preconditioners are rebuilt at the current point); PR+ is the
+    usual choice then.  Restarts use ``p_t = -z_t``, which is a descent
+    direction since ``g . z > 0``.  Not chainable as
+    ``optax.chain(preconditioner, cg_direction())``: that would form the
+    inner products of ``z`` with itself instead of ``z . g``.
+
     Args:
       beta: ``"pr+"`` (default), ``"hs+"``, ``"fr"`` or ``"dy"``.
       restart_every: restart period in updates (``None``: no periodic restart).
+      preconditioner: optional transformation ``g -> M^{-1} g`` (its
+        ``update`` gets the params of this rule's ``update``).
 
     References:
       Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006, Sec. 5.2.
@@ -434,24 +463,31 @@ def cg_direction(beta: str = "pr+", restart_every: int | None = None
     if restart_every is not None and (int(restart_every) != restart_every or restart_every < 1):
         raise ValueError(f"restart_every must be a positive integer or None, got {restart_every!r}")
 
+    pre = None if preconditioner is None else optax.with_extra_args_support(preconditioner)
+
     def init_fn(params):
-        return CGState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params),
-                       optax.tree.zeros_like(params), jnp.zeros([], jnp.int32))
+        z = lambda: optax.tree.zeros_like(params)  # noqa: E731
+        return CGState(jnp.zeros([], jnp.int32), z(), z(), jnp.zeros([], jnp.int32),
+                       None if pre is None else z(), None if pre is None else pre.init(params))
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
         g, g0, p0 = updates, state.prev_gradient, state.prev_direction
+        if pre is None:
+            zg, z0, pre_state = g, g0, None
+        else:
+            zg, pre_state = pre.update(g, state.preconditioner_state, params, **extra)
+            z0 = state.prev_scaled
         dot = lambda a, b: optax.tree.real(optax.tree.vdot(a, b))  # noqa: E731
         y = jax.tree.map(lambda a, b: a - b, g, g0)
-        gg, g0g0 = dot(g, g), dot(g0, g0)
+        zg_g, z0g0 = dot(zg, g), dot(z0, g0)
         if beta == "fr":
-            num, den = gg, g0g0
+            num, den = zg_g, z0g0
         elif beta == "pr+":
-            num, den = dot(g, y), g0g0
+            num, den = dot(zg, y), z0g0
         elif beta == "hs+":
-            num, den = dot(g, y), dot(p0, y)
+            num, den = dot(zg, y), dot(p0, y)
         else:  # "dy"
-            num, den = gg, dot(p0, y)
+            num, den = zg_g, dot(p0, y)
         b = num / jnp.where(den != 0, den, 1)
         if beta in ("pr+", "hs+"):
             b = jnp.maximum(b, 0)
@@ -459,11 +495,12 @@ def cg_direction(beta: str = "pr+", restart_every: int | None = None
         if restart_every is not None:
             restart = restart | (state.count % restart_every == 0)
         b = jnp.where(restart, 0, b)
-        p = jax.tree.map(lambda gi, pi: (-gi + b * pi).astype(gi.dtype), g, p0)
+        p = jax.tree.map(lambda zi, pi: (-zi + b * pi).astype(zi.dtype), zg, p0)
         no_descent = ~(dot(g, p) < 0)
-        p = jax.tree.map(lambda pi, gi: jnp.where(no_descent, -gi, pi), p, g)
+        p = jax.tree.map(lambda pi, zi: jnp.where(no_descent, -zi, pi), p, zg)
         forced = (state.count > 0) & (restart | (no_descent & (b != 0)))
-        new_state = CGState(state.count + 1, g, p, state.num_restarts + forced.astype(jnp.int32))
+        new_state = CGState(state.count + 1, g, p, state.num_restarts + forced.astype(jnp.int32),
+                            None if pre is None else zg, pre_state)
         return p, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
