@@ -46,6 +46,7 @@ __all__ = [
     "run_one",
     "run_grid",
     "trace_record",
+    "DATA_DIRECTIONS",
     "summarize",
     "write_tables",
     "plot_results",
@@ -181,9 +182,10 @@ def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] |
 
     ``full=True``: every direction rule x every step rule.  Default (the
     main job's size): every direction rule with ``default_step``, GD with
-    every step rule (every rule once at a fraction of the cost), and
-    nonlinear CG with the exact step (the fastest combination in
-    ``BENCHMARKS.md``'s race against ``optax.lbfgs``).
+    every step rule (every rule once at a fraction of the cost), nonlinear
+    CG with the exact step, and the Gauss-Newton block direction with the
+    exact step (the fastest combination in ``BENCHMARKS.md``'s race against
+    ``optax.lbfgs``).
     """
     from mfjax import linesearch, optim
 
@@ -196,6 +198,8 @@ def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] |
         pairs += [("gd" if "gd" in directions else directions[0], s) for s in steps]
         if "cg" in directions and "exact_mf" in steps:
             pairs.append(("cg", "exact_mf"))
+        if "exact_mf" in steps:
+            pairs.append(("gn_block", "exact_mf"))
     seen, specs = set(), []
     for d, s in pairs:
         if (d, s) not in seen:
@@ -207,6 +211,28 @@ def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] |
 
 
 # --------------------------------------------------------------------- runs
+def _gauss_newton(kind: str, refresh_every: int):
+    def make(train, l2, scale):
+        import optax
+
+        from mfjax import optim
+
+        pre = optim.mf_preconditioner(train, l2, kind=kind, scale=scale, refresh_every=refresh_every)
+        return optax.chain(pre, optim.gd_direction())
+
+    return make
+
+
+DATA_DIRECTIONS: dict[str, Callable] = {
+    "gn_block": _gauss_newton("block", 3),
+    "gn_diagonal": _gauss_newton("diagonal", 1),
+}
+"""Direction rules that need the problem's ratings: ``factory(train, l2, scale)``.
+``gn_block``: the per-row Gauss-Newton blocks of the masked loss, refreshed
+every 3 steps (a simultaneous ALS step when fresh); ``gn_diagonal``: their
+diagonal (Jacobi).  See :func:`mfjax.optim.mf_preconditioner`."""
+
+
 def _optimizer(spec: RunSpec, problem: Problem):
     import optax
 
@@ -219,11 +245,15 @@ def _optimizer(spec: RunSpec, problem: Problem):
         if name == "adam":
             return optax.adam(1e-2)
         raise ValueError(f"unknown optax baseline {name!r} (known: lbfgs, adam)")
-    if spec.direction not in optim.REGISTRY:
-        raise ValueError(f"unknown direction rule {spec.direction!r}; known: {sorted(optim.REGISTRY)}")
+    known = sorted(optim.REGISTRY) + sorted(DATA_DIRECTIONS)
+    if spec.direction not in optim.REGISTRY and spec.direction not in DATA_DIRECTIONS:
+        raise ValueError(f"unknown direction rule {spec.direction!r}; known: {known}")
     if spec.step not in linesearch.REGISTRY:
         raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
-    direction = optim.REGISTRY[spec.direction]()
+    if spec.direction in DATA_DIRECTIONS:
+        direction = DATA_DIRECTIONS[spec.direction](problem.train.device_put(), problem.l2, problem.scale)
+    else:
+        direction = optim.REGISTRY[spec.direction]()
     if spec.step_options:  # explicit settings: call the rule's constructor
         options = dict(spec.step_options)
         if spec.step == "exact_mf":

@@ -25,7 +25,7 @@ def _mean_predictor_rmse(seed=0, test_fraction=0.1):
 
 def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
-    runs = "gd+armijo,adam+constant(step_size=0.01),optax:lbfgs,solver:als"
+    runs = "gd+armijo,adam+constant(step_size=0.01),gn_block+exact_mf,optax:lbfgs,solver:als"
     argv = ["compare", *SMALL, "--runs", runs, "--iters", "30", "--eval-every", "5",
             "--out", str(out), "--no-progress"]
     assert cli.main(argv) == 0
@@ -33,8 +33,9 @@ def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     for name in ("gd+armijo", "optax-lbfgs", "solver-als"):
         assert name in printed  # summary table
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == 4
-    assert {r["name"] for r in results} == {"gd+armijo", "adam+constant(step_size=0.01)", "optax-lbfgs", "solver-als"}
+    assert len(results) == 5
+    assert {r["name"] for r in results} == {"gd+armijo", "adam+constant(step_size=0.01)", "gn_block+exact_mf",
+                                             "optax-lbfgs", "solver-als"}
     baseline = _mean_predictor_rmse()
     for r in results:
         assert r["error"] is None
@@ -44,13 +45,16 @@ def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     best = min(r["test_rmse"] for r in results)
     assert best < baseline  # something beats predicting the training mean
     csv_lines = (out / "results.csv").read_text().strip().splitlines()
-    assert csv_lines[0].startswith("name,status,final_loss") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("name,status,final_loss") and len(csv_lines) == 6
+    # the Gauss-Newton direction with exact steps reaches ALS's objective (same problem, same loss)
+    by_name = {r["name"]: r for r in results}
+    assert by_name["gn_block+exact_mf"]["final_loss"] <= 1.01 * by_name["solver-als"]["final_loss"]
     for png in ("loss_vs_iter.png", "loss_vs_time.png", "loss_vs_evals.png", "test_rmse.png", "step_size.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # resume: nothing is recomputed; files untouched
     run_files = sorted((out / "runs").glob("*.json"))
-    assert len(run_files) == 4
+    assert len(run_files) == 5
     stamps = {p: p.stat().st_mtime_ns for p in run_files}
     assert cli.main(argv + ["--no-plots"]) == 0
     assert {p: p.stat().st_mtime_ns for p in run_files} == stamps
