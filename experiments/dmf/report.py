@@ -7,7 +7,8 @@ from ``SELECTED`` (centred inputs + row masking, chosen with ``--tasks
 select``); the selection table (pseudo areas I-IV built from area I training
 entries, every profile with ``select`` records); Table 2 with DMF-D from
 ``cpu_slowlam`` (the DMF-D schedule chosen on validation, see the README) and
-``cpu``, and the DMF / ALS rows from ``cpu``; per-seed values; wall times.
+``cpu``, and the DMF / ALS rows from ``cpu``; DMF-D and DMF at the ``cpu_large``
+size (``cpu_large_slowlam``); per-seed values; wall times.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 PAPER1 = {"I": 0.850, "II": 0.883, "III": 0.864, "IV": 0.904}
 PAPER2 = (0.898, 0.625)
 SELECTED = "cpu_center_mask_rows"  # chosen on the pseudo areas of `--tasks select` (see the results README)
+LARGE2 = "cpu_large_slowlam"  # Table 2 at the `cpu_large` size (DMF-D with the `cpu_slowlam` slope; DMF)
 SELECT_PROFILES = ("cpu", "cpu_mask", "cpu_mask_rows", "cpu_mask_rows_strong", "cpu_center", "cpu_center_mask_rows")
 
 
@@ -97,12 +99,16 @@ def main():
 
     rows = []
     for label, prof, task, key in (
-        ("DMF-D, λ 0.1→30 (`cpu_slowlam`, selected on validation)", "cpu_slowlam", "dmfd", "discrete"),
+        ("DMF-D, [1024, 512], 60 passes, λ 0.1→30 (`cpu_large_slowlam`)", LARGE2, "dmfd", "discrete"),
+        ("DMF-D, [256, 128], 30 passes, λ 0.1→30 (`cpu_slowlam`)", "cpu_slowlam", "dmfd", "discrete"),
         ("DMF-D, λ 0.1→2.9e5 (`cpu`, authors' schedule compressed)", "cpu", "dmfd", "discrete"),
+        ("DMF + round, [1024, 512], 60 passes (`cpu_large_slowlam`)", LARGE2, "dmf", "round"),
+        ("DMF + quantizer fitted on validation, [1024, 512] (`cpu_large_slowlam`)", LARGE2, "dmf", "fitted_quantizer"),
         ("DMF + round", "cpu", "dmf", "round"),
         ("DMF + quantizer fitted on validation", "cpu", "dmf", "fitted_quantizer"),
         ("ALS + round", "cpu", "als", "round"),
         ("ALS + quantizer fitted on validation", "cpu", "als", "fitted_quantizer"),
+        ("DMF continuous, [1024, 512] (`cpu_large_slowlam`; reference, not discrete)", LARGE2, "dmf", "continuous"),
         ("DMF continuous (reference, not discrete)", "cpu", "dmf", "continuous"),
         ("ALS continuous (reference, not discrete)", "cpu", "als", "continuous"),
     ):
@@ -110,22 +116,32 @@ def main():
         r_s, r_m = ms([r["metrics"][key]["rmse"] for r in recs])
         a_s, a_m = ms([r["metrics"][key]["mae"] for r in recs])
         gap = f"{r_m - PAPER2[0]:+.3f} / {a_m - PAPER2[1]:+.3f}" if r_m is not None else "-"
-        rows.append(f"| {label} | {r_s} | {a_s} | {gap} | {seeds(recs)} |")
+        per = "; ".join(f"s{r['seed']} {r['metrics'][key]['rmse']:.4f} / {r['metrics'][key]['mae']:.4f}" for r in recs)
+        rows.append(f"| {label} | {r_s} | {a_s} | {gap} | {seeds(recs)} | {per or '-'} |")
     lines += ["", "### Table 2 — discrete matrix completion (75/5/20 split)", "",
-              "| model | RMSE | MAE | gap to paper DMF-D (0.898 / 0.625) | seeds |", "| --- | --- | --- | --- | --- |",
-              "| paper DMF-D | 0.898 | 0.625 | | 5 |"] + rows
+              "| model | RMSE | MAE | gap to paper DMF-D (0.898 / 0.625) | seeds | per seed (RMSE / MAE) |",
+              "| --- | --- | --- | --- | --- | --- |",
+              "| paper DMF-D | 0.898 | 0.625 | | 5 | |"] + rows
 
     vals = []
-    for prof, task in (("cpu", "dmfd"), ("cpu_slowlam", "dmfd")):
+    for prof, task in (("cpu", "dmfd"), ("cpu_slowlam", "dmfd"), (LARGE2, "dmfd")):
         for r in load(out, prof, task):
             vals.append(f"{prof} seed {r['seed']}: best validation Q_b-RMSE {r['best_val']:.4f} (epoch {r['best_epoch']}),"
                         f" learned b = [{', '.join(f'{b:.3f}' for b in r['metrics']['learned_boundaries'])}]")
     lines += ["", "DMF-D validation (model selection) and learned boundaries:", ""] + [f"- {v}" for v in vals]
+    dvals = []
+    for prof in ("cpu", LARGE2):
+        for r in load(out, prof, "dmf"):
+            dvals.append(f"{prof} seed {r['seed']}: validation RMSE {r['metrics']['valid_continuous']['rmse']:.4f} "
+                         f"(continuous, epoch {r['best_epoch']})")
+    if dvals:
+        lines += ["", "DMF (`dmf` task) validation:", ""] + [f"- {v}" for v in dvals]
 
-    lines += ["", "### Wall time per task (s; 2-core CPU shared with other jobs: load average 10–18 for the `cpu`, `cpu_slowlam`, `cpu_hide`, `cpu_large` runs, 3–6 for the input-option runs)", "",
+    lines += ["", "### Wall time per task (s; 2-core CPU shared with other jobs: load average 10–18 for the `cpu`, `cpu_slowlam`, `cpu_hide`, `cpu_large` runs, 3–6 for the input-option runs, 1.4–3.7 for `cpu_large_slowlam`, run at nice 19)", "",
               "| profile / task | per seed |", "| --- | --- |"]
     for prof, task in (("cpu", "table1"), ("cpu", "dmf"), ("cpu", "als"), ("cpu", "dmfd"), ("cpu_slowlam", "dmfd"),
                        ("cpu_hide", "table1"), ("cpu_large", "table1"), (SELECTED, "table1"), ("cpu_center", "table1"),
+                       (LARGE2, "dmfd"), (LARGE2, "dmf"),
                        *((p, "select") for p in SELECT_PROFILES)):
         recs = load(out, prof, task)
         if recs:
