@@ -292,21 +292,9 @@ CG_BETAS = ("pr+", "hs+", "fr", "dy")
 
 
 def _ref_cg(grads, beta):
-    """Textbook nonlinear CG directions for a fixed gradient sequence (numpy, float64)."""
-    out, g0, p0 = [], None, None
-    for g in grads:
-        if g0 is None:
-            p = -g
-        else:
-            y = g - g0
-            b = {"fr": g @ g / (g0 @ g0), "pr+": max(0.0, g @ y / (g0 @ g0)),
-                 "hs+": max(0.0, g @ y / (p0 @ y)), "dy": g @ g / (p0 @ y)}[beta]
-            p = -g + b * p0
-            if not g @ p < 0:
-                p = -g
-        out.append(p)
-        g0, p0 = g, p
-    return np.stack(out)
+    """Textbook nonlinear CG directions for a fixed gradient sequence (numpy, float64):
+    the preconditioned reference with the identity (z = g)."""
+    return _pcg_ref(grads, grads, beta)
 
 
 def test_cg_first_step_is_gd_and_matches_formulas():
