@@ -40,7 +40,7 @@ from mfjax.data.ratings import Ratings
 from mfjax.linesearch import base
 from mfjax.linesearch.base import LineSearchInfo
 # The loss module's block size, blocking, scale rule and regulariser (one definition of each).
-from mfjax.losses.masked import (CHUNK_SIZE, Factors, _chunked, _l2_grad, data_scale, l2_penalty,
+from mfjax.losses.masked import (CHUNK_SIZE, Factors, _check_l2, _chunked, _l2_grad, data_scale, l2_penalty,
                                  predict, residuals)
 
 __all__ = [
@@ -331,8 +331,7 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
       (the optimal step of a multilinear least-squares fit as a polynomial root).
     """
     data_scale(scale, 1)  # validate scale early
-    if l2 < 0:
-        raise ValueError(f"mfjax.linesearch.exact_mf: l2 must be >= 0, got {l2!r}")
+    _check_l2("l2", l2)
     ratings = ratings.device_put()
     chunk = CHUNK_SIZE if chunk_size is None else int(chunk_size)
 

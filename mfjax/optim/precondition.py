@@ -65,7 +65,7 @@ import optax
 
 from mfjax.data.ratings import Ratings
 # The loss module's blocking, block size and scale rule (one definition of each).
-from mfjax.losses.masked import CHUNK_SIZE, Factors, _chunked, data_scale
+from mfjax.losses.masked import CHUNK_SIZE, Factors, _check_l2, _chunked, data_scale
 
 __all__ = [
     "mf_gauss_newton_diagonal",
@@ -154,8 +154,9 @@ class MFPreconditionerState(NamedTuple):
     Attributes:
       count: number of updates so far (int32).
       curvature: the preconditioner built at the last refresh: ``Factors(dU, dV)``
-        for ``kind="diagonal"``; ``((A_U, ridge_U, n_U), (A_V, ridge_V, n_V))``
-        (:func:`mf_gauss_newton_blocks`) for ``kind="block"``.
+        for ``kind="diagonal"``; for ``kind="block"`` the blocks of
+        :func:`mf_gauss_newton_blocks` stacked over the ``m + n`` rows of
+        ``U`` and ``V``: ``(A (m+n, r, r), ridge (m+n, r), counts (m+n,))``.
     """
 
     count: jax.Array
@@ -209,11 +210,7 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     data_scale(scale, 1)  # validate early
-    try:
-        if float(l2) < 0:
-            raise ValueError(f"l2 must be >= 0, got {l2!r}")
-    except TypeError:
-        pass
+    _check_l2("l2", l2)
     if int(refresh_every) != refresh_every or refresh_every < 1:
         raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
     ratings = ratings.device_put()
@@ -223,7 +220,9 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
         params = Factors(*params)
         if kind == "diagonal":
             return mf_gauss_newton_diagonal(params, ratings, l2, **kw)
-        return mf_gauss_newton_blocks(params, ratings, l2, **kw)
+        # stacked once per refresh: the update solves all m + n rows in one batched call
+        blocks_u, blocks_v = mf_gauss_newton_blocks(params, ratings, l2, **kw)
+        return tuple(jnp.concatenate(pair) for pair in zip(blocks_u, blocks_v))
 
     def init_fn(params):
         if len(params) != 2:
@@ -255,11 +254,9 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
             # One batched solve over the m + n systems: two independent batched Cholesky
             # calls can deadlock jaxlib's CPU LAPACK thread pool on a 2-core machine
             # (both pool threads block in ParallelBatchMap), and one call is simpler anyway.
-            (AU, rU, nU), (AV, rV, nV) = curv
+            A, ridge, counts = curv
             m = gU.shape[0]
-            zz = solve_ridge_rows(jnp.concatenate([AU, AV]),
-                                  jnp.concatenate([gU, gV]).astype(AU.dtype),
-                                  jnp.concatenate([rU, rV]), jnp.concatenate([nU, nV]))
+            zz = solve_ridge_rows(A, jnp.concatenate([gU, gV]).astype(A.dtype), ridge, counts)
             z = [zz[:m].astype(gU.dtype), zz[m:].astype(gV.dtype)]
         out = jax.tree.unflatten(jax.tree.structure(updates), z)
         return out, MFPreconditionerState(state.count + 1, curv)
