@@ -94,9 +94,9 @@ def main(argv=None):
     for weighted, biases, lams in (QUICK_GRID if args.quick else GRID):
         for lam in lams:
             t0 = time.perf_counter()
-            res = als(fit, args.rank, lam, args.sweeps, weighted_l2=weighted, biases=biases,
-                      eval=valid, clip=(1.0, 5.0))
-            ev = np.asarray(res.trace.eval_rmse)
+            res = als(fit, args.rank, l2=lam, num_steps=args.sweeps, weighted_l2=weighted, biases=biases,
+                      eval_set=valid, clip=(1.0, 5.0))
+            ev = np.asarray(res.trace.eval_metric)
             wall = time.perf_counter() - t0
             results.append((float(ev[-1]), weighted, biases, lam))
             print(f"| {'lambda*n_i (ALS-WR)' if weighted else 'lambda'} | {biases} | {lam} | "
@@ -105,9 +105,9 @@ def main(argv=None):
     print(f"\nchosen: weighted_l2={weighted}, biases={biases}, lambda={lam} "
           f"(valid RMSE {best_valid:.4f})")
 
-    res = als(train, args.rank, lam, args.sweeps, weighted_l2=weighted, biases=biases,
-              eval=test, clip=(1.0, 5.0))
-    ev = np.asarray(res.trace.eval_rmse)
+    res = als(train, args.rank, l2=lam, num_steps=args.sweeps, weighted_l2=weighted, biases=biases,
+              eval_set=test, clip=(1.0, 5.0))
+    ev = np.asarray(res.trace.eval_metric)
     loss = np.asarray(res.trace.loss)
     raw = float(rmse(res.params, test))
     print("\n## test RMSE per sweep (refit on the 90% train part)")
@@ -136,8 +136,8 @@ def main(argv=None):
     for fill, refits in (("mean", 0), ("row_mean", 0), ("col_mean", 0), ("col_mean", 5)):
         t0 = time.perf_counter()
         res = svd_complete(train, args.rank, fill, num_refits=refits, num_iters=100, tol=1e-4,
-                           eval=test, clip=(1.0, 5.0))
-        ev = np.asarray(res.trace.eval_rmse)
+                           eval_set=test, clip=(1.0, 5.0))
+        ev = np.asarray(res.trace.eval_metric)
         print(f"| svd_complete | {fill} | {args.rank} | {refits} | "
               f"{' / '.join(f'{x:.4f}' for x in ev)} | {time.perf_counter() - t0:.1f} |")
 

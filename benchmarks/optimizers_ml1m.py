@@ -35,8 +35,9 @@ import optax
 
 import mfjax.linesearch as ls
 import mfjax.optim as mo
+from mfjax.core import status_name
 from mfjax.data import load_movielens, split
-from mfjax.loop import STATUS_NAMES, fit
+from mfjax.loop import fit
 from mfjax.losses import init_factors, masked_mse
 from mfjax.metrics import rmse
 
@@ -97,7 +98,7 @@ def _summary(res, test_rmse, wall):
         "fun_evals": int(res.num_fun_evals),
         "grad_evals": int(res.num_grad_evals),
         "steps": int(res.num_steps),
-        "status": STATUS_NAMES[int(res.status)],
+        "status": status_name(res.status),
         "wall_s": wall,
         "loss_trace": [float(x) for x in np.asarray(res.trace.loss)],
         "fe_trace": [int(x) for x in np.asarray(res.trace.num_fun_evals)],
@@ -206,7 +207,7 @@ def phase_race(args):
     for name, opt in cands.items():
         res = fit(loss, opt, p0, args.steps)
         traces[name] = np.asarray(res.trace.loss)
-        print(f"{name}: final {float(res.value):.5e} status {STATUS_NAMES[int(res.status)]}", flush=True)
+        print(f"{name}: final {float(res.value):.5e} status {status_name(res.status)}", flush=True)
     ref = traces["optax.lbfgs (zoom)"]
     target = float(ref[args.target_step - 1]) if args.target is None else args.target
     out = {"target_loss": target, "steps": args.steps, "methods": {}, "target_step": args.target_step,
@@ -249,18 +250,18 @@ def _race_als(train, p0, target, repeats, max_sweeps=20):
     training loss for the trace (one loss pass, included in the time)."""
     from mfjax.solvers import als
 
-    res = als(train, RANK, l2=L2, num_sweeps=max_sweeps, init=p0)
+    res = als(train, RANK, l2=L2, num_steps=max_sweeps, init=p0)
     tr = np.asarray(res.trace.loss)
     hit = np.nonzero(tr <= target)[0]
     out = {"loss_trace": [float(x) for x in tr]}
     if not hit.size:
         return out
     k = int(hit[0]) + 1
-    jax.block_until_ready(als(train, RANK, l2=L2, num_sweeps=k, init=p0).params)  # compile
+    jax.block_until_ready(als(train, RANK, l2=L2, num_steps=k, init=p0).params)  # compile
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        r = als(train, RANK, l2=L2, num_sweeps=k, init=p0)
+        r = als(train, RANK, l2=L2, num_steps=k, init=p0)
         jax.block_until_ready(r.params)
         times.append(time.perf_counter() - t)
     out.update(sweeps_to_target=k, time_to_target_s=min(times), median_s=float(np.median(times)),

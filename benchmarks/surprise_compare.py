@@ -56,13 +56,13 @@ DATA_DIR = os.environ.get("MFJAX_ML1M", "/work/shared/data/ml-1m")
 # validation RMSE is <= 0.871 (0.002 below the target): rank 12, 3 epochs.  The traced
 # loss is the running estimate (no extra pass over the training entries per epoch).
 SGD_CFG = dict(rank=12, batch_size=2048, lr=0.12, l2=0.03, decay=0.4, weighted_l2=True,
-               biases=True, num_epochs=8, loss_trace="running")
+               biases=True, num_steps=8, loss_trace="running")
 # session 1's choice, kept as a reference line (same code, exact loss trace as then)
 SGD_CFG_S1 = dict(rank=32, batch_size=4096, lr=0.05, l2=0.04, decay=0.9, weighted_l2=True,
-                  biases=True, num_epochs=8)
+                  biases=True, num_steps=8)
 # session 2 (--tune-als 'rank=8,10;l2=0.05,0.1,0.2'): cheapest to 0.873 on validation
-ALS_CFG = dict(rank=8, l2=0.1, weighted_l2=True, biases=True, num_sweeps=10)
-NMF_CFG = dict(rank=15, loss="l2", l2=0.06, weighted_l2=True, init="nndsvda", num_iters=50)
+ALS_CFG = dict(rank=8, l2=0.1, weighted_l2=True, biases=True, num_steps=10)
+NMF_CFG = dict(rank=15, loss="l2", l2=0.06, weighted_l2=True, init="nndsvda", num_steps=50)
 
 
 def load():
@@ -86,7 +86,7 @@ def timed(fn, repeats, cpu=None):
 
 
 def first_reach(trace, target=TARGET):
-    ev = np.asarray(trace.eval_rmse)
+    ev = np.asarray(trace.eval_metric)
     hit = np.nonzero(ev <= target)[0]
     return (int(hit[0]) + 1) if hit.size else None
 
@@ -97,7 +97,7 @@ def time_to_target(name, run, n_max, repeats):
     res = run(n_max, True)
     jax.block_until_ready(res.params)
     cold = time.perf_counter() - t0
-    ev = np.asarray(res.trace.eval_rmse)
+    ev = np.asarray(res.trace.eval_metric)
     k = first_reach(res.trace)
     out = dict(name=name, n_max=n_max, traced_cold_s=cold, best_rmse=float(ev.min()),
                best_at=int(ev.argmin()) + 1, final_rmse=float(ev[-1]), reach_iter=k,
@@ -116,30 +116,30 @@ def time_to_target(name, run, n_max, repeats):
 
 def run_sgd(train, test, cfg, key=0):
     cfg = dict(cfg)
-    cfg.pop("num_epochs")
+    cfg.pop("num_steps")
 
     def run(n, with_eval):
-        return sgd(train, cfg["rank"], key=jax.random.key(key), num_epochs=n,
-                   eval=test if with_eval else None,
+        return sgd(train, cfg["rank"], key=jax.random.key(key), num_steps=n,
+                   eval_set=test if with_eval else None,
                    **{k: v for k, v in cfg.items() if k != "rank"})
     return run
 
 
 def run_als(train, test, cfg):
     cfg = dict(cfg)
-    cfg.pop("num_sweeps")
+    cfg.pop("num_steps")
 
     def run(n, with_eval):
-        return als(train, cfg["rank"], cfg["l2"], n, weighted_l2=cfg["weighted_l2"],
+        return als(train, cfg["rank"], l2=cfg["l2"], num_steps=n, weighted_l2=cfg["weighted_l2"],
                    biases=cfg["biases"], key=jax.random.key(0),
-                   eval=test if with_eval else None)
+                   eval_set=test if with_eval else None)
     return run
 
 
 def run_nmf(train, test, cfg, n, with_eval):
-    cfg = {k: v for k, v in cfg.items() if k not in ("num_iters", "rank")}
-    return nmf(train, NMF_CFG["rank"], num_iters=n, key=jax.random.key(0),
-               eval=test if with_eval else None, **cfg)
+    cfg = {k: v for k, v in cfg.items() if k not in ("num_steps", "rank")}
+    return nmf(train, NMF_CFG["rank"], num_steps=n, key=jax.random.key(0),
+               eval_set=test if with_eval else None, **cfg)
 
 
 # ------------------------------------------------------------------ surprise
@@ -192,13 +192,13 @@ def tune(train, parts=("sgd", "als", "nmf"), args_grid=None, n_ep=12, als_grid=N
             dict(rank=64, batch_size=16384, lr=0.1, l2=0.04, decay=0.9),
         ]
     for g in grid_sgd if "sgd" in parts else []:
-        cfg = dict(g, weighted_l2=True, biases=True, num_epochs=n_ep, loss_trace="running")
+        cfg = dict(g, weighted_l2=True, biases=True, num_steps=n_ep, loss_trace="running")
         t = time.perf_counter()
         curves = []
         try:
             for seed in range(seeds):
                 res = run_sgd(fit, val, cfg, key=seed)(n_ep, True)
-                curves.append(np.asarray(res.trace.eval_rmse))
+                curves.append(np.asarray(res.trace.eval_metric))
         except FloatingPointError as err:
             print("SGD", g, "diverged:", err, flush=True)
             continue
@@ -211,10 +211,10 @@ def tune(train, parts=("sgd", "als", "nmf"), args_grid=None, n_ep=12, als_grid=N
     for rank, l2 in als_grid or [(16, 0.05), (32, 0.05), (32, 0.1), (64, 0.1)]:
         if "als" in parts:
             n_sw = 10 if als_grid is None else n_ep
-            cfg = dict(rank=rank, l2=l2, weighted_l2=True, biases=True, num_sweeps=n_sw)
+            cfg = dict(rank=rank, l2=l2, weighted_l2=True, biases=True, num_steps=n_sw)
             t = time.perf_counter()
             res = run_als(fit, val, cfg)(n_sw, True)
-            ev = np.asarray(res.trace.eval_rmse)
+            ev = np.asarray(res.trace.eval_metric)
             print("ALS", dict(rank=rank, l2=l2), f"val best {ev.min():.4f} @ {ev.argmin() + 1}, "
                   f"first<=0.873 @ {first_reach(res.trace)}, {time.perf_counter() - t:.1f}s cold, "
                   f"curve {[round(float(x), 4) for x in ev]}", flush=True)
@@ -222,9 +222,9 @@ def tune(train, parts=("sgd", "als", "nmf"), args_grid=None, n_ep=12, als_grid=N
         if "nmf" not in parts:
             break
         cfg = dict(NMF_CFG, rank=rank, l2=l2, init=init)
-        res = nmf(fit, rank, num_iters=50, key=jax.random.key(0), eval=val,
-                  **{k: v for k, v in cfg.items() if k not in ("num_iters", "rank")})
-        ev = np.asarray(res.trace.eval_rmse)
+        res = nmf(fit, rank, num_steps=50, key=jax.random.key(0), eval_set=val,
+                  **{k: v for k, v in cfg.items() if k not in ("num_steps", "rank")})
+        ev = np.asarray(res.trace.eval_metric)
         print("NMF", dict(rank=rank, l2=l2, init=init),
               f"val best {ev.min():.4f} @ {ev.argmin() + 1}, final {ev[-1]:.4f}", flush=True)
 
@@ -281,9 +281,9 @@ def main():
         print(f"surprise trainset built in {time.perf_counter() - t:.1f}s", flush=True)
 
     # rounds alternate the two sides so that both see the same machine load
-    solvers = [("sgd", SGD_CFG, run_sgd(train, test, SGD_CFG), SGD_CFG["num_epochs"]),
-               ("sgd-s1", SGD_CFG_S1, run_sgd(train, test, SGD_CFG_S1), SGD_CFG_S1["num_epochs"]),
-               ("als", ALS_CFG, run_als(train, test, ALS_CFG), ALS_CFG["num_sweeps"])]
+    solvers = [("sgd", SGD_CFG, run_sgd(train, test, SGD_CFG), SGD_CFG["num_steps"]),
+               ("sgd-s1", SGD_CFG_S1, run_sgd(train, test, SGD_CFG_S1), SGD_CFG_S1["num_steps"]),
+               ("als", ALS_CFG, run_als(train, test, ALS_CFG), ALS_CFG["num_steps"])]
     svd_times, svd_cpus = [], []
     times = {name: [] for name, *_ in solvers}
     cpus = {name: [] for name, *_ in solvers}
@@ -332,7 +332,7 @@ def main():
         ours_c = float(rmse(res2.params, test, clip=(1, 5)))
         print(f"mfjax nmf {NMF_CFG}: {warm:.2f}s warm (cpu {cpu[0]:.2f}s; {cold:.2f}s cold, traced), "
               f"test RMSE {ours:.4f} (clipped {ours_c:.4f}); curve "
-              f"{[round(float(x), 4) for x in np.asarray(res.trace.eval_rmse)[::5]]}", flush=True)
+              f"{[round(float(x), 4) for x in np.asarray(res.trace.eval_metric)[::5]]}", flush=True)
         if not args.skip_surprise:
             nmf_s, nmf_rmse, _, nmf_cpu = surprise_fit(NMF, trainset, testset,
                                                        args.surprise_repeats)

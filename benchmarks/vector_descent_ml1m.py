@@ -27,7 +27,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import pathlib
 import platform
@@ -43,10 +42,10 @@ from mfjax import linesearch as ls
 from mfjax.losses import init_factors
 from mfjax.metrics import rmse
 from mfjax.optim import directions as dirs
-from mfjax.solvers import _rows
+from mfjax import objective as mfobj  # row layouts and row quadratics (the MF objective)
+from mfjax import solvers as vd  # vector descent and its row solvers / searches
 from mfjax.solvers.als import als, als_half_sweep
 
-vd = importlib.import_module("mfjax.solvers.vector_descent")
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
 
 
@@ -76,9 +75,9 @@ def half_sweep_part(train, rank, l2, repeats, quick, headline=False):
     import optimistix as optx
 
     trd = train.device_put()
-    start = als(train, rank, l2, num_sweeps=2, key=jax.random.PRNGKey(0)).params
+    start = als(train, rank, l2=l2, num_steps=2, key=jax.random.PRNGKey(0)).params
     U0, V = start.U, start.V
-    lay = _rows.build_row_layout(train)
+    lay = mfobj.build_row_layout(train)
     r = rank
 
     def vd_fn(solver):
@@ -90,10 +89,10 @@ def half_sweep_part(train, rank, l2, repeats, quick, headline=False):
 
         @jax.jit
         def sweep(U, V):
-            q = _rows.row_statistics(lay, V, l2)
+            q = mfobj.row_statistics(lay, V, l2)
 
             def one(u0, qi):
-                fun = lambda u, _: _rows.quadratic_increment(u, qi, u0)  # as row_half_sweep
+                fun = lambda u, _: mfobj.quadratic_increment(u, qi, u0)  # as row_half_sweep
                 sol = optx.minimise(fun, solver, u0,
                                     max_steps=max_steps, throw=False)
                 return sol.value, sol.stats["num_steps"]
@@ -103,7 +102,7 @@ def half_sweep_part(train, rank, l2, repeats, quick, headline=False):
         return lambda: sweep(U0, V)
 
     als_f = jax.jit(lambda V: als_half_sweep(V, trd, l2))
-    stats_f = jax.jit(lambda V: _rows.row_statistics(lay, V, l2))
+    stats_f = jax.jit(lambda V: mfobj.row_statistics(lay, V, l2))
     fns = {
         "als (closed form, H2)": lambda: als_f(V),
         "row statistics only": lambda: stats_f(V),
@@ -156,12 +155,12 @@ def half_sweep_part(train, rank, l2, repeats, quick, headline=False):
 
 def forms_part(train, rank, l2, repeats):
     """Cost of evaluating all user-row losses + gradients: direct form vs sufficient statistics."""
-    lay = _rows.build_row_layout(train)
+    lay = mfobj.build_row_layout(train)
     P = init_factors(jax.random.PRNGKey(0), train.shape, rank)
     U, V = P.U, P.V
-    direct = jax.jit(jax.value_and_grad(lambda U, V: _rows.direct_row_losses(lay, U, V, l2).sum()))
-    stats = jax.jit(lambda V: _rows.row_statistics(lay, V, l2))
-    qv = jax.jit(jax.value_and_grad(lambda U, q: jax.vmap(_rows.quadratic_value)(U, q).sum()))
+    direct = jax.jit(jax.value_and_grad(lambda U, V: mfobj.direct_row_losses(lay, U, V, l2).sum()))
+    stats = jax.jit(lambda V: mfobj.row_statistics(lay, V, l2))
+    qv = jax.jit(jax.value_and_grad(lambda U, q: jax.vmap(mfobj.quadratic_value)(U, q).sum()))
     q = stats(V)
     fns = {
         "direct form: value+grad of all rows": lambda: direct(U, V),
@@ -180,24 +179,24 @@ def full_part(train, test, rank, sweeps, lambdas, quick):
     key = jax.random.PRNGKey(0)
     val = {}
     for l2 in lambdas:
-        res = vd.vector_descent(fit, rank, l2=l2, num_sweeps=sweeps, eval=valid, key=key)
-        val[l2] = float(res.trace.eval_rmse[-1])
+        res = vd.vector_descent(fit, rank, l2=l2, num_steps=sweeps, eval_set=valid, key=key)
+        val[l2] = float(res.trace.eval_metric[-1])
         print(f"  lambda {l2}: validation RMSE {val[l2]:.4f}", flush=True)
     best = min(val, key=val.get)
     out = {"validation": val, "lambda": best}
     for schedule in ("parallel", "interleaved"):
         t0 = time.perf_counter()
-        res = vd.vector_descent(train, rank, l2=best, num_sweeps=sweeps, eval=test, key=key,
+        res = vd.vector_descent(train, rank, l2=best, num_steps=sweeps, eval_set=test, key=key,
                                 schedule=schedule)
         jax.block_until_ready(res.params)
         t_first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res, info = vd.vector_descent(train, rank, l2=best, num_sweeps=sweeps, eval=test, key=key,
+        res, info = vd.vector_descent(train, rank, l2=best, num_steps=sweeps, eval_set=test, key=key,
                                       schedule=schedule, return_info=True)
         jax.block_until_ready(res.params)
         t_run = time.perf_counter() - t0
         out[schedule] = {
-            "test_rmse": [round(float(x), 4) for x in res.trace.eval_rmse],
+            "test_rmse": [round(float(x), 4) for x in res.trace.eval_metric],
             "test_rmse_clipped": float(rmse(res.params, test, clip=(1, 5))),
             "final_loss": float(res.trace.loss[-1]),
             "seconds_with_compile": t_first,

@@ -5,8 +5,11 @@ Every script in ``experiments/``:
 - takes ``--data synthetic|ml-1m`` (``--data-dir`` defaults to ``$MFJAX_DATA_DIR``
   or ``../shared/data/ml-1m`` next to the repository), ``--quick`` (tiny
   synthetic problem, seconds; used by the smoke test), ``--out`` and ``--seed``;
+- is ``main(argv)`` (parses the options) calling ``run(config, workdir)``
+  (does the work; plotting in its own function), so ``mfjax reproduce`` and
+  the tests call it like a function;
 - writes one ``results.json`` per run directory, atomically, after every
-  finished part (:class:`Results`), recording the exact command, seed, split,
+  finished part (:class:`Results`, a :class:`mfjax.store.ResultDocument`), recording the exact command, seed, split,
   data checksum, configuration and wall times; a re-run with the same
   configuration loads the finished parts instead of recomputing them;
 - draws PNG figures with matplotlib's Agg backend (:func:`savefig`).
@@ -15,16 +18,13 @@ Every script in ``experiments/``:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import copy
 import os
 import pathlib
 import platform
 import shlex
 import sys
 import time
-from typing import Any, Callable
-
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -37,6 +37,7 @@ __all__ = [
     "base_parser",
     "load_data",
     "Results",
+    "with_workdir",
     "savefig",
     "plt",
     "run_fit",
@@ -111,91 +112,71 @@ def load_data(args, *, quick_size=(120, 80), synthetic_kwargs: dict | None = Non
     return ratings, desc
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def with_workdir(config, workdir):
+    """A copy of the parsed options ``config`` writing to ``workdir`` (``run(config, workdir)``)."""
+    args = copy.copy(config)
+    args.out = str(workdir)
+    return args
+
+
+def _store():
+    import mfjax.store
+
+    return mfjax.store
 
 
 class Results:
     """One ``results.json``: metadata plus named parts, rewritten atomically after each part.
 
-    The file is reused only when the data checksum, seed, split and
-    ``--quick`` match (``identity``); inside it, a part is reused only when
-    its own configuration (``cfg`` of :meth:`part`) matches, so changing e.g.
-    the iteration count of one part recomputes that part alone.
+    A :class:`mfjax.store.ResultDocument`: the file is reused only when the
+    data checksum, seed, split and ``--quick`` match (its identity); inside
+    it, a part is reused only when its own configuration (``cfg`` of
+    :meth:`part`) matches, so changing e.g. the iteration count of one part
+    recomputes that part alone.
     """
 
     def __init__(self, out_dir, config: dict, data_desc: dict, *, resume: bool = True,
                  filename: str = "results.json"):
-        from mfjax._io import atomic_write_json
-
-        self._write = atomic_write_json
         self.out = pathlib.Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / filename
         identity = {k: config.get(k) for k in ("seed", "split", "quick")}
-        self.config_hash = _hash({"identity": identity, "data": data_desc.get("checksum")})
-        self.doc = {
+        meta = {
             "command": config.get("command") or command_line(),
             "config": config,
-            "config_hash": self.config_hash,
             "data": data_desc,
             "seed": config.get("seed"),
             "split": config.get("split"),
             "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, JAX CPU (shared with other jobs)",
-            "parts": {},
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        self.resumed: list[str] = []
-        if resume and self.path.exists():
-            try:
-                old = json.loads(self.path.read_text())
-                if old.get("config_hash") == self.config_hash:
-                    self.doc["parts"] = old.get("parts", {})
-                    self.resumed = list(self.doc["parts"])
-            except (OSError, json.JSONDecodeError):
-                pass
+        self._doc = _store().ResultDocument(self.path, {"identity": identity, "data": data_desc.get("checksum")},
+                                            meta, resume=resume)
+        self.config_hash = self._doc.config_hash
+        self.resumed = self._doc.resumed
+
+    @property
+    def doc(self) -> dict:
+        return self._doc.doc
 
     def has(self, key: str, cfg=None) -> bool:
-        if key not in self.doc["parts"]:
-            return False
-        if cfg is None:
-            return True
-        return self.doc["parts"][key].get("part_config") == self._jsonable(cfg)
+        return self._doc.has(key, cfg)
 
     def get(self, key: str):
-        return self.doc["parts"][key]
+        return self._doc.get(key)
 
     def put(self, key: str, value: dict) -> dict:
-        self.doc["parts"][key] = value
-        self.save()
-        return self.doc["parts"][key]
+        return self._doc.put(key, value)
 
-    def part(self, key: str, compute: Callable[[], dict], cfg=None, log=print) -> dict:
+    def part(self, key: str, compute, cfg=None, log=print) -> dict:
         """Return the finished part ``key`` (same ``cfg``) or compute it (timed), store and return it."""
-        if self.has(key, cfg):
-            log(f"  [resume] {key}")
-            return self.get(key)
-        t0 = time.perf_counter()
-        value = dict(compute())
-        value.setdefault("wall_s", time.perf_counter() - t0)
-        if cfg is not None:
-            value["part_config"] = cfg
-        return self.put(key, value)
+        return self._doc.part(key, compute, cfg, log=log)
 
-    def set(self, key: str, value: Any) -> None:
-        self.doc[key] = value
-        self.save()
-
-    @staticmethod
-    def _jsonable(v):
-        from mfjax._io import to_jsonable
-
-        return to_jsonable(v)
+    def set(self, key: str, value) -> None:
+        self._doc.set(key, value)
 
     def save(self) -> None:
-        self.doc["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._write(self.path, self.doc)
-        self.doc = json.loads(self.path.read_text())
+        self._doc.save()
 
 
 def _plt():
@@ -219,7 +200,7 @@ def savefig(fig, path, dpi: int = 100) -> pathlib.Path:
     """Save a figure as PNG (atomically) and close it."""
     import io
 
-    from mfjax._io import atomic_write_bytes
+    from mfjax.store import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.tight_layout()
@@ -234,16 +215,18 @@ def arr(x) -> np.ndarray:
 
 
 def run_fit(loss_fn, optimizer, params0, num_steps: int, *, loss_args=(), eval_fn=None, eval_args=(),
-            eval_every: int = 10, train=None, test=None):
+            eval_every: int = 10, train=None, test=None, rating_scale=None):
     """``mfjax.fit`` one optimizer; return ``(record, params)``, the record in :mod:`mfjax.compare`'s format.
 
     The record has ``trace`` = loss, step_size, fun_evals, grad_evals,
     grad_norm, eval_rmse (per step), final metrics and ``wall_s`` (compile
-    included).
+    included).  The clipped test RMSE clips to ``rating_scale`` (default: the
+    training ratings' observed scale, ``train.rating_scale``), recorded too.
     """
     import jax
 
     from mfjax import compare, loop, metrics
+    from mfjax.core import status_name
 
     t0 = time.perf_counter()
     res = loop.fit(loss_fn, optimizer, params0, num_steps, loss_args=tuple(loss_args), eval_fn=eval_fn,
@@ -252,7 +235,7 @@ def run_fit(loss_fn, optimizer, params0, num_steps: int, *, loss_args=(), eval_f
     wall = time.perf_counter() - t0
     rec = {
         "status": int(res.status),
-        "status_name": loop.STATUS_NAMES[int(res.status)],
+        "status_name": status_name(res.status),
         "num_steps": int(res.num_steps),
         "final_loss": float(res.value),
         "fun_evals": int(res.num_fun_evals),
@@ -266,5 +249,8 @@ def run_fit(loss_fn, optimizer, params0, num_steps: int, *, loss_args=(), eval_f
     if test is not None:
         test = test.device_put()
         rec["test_rmse"] = float(metrics.rmse(res.params, test))
-        rec["test_rmse_clipped"] = float(metrics.rmse(res.params, test, clip=(1.0, 5.0)))
+        scale = rating_scale or (train.rating_scale if train is not None else None)
+        rec["rating_scale"] = None if scale is None else [float(scale[0]), float(scale[1])]
+        rec["test_rmse_clipped"] = (None if scale is None else
+                                    float(metrics.rmse(res.params, test, clip=tuple(scale))))
     return rec, res.params

@@ -58,7 +58,17 @@ def _pred_stats(pred):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
     import numpy as np
 
@@ -93,13 +103,13 @@ def main(argv=None) -> int:
 
     def run(loss, init):
         t0 = time.perf_counter()
-        r = nmf(tr_d, args.rank, loss=loss, num_iters=args.iters, init=init, key=key, eval=te_d)
+        r = nmf(tr_d, args.rank, loss=loss, num_steps=args.iters, init=init, key=key, eval_set=te_d)
         jax.block_until_ready(r.params)
         wall = time.perf_counter() - t0
         U, V = (np.asarray(a) for a in r.params)
         pred_test = np.einsum("kr,kr->k", U[np.asarray(test.rows)], V[np.asarray(test.cols)])
         pred_unobs = np.einsum("kr,kr->k", U[ii], V[jj])
-        return {"trace": {"loss": np.asarray(r.trace.loss), "eval_rmse": np.asarray(r.trace.eval_rmse)},
+        return {"trace": {"loss": np.asarray(r.trace.loss), "eval_rmse": np.asarray(r.trace.eval_metric)},
                 "train_rmse": float(mf.metrics.rmse(r.params, tr_d)),
                 "test_rmse": float(mf.metrics.rmse(r.params, te_d)),
                 "test_rmse_clipped": float(mf.metrics.rmse(r.params, te_d, clip=(1.0, 5.0))),

@@ -51,7 +51,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
     import numpy as np
 
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
 
     def record(result, wall):
         return {
-            "trace": {"loss": np.asarray(result.trace.loss), "eval_rmse": np.asarray(result.trace.eval_rmse)},
+            "trace": {"loss": np.asarray(result.trace.loss), "eval_rmse": np.asarray(result.trace.eval_metric)},
             "train_rmse": float(mf.metrics.rmse(result.params, tr_d)),
             "test_rmse": float(mf.metrics.rmse(result.params, te_d)),
             "wall_s": wall,
@@ -89,14 +99,14 @@ def main(argv=None) -> int:
 
     def run_als(rank, l2, sweeps):
         t0 = time.perf_counter()
-        r = als(tr_d, rank, l2=l2, num_sweeps=sweeps, key=key, eval=te_d)
+        r = als(tr_d, rank, l2=l2, num_steps=sweeps, key=key, eval_set=te_d)
         jax.block_until_ready(r.params)
         return record(r, time.perf_counter() - t0)
 
     def run_sgd():
         t0 = time.perf_counter()
-        r = sgd(tr_d, args.rank, key=key, lr=args.lr, l2=args.l2, num_epochs=args.epochs,
-                batch_size=args.batch, eval=te_d)
+        r = sgd(tr_d, args.rank, key=key, lr=args.lr, l2=args.l2, num_steps=args.epochs,
+                batch_size=args.batch, eval_set=te_d)
         jax.block_until_ready(r.params)
         return record(r, time.perf_counter() - t0)
 

@@ -61,7 +61,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
 
     import mfjax as mf

@@ -120,7 +120,17 @@ def _rmse(params, ratings):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
 
     import mfjax as mf
@@ -176,7 +186,7 @@ def main(argv=None) -> int:
 
     table = compare.summarize(records)
     print(table)
-    from mfjax._io import atomic_write_text
+    from mfjax.store import atomic_write_text
 
     atomic_write_text(pathlib.Path(args.out) / "summary.txt", table + "\n")
     # mfjax.compare's table (summary only: the traces are in results.json) and its

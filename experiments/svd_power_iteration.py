@@ -51,9 +51,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
-    import importlib
+    return run(args, args.out)
 
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -62,7 +70,7 @@ def main(argv=None) -> int:
 
     import mfjax as mf
 
-    svd = importlib.import_module("mfjax.solvers.svd")
+    svd = mf.solvers  # power_iteration_svd, power_iteration_svd_operator, svd_complete
 
     t_start = time.perf_counter()
     ratings, desc = C.load_data(args)
@@ -138,7 +146,7 @@ def main(argv=None) -> int:
     for r in ranks:
         def complete(r=r):
             t0 = time.perf_counter()
-            out = svd.svd_complete(train, r, fill=args.fill, num_iters=args.iters, tol=1e-5, key=key, eval=test)
+            out = svd.svd_complete(train, r, fill=args.fill, num_iters=args.iters, tol=1e-5, key=key, eval_set=test)
             jax.block_until_ready(out.params)
             return {"test_rmse": float(mf.metrics.rmse(out.params, te_d)),
                     "test_rmse_clipped": float(mf.metrics.rmse(out.params, te_d, clip=(1.0, 5.0))),

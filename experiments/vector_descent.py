@@ -51,14 +51,22 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Command line entry point (``mfjax reproduce`` calls it too): parse ``argv``, then :func:`run`."""
     args = parse_args(argv)
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the experiment with ``config`` (the parsed options), writing ``results.json`` and PNGs to ``workdir``.
+
+    Finished parts found in ``workdir/results.json`` with the same configuration are reused.
+    """
+    args = C.with_workdir(config, workdir)
     import jax
     import numpy as np
 
     import mfjax as mf
-    import importlib
 
-    vd_mod = importlib.import_module("mfjax.solvers.vector_descent")  # the module (mf.solvers.vector_descent is the function)
     vector_descent = mf.solvers.vector_descent
 
     t_start = time.perf_counter()
@@ -66,7 +74,7 @@ def main(argv=None) -> int:
     train, test = mf.data.split(ratings, fractions=(1 - args.test_fraction, args.test_fraction), seed=args.seed)
     l2s = [float(v) for v in args.l2s.split(",") if v]
     m, n = train.shape
-    k_u, k_v = vd_mod.default_block_sizes(m, n, args.block)
+    k_u, k_v = mf.solvers.default_block_sizes(m, n, args.block)
     config = {
         "command": args.command,
         "seed": args.seed,
@@ -83,10 +91,10 @@ def main(argv=None) -> int:
 
     def run(l2, sweeps, **kw):
         t0 = time.perf_counter()
-        r = vector_descent(tr_d, args.rank, l2=l2, num_sweeps=sweeps, eval=te_d, key=key, **kw)
+        r = vector_descent(tr_d, args.rank, l2=l2, num_steps=sweeps, eval_set=te_d, key=key, **kw)
         jax.block_until_ready(r.params)
         wall = time.perf_counter() - t0
-        return {"trace": {"loss": np.asarray(r.trace.loss), "eval_rmse": np.asarray(r.trace.eval_rmse)},
+        return {"trace": {"loss": np.asarray(r.trace.loss), "eval_rmse": np.asarray(r.trace.eval_metric)},
                 "train_rmse": float(mf.metrics.rmse(r.params, tr_d)),
                 "test_rmse": float(mf.metrics.rmse(r.params, te_d)), "wall_s": wall}
 

@@ -3,6 +3,9 @@
 Public API (explicit; each submodule lists its own ``__all__``):
 
 - :mod:`mfjax.data`        ratings container, loaders, synthetic data, splits
+- :mod:`mfjax.store`       atomic result files, the resumable config-hashed results store
+- :mod:`mfjax.core`        run statuses, pytree helpers, argument checks
+- :mod:`mfjax.objective`   the masked MF objective pytree and its formulas
 - :mod:`mfjax.losses`      masked MF losses (dense-mask and COO), NMF divergences
 - :mod:`mfjax.metrics`     RMSE / MAE (clipped, discrete)
 - :mod:`mfjax.linesearch`  step-size rules as optax transforms
@@ -11,6 +14,11 @@ Public API (explicit; each submodule lists its own ``__all__``):
 - :mod:`mfjax.solvers`     ALS, SGD, NMF, SVD, row-wise vector descent
 - :mod:`mfjax.models`      DMF / DMF-D (Flax; imported on first use)
 - :mod:`mfjax.compare`     optimizer comparisons (the CLI's main job)
+
+Layers (imports point down only; checked by ``tests/test_layers.py``)::
+
+    data, store -> core -> objective, losses -> metrics -> linesearch, optim
+    -> loop -> solvers -> models -> compare, cli
 
 Example::
 
@@ -26,7 +34,7 @@ Example::
 
 import importlib
 
-from mfjax import data, linesearch, loop, losses, metrics, optim, solvers
+from mfjax import core, data, linesearch, loop, losses, metrics, objective, optim, solvers, store
 from mfjax.losses import Factors, init_factors
 from mfjax.loop import FitResult, FitTrace, fit, fit_until
 
@@ -34,6 +42,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "data",
+    "store",
+    "core",
+    "objective",
     "losses",
     "metrics",
     "linesearch",

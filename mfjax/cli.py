@@ -7,6 +7,9 @@ Commands::
     mfjax fit [...] [--json]   # one configuration
     mfjax reproduce TABLE      # the source documents' tables and figures (see --help)
     mfjax data info|download   # data sets
+    mfjax --version
+
+Statuses print as names (``max_steps``, ``diverged``, ...) everywhere.
 """
 
 from __future__ import annotations
@@ -18,15 +21,57 @@ import pathlib
 import sys
 import time
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCIBLE_HELP"]
 
-# table -> (script, arguments put before the user's own)
+# table -> (script, arguments put before the user's own).  Each script is an experiment module of the
+# source checkout with a public entry point ``main(argv) -> int`` (it parses, then calls ``run(config,
+# workdir)``); ``mfjax reproduce`` imports it by file path and calls ``main``.
 REPRODUCIBLE = {
     "slides-best": ("experiments/slides_best_model.py", []),
     "slides-compare": ("experiments/slides_optimizer_comparison.py", []),
     "dmf-table1": ("experiments/dmf/run_tables.py", ["--tasks", "table1"]),
     "dmf-table2": ("experiments/dmf/run_tables.py", ["--tasks", "dmf", "dmfd", "als"]),
 }
+
+#: One line per :data:`REPRODUCIBLE` target, listed by ``mfjax reproduce --help``.
+REPRODUCIBLE_HELP = {
+    "slides-best": "the slides' best model on ML-1M (r = 10, lambda = 2, GD with the 1/L-estimate step; "
+                   "target test RMSE <= 0.86) and a (rank, lambda) search",
+    "slides-compare": "the slides' per-optimizer convergence plots (GD, heavy ball, Nesterov, RMSprop, AdaGrad, "
+                      "Adam x step rules) and their comparison plot, ML-1M",
+    "dmf-table1": "Nguyen et al., Matrix Factorization via Deep Learning, Table 1: DMF RMSE on the "
+                  "extendability areas I-IV of ML-1M",
+    "dmf-table2": "the same paper's Table 2: DMF, DMF-D (learned quantizer) and an ALS baseline on a 75/5/20 "
+                  "ML-1M split",
+}
+
+
+def _reproduce_epilog() -> str:
+    width = max(map(len, REPRODUCIBLE))
+    lines = [f"  {t:{width}s}  {REPRODUCIBLE_HELP.get(t, REPRODUCIBLE[t][0])}  [{REPRODUCIBLE[t][0]}]"
+             for t in sorted(REPRODUCIBLE)]
+    return "targets:\n" + "\n".join(lines) + "\n\narguments after TABLE go to the experiment script " \
+        "(e.g. mfjax reproduce slides-best -- --help)"
+
+
+def _rating_scale(text: str):
+    from mfjax.compare import parse_rating_scale
+
+    try:
+        return parse_rating_scale(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _version() -> str:
+    """``"mfjax X.Y.Z"``: the installed distribution's version (``mfjax.__version__`` is the same number;
+    the package root is not imported here, see the layer test)."""
+    import importlib.metadata
+
+    try:
+        return f"mfjax {importlib.metadata.version('mfjax')}"
+    except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "mfjax (version unknown: not installed)"
 
 
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
@@ -46,10 +91,16 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-density", type=float, default=0.05,
                    help="fraction of observed entries of the synthetic data (default 0.05)")
     p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
+    p.add_argument("--rating-scale", type=_rating_scale, default=None, metavar="LO,HI",
+                   help="rating scale for the clipped RMSE, e.g. 1,5 or 0.5,5; ratings outside it are an error "
+                        "(default: a MovieLens set's documented scale, else the training ratings' min,max; "
+                        "recorded in the results)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mfjax`` command (subcommands compare, fit, reproduce, data)."""
     parser = argparse.ArgumentParser(prog="mfjax", description="Masked matrix factorization research toolkit (JAX).")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command")
 
     c = sub.add_parser("compare", help="compare optimizers x step rules (and solvers) on one problem (main job)")
@@ -76,12 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--run", default="gd+inverse_lipschitz(growth=2.0)",
                    help="'direction+step', 'direction+step(key=value,...)', 'optax:NAME' or 'solver:NAME' "
                         "(default gd+inverse_lipschitz(growth=2.0): the slides' best model, warm-started)")
-    f.add_argument("--iters", type=int, default=200)
-    f.add_argument("--eval-every", type=int, default=10)
+    f.add_argument("--iters", type=int, default=200,
+                   help="iteration budget: optimizer steps (default 200); solvers run max(1, iters // 10) "
+                        "sweeps, NMF iters updates")
+    f.add_argument("--eval-every", type=int, default=10,
+                   help="held-out RMSE every k iterations in the trace (default 10; optimizer runs)")
     f.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 
-    r = sub.add_parser("reproduce", help="reproduce a table/figure of the source documents")
-    r.add_argument("table", choices=sorted(REPRODUCIBLE), help="which table/figure")
+    r = sub.add_parser("reproduce", help="reproduce a table/figure of the source documents",
+                       epilog=_reproduce_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("table", choices=sorted(REPRODUCIBLE), metavar="TABLE",
+                   help="which table/figure: " + ", ".join(sorted(REPRODUCIBLE)) + " (described below)")
     r.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the experiment script")
 
     d = sub.add_parser("data", help="data sets: info or download")
@@ -97,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _problem(args):
     from mfjax import compare
+    from mfjax import data as mfdata
 
     try:
         m, n = (int(v) for v in args.synthetic_size.lower().split("x"))
@@ -105,12 +162,17 @@ def _problem(args):
     rank = args.rank
     if rank is None:
         rank = args.synthetic_rank if args.data == "synthetic" else 10
-    return compare.make_problem(
-        args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
-        test_fraction=args.test_fraction, data_dir=args.data_dir,
-        synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
-                          "rank": args.synthetic_rank},
-    )
+    data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
+                                                      "ChecksumError") if hasattr(mfdata, e))
+    try:
+        return compare.make_problem(
+            args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
+            test_fraction=args.test_fraction, data_dir=args.data_dir, rating_scale=args.rating_scale,
+            synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
+                              "rank": args.synthetic_rank},
+        )
+    except data_errors + (OSError,) as e:
+        raise SystemExit(f"mfjax: {args.data}: {e}") from None
 
 
 def _split_list(text):
@@ -132,15 +194,25 @@ def cmd_compare(args) -> int:
                                      solvers=_split_list(args.solvers) or (),
                                      optax_baselines=_split_list(args.optax) or (), full=args.full_grid)
     print(f"{len(specs)} runs -> {args.out}")
+    tally: dict = {}
     results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
-                               seed=args.seed, resume=not args.no_resume, progress=not args.no_progress)
+                               seed=args.seed, resume=not args.no_resume, progress=not args.no_progress,
+                               summary=tally)
     compare.write_tables(results, args.out)
     if not args.no_plots:
         compare.plot_results(results, args.out)
     print(compare.summarize(results))
+    print(_tally_line(tally))
     print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", PNG plots"))
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
     return 0 if all(not r.get("error") for r in results) else 1
+
+
+def _tally_line(tally: dict) -> str:
+    """``"runs: 3 resumed, 2 computed (1 stored file refused)"``, parsed by the fault test."""
+    refused = tally.get("refused", [])
+    return (f"runs: {len(tally.get('resumed', []))} resumed, {len(tally.get('computed', []))} computed"
+            + (f" ({len(refused)} stored file(s) refused)" if refused else ""))
 
 
 def cmd_fit(args) -> int:
@@ -150,33 +222,64 @@ def cmd_fit(args) -> int:
     spec = compare.parse_run(args.run)
     rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed)
     train_rmse = rec["train_rmse"]
-    summary = {k: rec[k] for k in ("name", "status", "final_loss", "test_rmse", "test_rmse_clipped",
-                                   "fun_evals", "grad_evals", "wall_s")}
+    summary = {k: rec[k] for k in ("name", "status", "status_code", "reported_status", "initial_loss", "final_loss",
+                                   "test_rmse", "test_rmse_clipped", "rating_scale", "fun_evals", "grad_evals",
+                                   "wall_s")}
     summary["train_rmse"] = train_rmse
     summary["problem"] = problem.describe()
     if args.json:
-        from mfjax._io import to_jsonable
+        from mfjax.store import to_jsonable
 
         print(json.dumps(to_jsonable(summary)))
     else:
+        clipped = summary["test_rmse_clipped"]
+        clipped = "n/a" if clipped is None else f"{clipped:.4f}"
+        lo, hi = summary["rating_scale"] or (float("nan"), float("nan"))
         print(f"{summary['name']}: train RMSE {train_rmse:.4f}, test RMSE {summary['test_rmse']:.4f} "
-              f"(clipped {summary['test_rmse_clipped']:.4f}), final loss {summary['final_loss']:.6g}, "
-              f"{summary['fun_evals']} f-evals, {summary['wall_s']:.2f} s, status {summary['status']}")
+              f"(clipped to [{lo:g}, {hi:g}]: {clipped}), final loss {summary['final_loss']:.6g} "
+              f"(initial {summary['initial_loss']:.6g}), {summary['fun_evals']} f-evals, "
+              f"{summary['wall_s']:.2f} s, status {summary['status']}")
     return 0
+
+
+def load_experiment(rel: str, root: pathlib.Path | None = None):
+    """Import the experiment module ``rel`` (a path under the source checkout) by file path.
+
+    The experiments live beside the package, not in it (they are the
+    checkout's reproduction scripts, with their results under
+    ``experiments/results``); they are imported under a private module name
+    so that nothing is executed as ``__main__`` and their ``main(argv)`` is
+    called like any function.
+
+    Raises:
+      FileNotFoundError: no source checkout (an installed wheel has no experiments).
+    """
+    import importlib.util
+
+    root = pathlib.Path(__file__).resolve().parents[1] if root is None else pathlib.Path(root)
+    script = root / rel
+    if not script.is_file():
+        raise FileNotFoundError(f"experiment script {script} not found (run from a source checkout of mfjax)")
+    name = "_mfjax_experiment_" + rel.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses / pickling inside the experiment look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def cmd_reproduce(args) -> int:
-    import runpy
-
-    root = pathlib.Path(__file__).resolve().parents[1]
     rel, fixed = REPRODUCIBLE[args.table]
-    script = root / rel
-    if not script.exists():
-        print(f"experiment script {script} not found (run from a source checkout of mfjax)", file=sys.stderr)
+    try:
+        module = load_experiment(rel)
+    except FileNotFoundError as e:
+        print(str(e), file=sys.stderr)
         return 2
-    sys.argv = [str(script)] + fixed + list(args.args)
-    runpy.run_path(str(script), run_name="__main__")
-    return 0
+    user = list(args.args)
+    if user[:1] == ["--"]:
+        user = user[1:]
+    code = module.main(list(fixed) + user)
+    return 0 if code is None else int(code)
 
 
 def cmd_data(args) -> int:
@@ -208,9 +311,13 @@ def cmd_data(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run the ``mfjax`` command line on ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    With no subcommand (``mfjax`` alone or options only) it runs ``mfjax compare``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["compare"] + argv
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -33,6 +33,12 @@ Status codes (``FitResult.status``):
 * ``1`` :data:`STATUS_MAX_STEPS` -- step budget used up (``fit`` without failure).
 * ``2`` :data:`STATUS_LINESEARCH_FAILED` -- the step rule reported failure.
 * ``3`` :data:`STATUS_NONFINITE` -- non-finite parameters, value or gradient.
+* ``4`` :data:`STATUS_DIVERGED` -- the loss grew past ``divergence_factor``
+  times its initial value (that step is rejected), or the run ended more
+  than 1% above its initial loss.
+
+The codes are :class:`mfjax.core.Status` (``status_name(result.status)``
+prints the name).
 
 References:
   optax's ``value_and_grad_from_state`` and line-search protocol (DeepMind,
@@ -50,6 +56,9 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from mfjax.core.status import STATUS_NAMES, Status
+from mfjax.core.status import status_name as _status_name
+
 __all__ = [
     "FitTrace",
     "FitResult",
@@ -60,14 +69,16 @@ __all__ = [
     "STATUS_MAX_STEPS",
     "STATUS_LINESEARCH_FAILED",
     "STATUS_NONFINITE",
+    "STATUS_DIVERGED",
     "STATUS_NAMES",
 ]
 
-STATUS_CONVERGED = 0
-STATUS_MAX_STEPS = 1
-STATUS_LINESEARCH_FAILED = 2
-STATUS_NONFINITE = 3
-STATUS_NAMES = ("converged", "max_steps", "linesearch_failed", "nonfinite")
+# The codes of mfjax.core.Status (one vocabulary for fit, the solvers and the CLI).
+STATUS_CONVERGED = int(Status.CONVERGED)
+STATUS_MAX_STEPS = int(Status.MAX_STEPS)
+STATUS_LINESEARCH_FAILED = int(Status.LINESEARCH_FAILED)
+STATUS_NONFINITE = int(Status.NONFINITE)
+STATUS_DIVERGED = int(Status.DIVERGED)
 _RUNNING = -1
 
 
@@ -124,6 +135,11 @@ class FitResult(NamedTuple):
     num_fun_evals: jax.Array
     num_grad_evals: jax.Array
 
+    @property
+    def status_name(self) -> str:
+        """The status as a word (``"converged"``, ``"diverged"``...; one host read)."""
+        return _status_name(self.status)
+
 
 class _Carry(NamedTuple):
     params: Any
@@ -134,6 +150,8 @@ class _Carry(NamedTuple):
     step: jax.Array
     fe: jax.Array
     ge: jax.Array
+    value0: jax.Array  # f at the initial parameters
+    diverge_at: jax.Array  # a step to a value above this stops the run (Status.DIVERGED)
 
 
 class _Info(NamedTuple):
@@ -144,6 +162,41 @@ class _Info(NamedTuple):
 
 
 # ------------------------------------------------------------------ helpers
+
+class _BoundLoss:
+    """``params -> loss_fn(params, *loss_args)``, exposing the problem's objective.
+
+    ``objective`` is the first :class:`~mfjax.objective.MFObjective` in
+    ``loss_args`` (traced: one compiled run serves every objective of the same
+    shape) or ``loss_fn.objective`` (a :func:`mfjax.losses.masked_mse`
+    closure); step rules that need the problem itself
+    (:func:`mfjax.linesearch.exact_mf`, :func:`mfjax.optim.mf_preconditioner`
+    built without ratings) read it from ``value_fn.objective``.
+    """
+
+    def __init__(self, loss_fn, loss_args):
+        from mfjax.objective import MFObjective  # objective sits below the loop
+
+        self._fn, self._args = loss_fn, loss_args
+        found = [a for a in loss_args if isinstance(a, MFObjective)]
+        self.objective = found[0] if found else getattr(loss_fn, "objective", None)
+
+    def __call__(self, params):
+        return self._fn(params, *self._args)
+
+
+def _bind(loss_fn, loss_args) -> _BoundLoss:
+    return _BoundLoss(loss_fn, loss_args)
+
+
+def _as_loss(loss_fn, loss_args):
+    """``fit(objective, ...)``: an :class:`~mfjax.objective.MFObjective` in place of a loss."""
+    from mfjax.objective import MFObjective, loss
+
+    if isinstance(loss_fn, MFObjective):
+        return loss, (loss_fn,) + tuple(loss_args)
+    return loss_fn, tuple(loss_args)
+
 def _tree_all_finite(tree) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
@@ -248,7 +301,8 @@ def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtyp
         finite = (
             jnp.isfinite(new_value) & _tree_all_finite(new_grad) & _tree_all_finite(new_params)
         )
-        accept = info.success & finite
+        diverging = finite & (new_value > c.diverge_at)
+        accept = info.success & finite & ~diverging
         gnorm = _norm(new_grad)
         if tol is None:  # fit: fixed number of steps, no convergence test
             converged = jnp.asarray(False)
@@ -258,7 +312,9 @@ def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtyp
         status = jnp.where(
             ~info.success,
             STATUS_LINESEARCH_FAILED,
-            jnp.where(~finite, STATUS_NONFINITE, jnp.where(converged, STATUS_CONVERGED, _RUNNING)),
+            jnp.where(~finite, STATUS_NONFINITE,
+                      jnp.where(diverging, STATUS_DIVERGED,
+                                jnp.where(converged, STATUS_CONVERGED, _RUNNING))),
         ).astype(jnp.int32)
         params = _tree_where(accept, new_params, c.params)
         state = _tree_where(accept, new_state, c.state)
@@ -276,10 +332,21 @@ def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtyp
             jnp.where(accept, new_value, nan), jnp.where(accept, gnorm, nan), info, fe, ge,
             accept, metric, dtype,
         )
-        new_c = _Carry(params, state, value, grad, status, c.step + 1, fe, ge)
+        new_c = c._replace(params=params, state=state, value=value, grad=grad, status=status,
+                           step=c.step + 1, fe=fe, ge=ge)
         return new_c, rec
 
     return step
+
+
+def _factor(divergence_factor) -> float:
+    """The divergence factor as a float (``inf`` disables the test)."""
+    if divergence_factor is None:
+        return float("inf")
+    f = float(divergence_factor)
+    if not f > 1.0:
+        raise ValueError(f"divergence_factor must be > 1 (or None to disable), got {divergence_factor!r}")
+    return f
 
 
 def _check_common(num, name, eval_every):
@@ -287,6 +354,29 @@ def _check_common(num, name, eval_every):
         raise ValueError(f"{name} must be >= 0, got {num}")
     if int(eval_every) < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+
+
+def _carry0(params, state, value, grad, status, divergence_factor) -> _Carry:
+    """The initial carry; ``diverge_at = factor * max(|f0|, tiny)`` (``+inf`` when f0 is not finite)."""
+    tiny = jnp.finfo(value.dtype).tiny
+    at = jnp.where(jnp.isfinite(value),
+                   jnp.asarray(divergence_factor, value.dtype) * jnp.maximum(jnp.abs(value), tiny),
+                   jnp.inf)
+    zero, one = jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32)
+    return _Carry(params, state, value, grad, jnp.asarray(status, jnp.int32), zero, one, one,
+                  value, at.astype(value.dtype))
+
+
+def _final_status(c: _Carry) -> jax.Array:
+    """``max_steps`` for a run that used its budget, ``diverged`` if it ended above its start.
+
+    A run whose accepted loss ends more than 1% above the initial loss made
+    no progress whatever its step count: it is reported as diverged
+    (:attr:`mfjax.core.Status.DIVERGED`), never as a normal finish.
+    """
+    grew = c.value > c.value0 + 0.01 * jnp.abs(c.value0)
+    done = jnp.where(grew, STATUS_DIVERGED, STATUS_MAX_STEPS)
+    return jnp.where(c.status == _RUNNING, done, c.status).astype(jnp.int32)
 
 
 def _result(c: _Carry, trace: FitTrace, final_status) -> FitResult:
@@ -297,8 +387,9 @@ def _result(c: _Carry, trace: FitTrace, final_status) -> FitResult:
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps", "eval_fn", "eval_every")
 )
-def _fit_jit(params, loss_args, eval_args, *, loss_fn, optimizer, num_steps, eval_fn, eval_every):
-    value_fn = lambda p: loss_fn(p, *loss_args)  # noqa: E731
+def _fit_jit(params, loss_args, eval_args, divergence_factor=10.0, *, loss_fn, optimizer,
+             num_steps, eval_fn, eval_every):
+    value_fn = _bind(loss_fn, loss_args)
     efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
     state, value, grad, dtype = _init(value_fn, optimizer, params)
     stored = _stores_value_and_grad(state)
@@ -310,11 +401,9 @@ def _fit_jit(params, loss_args, eval_args, *, loss_fn, optimizer, num_steps, eva
             return c, pad
         return lax.cond(c.status == _RUNNING, step, skip, c)
 
-    c0 = _Carry(params, state, value, grad, jnp.asarray(_RUNNING, jnp.int32),
-                jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32), jnp.asarray(1, jnp.int32))
+    c0 = _carry0(params, state, value, grad, _RUNNING, divergence_factor)
     c, trace = lax.scan(body, c0, None, length=num_steps)
-    status = jnp.where(c.status == _RUNNING, STATUS_MAX_STEPS, c.status).astype(jnp.int32)
-    return _result(c, trace, status)
+    return _result(c, trace, _final_status(c))
 
 
 def fit(
@@ -327,6 +416,7 @@ def fit(
     eval_fn: Optional[Callable[..., jax.Array]] = None,
     eval_args: tuple = (),
     eval_every: int = 1,
+    divergence_factor: Optional[float] = 10.0,
 ) -> FitResult:
     """Run ``num_steps`` optimizer steps in one compiled ``lax.scan``.
 
@@ -337,9 +427,14 @@ def fit(
     parameters; ``status`` says why.
 
     Args:
-      loss_fn: ``loss_fn(params, *loss_args) -> scalar``.  Pass large data
-        through ``loss_args`` (traced arguments) rather than a closure if you
-        call ``fit`` with many different data sets.
+      loss_fn: ``loss_fn(params, *loss_args) -> scalar``, or an
+        :class:`mfjax.objective.MFObjective` (then the loss is
+        :func:`mfjax.objective.loss` with the objective as a traced argument).
+        Pass large data through ``loss_args`` (traced arguments) rather than a
+        closure if you call ``fit`` with many different data sets: with
+        ``fit(mfjax.objective.loss, opt, p, n, loss_args=(objective,))`` one
+        compiled program serves every fold padded to the same size and every
+        ``l2`` (:func:`mfjax.objective.bucket_size`).
       optimizer: any optax transformation; mfjax optimizers, ``optax.adam``,
         ``optax.lbfgs``, chains ending in an optax line search.
       params: initial parameters (any pytree, e.g. ``Factors``).
@@ -348,9 +443,15 @@ def fit(
       eval_fn: optional held-out metric ``eval_fn(params, *eval_args) -> scalar``.
       eval_args: extra arguments of ``eval_fn``.
       eval_every: compute ``eval_fn`` after every ``eval_every``-th step.
+      divergence_factor: stop with ``Status.DIVERGED`` (keeping the last
+        accepted parameters) at a step whose loss exceeds ``factor * |f0|``;
+        ``None`` disables the test.  A run that ends more than 1% above
+        ``f0`` is also reported as diverged.  Traced: changing it does not
+        recompile.
 
     Returns:
-      :class:`FitResult`; ``status`` is 1 (max steps) unless the run stopped.
+      :class:`FitResult`; ``status`` is 1 (max steps) unless the run stopped
+      or diverged (:class:`mfjax.core.Status`).
 
     ``loss_fn``, ``optimizer`` and ``eval_fn`` are static arguments of the
     compiled run (hashed by identity): reuse the same objects to avoid
@@ -363,8 +464,10 @@ def fit(
         res = mfjax.fit(loss, opt, params, 200, eval_fn=lambda p: mfjax.metrics.rmse(p, test))
     """
     _check_common(num_steps, "num_steps", eval_every)
+    loss_fn, loss_args = _as_loss(loss_fn, loss_args)
     return _fit_jit(
-        params, tuple(loss_args), tuple(eval_args), loss_fn=loss_fn, optimizer=optimizer,
+        params, tuple(loss_args), tuple(eval_args), _factor(divergence_factor),
+        loss_fn=loss_fn, optimizer=optimizer,
         num_steps=int(num_steps), eval_fn=eval_fn, eval_every=int(eval_every),
     )
 
@@ -379,6 +482,7 @@ def compile_fit(
     num_steps: int,
     eval_fn: Optional[Callable[..., jax.Array]] = None,
     eval_every: int = 1,
+    divergence_factor: Optional[float] = 10.0,
 ) -> Callable[..., FitResult]:
     """Compile :func:`fit` ahead of time (``jax.jit(...).lower(...).compile()``).
 
@@ -390,13 +494,15 @@ def compile_fit(
         result = run(params, (train, l2), ())
     """
     _check_common(num_steps, "num_steps", eval_every)
+    loss_fn, loss_args = _as_loss(loss_fn, loss_args)
+    factor = _factor(divergence_factor)
     compiled = _fit_jit.lower(
-        params, tuple(loss_args), tuple(eval_args), loss_fn=loss_fn, optimizer=optimizer,
+        params, tuple(loss_args), tuple(eval_args), factor, loss_fn=loss_fn, optimizer=optimizer,
         num_steps=int(num_steps), eval_fn=eval_fn, eval_every=int(eval_every),
     ).compile()
 
     def run(params, loss_args: tuple = (), eval_args: tuple = ()) -> FitResult:
-        return compiled(params, tuple(loss_args), tuple(eval_args))
+        return compiled(params, tuple(loss_args), tuple(eval_args), factor)
 
     return run
 
@@ -405,9 +511,9 @@ def compile_fit(
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "optimizer", "max_steps", "eval_fn", "eval_every")
 )
-def _fit_until_jit(params, tol, rtol, loss_args, eval_args, *, loss_fn, optimizer, max_steps,
-                   eval_fn, eval_every):
-    value_fn = lambda p: loss_fn(p, *loss_args)  # noqa: E731
+def _fit_until_jit(params, tol, rtol, loss_args, eval_args, divergence_factor=10.0, *, loss_fn,
+                   optimizer, max_steps, eval_fn, eval_every):
+    value_fn = _bind(loss_fn, loss_args)
     efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
     state, value, grad, dtype = _init(value_fn, optimizer, params)
     stored = _stores_value_and_grad(state)
@@ -416,8 +522,7 @@ def _fit_until_jit(params, tol, rtol, loss_args, eval_args, *, loss_fn, optimize
     buf = jax.tree.map(lambda x: jnp.full((max_steps,), x, x.dtype), pad)
 
     status0 = jnp.where(_norm(grad) <= tol, STATUS_CONVERGED, _RUNNING).astype(jnp.int32)
-    c0 = _Carry(params, state, value, grad, status0, jnp.asarray(0, jnp.int32),
-                jnp.asarray(1, jnp.int32), jnp.asarray(1, jnp.int32))
+    c0 = _carry0(params, state, value, grad, status0, divergence_factor)
 
     def cond(cb):
         c, _ = cb
@@ -431,8 +536,7 @@ def _fit_until_jit(params, tol, rtol, loss_args, eval_args, *, loss_fn, optimize
         return c, b
 
     c, trace = lax.while_loop(cond, body, (c0, buf))
-    status = jnp.where(c.status == _RUNNING, STATUS_MAX_STEPS, c.status).astype(jnp.int32)
-    return _result(c, trace, status)
+    return _result(c, trace, _final_status(c))
 
 
 def fit_until(
@@ -447,13 +551,15 @@ def fit_until(
     eval_fn: Optional[Callable[..., jax.Array]] = None,
     eval_args: tuple = (),
     eval_every: int = 1,
+    divergence_factor: Optional[float] = 10.0,
 ) -> FitResult:
     """Run until ``||grad f|| <= tol`` or ``|f_prev - f| <= rtol |f|``, a failure, or ``max_steps``.
 
     One compiled ``lax.while_loop``; the trace buffers have length
     ``max_steps`` (NaN / -1 padded after ``num_steps``).  Status 0 when a
     tolerance was met (also when the initial point already meets ``tol``,
-    with ``num_steps = 0``), 1 when ``max_steps`` ran out, 2/3 on failure.
+    with ``num_steps = 0``), 1 when ``max_steps`` ran out, 2/3 on failure,
+    4 when the loss diverged (see :func:`fit`'s ``divergence_factor``).
     ``tol`` and ``rtol`` are traced (changing them does not recompile).
 
     Args: as :func:`fit`, plus
@@ -465,8 +571,10 @@ def fit_until(
     _check_common(max_steps, "max_steps", eval_every)
     if not tol >= 0 or not rtol >= 0:
         raise ValueError(f"tol and rtol must be >= 0, got tol={tol}, rtol={rtol}")
+    loss_fn, loss_args = _as_loss(loss_fn, loss_args)
     return _fit_until_jit(
-        params, tol, rtol, tuple(loss_args), tuple(eval_args), loss_fn=loss_fn,
+        params, tol, rtol, tuple(loss_args), tuple(eval_args), _factor(divergence_factor),
+        loss_fn=loss_fn,
         optimizer=optimizer, max_steps=int(max_steps), eval_fn=eval_fn,
         eval_every=int(eval_every),
     )

@@ -6,6 +6,13 @@ clipped to the rating scale (``clip=(1, 5)``) and rounded to the nearest
 level (``discrete=True``), the discrete-MC variant of the DMF paper; clipping
 is applied before rounding.
 
+Bad inputs (checked on the static shapes, so also under ``jit``): no entries
+at all (an empty test split) raise ``ValueError`` instead of returning the
+NaN of an empty mean; predictions and values of different shapes raise
+instead of broadcasting.  NaN predictions give a NaN metric (clipping and
+rounding keep NaN): a broken model is never scored on the entries where it
+happens to be finite.
+
 The model predictions come from :func:`mfjax.losses.predict`, so ``params``
 may be :class:`~mfjax.losses.Factors` (``u_i . v_j``) or
 :class:`~mfjax.losses.BiasedFactors` (``mean + b_i + c_j + u_i . v_j``).
@@ -18,8 +25,9 @@ References:
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
-from mfjax.losses.masked import predict
+from mfjax.core.factors import predict
 
 __all__ = ["postprocess", "rmse", "mae", "rmse_from_predictions", "mae_from_predictions"]
 
@@ -49,30 +57,73 @@ def postprocess(pred, clip=None, discrete: bool = False):
     return pred
 
 
-def rmse_from_predictions(pred, values, clip=None, discrete: bool = False):
-    """RMSE of given predictions against ``values``."""
-    err = postprocess(pred, clip, discrete) - jnp.asarray(values)
-    return jnp.sqrt(jnp.mean(err * err))
+def _check_entries(pred, values, weights) -> None:
+    """Refuse empty or mismatched inputs (static shapes: works under ``jit``)."""
+    ps, vs = jnp.shape(pred), jnp.shape(values)
+    if ps != vs:
+        raise ValueError(f"predictions of shape {ps} and values of shape {vs} differ; "
+                         "pass one prediction per rated entry")
+    if weights is not None and jnp.shape(weights) != vs:
+        raise ValueError(f"weights of shape {jnp.shape(weights)} do not match values of shape {vs}")
+    if int(np.prod(vs)) == 0:
+        raise ValueError("no entries to score (the ratings are empty, e.g. a zero-size split): "
+                         "RMSE / MAE are undefined")
 
 
-def mae_from_predictions(pred, values, clip=None, discrete: bool = False):
-    """MAE of given predictions against ``values``."""
+def _mean(a, weights):
+    if weights is None:
+        return jnp.mean(a)
+    w = jnp.asarray(weights, a.dtype)
+    return jnp.sum(w * a) / jnp.sum(w)
+
+
+def rmse_from_predictions(pred, values, clip=None, discrete: bool = False, weights=None):
+    r"""RMSE of given predictions against ``values`` (``weights``: optional entry weights).
+
+    .. math:: \sqrt{\textstyle\sum_k w_k (\hat x_k - x_k)^2 / \sum_k w_k}
+
+    Raises:
+      ValueError: no entries, or ``pred`` / ``values`` / ``weights`` of
+        different shapes.  A NaN prediction gives NaN (see the module).
+
+    >>> float(rmse_from_predictions(jnp.array([1.0, 3.0]), jnp.array([2.0, 3.0])))  # doctest: +ELLIPSIS
+    0.7071067...
+    >>> float(rmse_from_predictions(jnp.array([jnp.nan, 3.0]), jnp.array([2.0, 3.0]), clip=(1, 5)))
+    nan
+    """
+    _check_entries(pred, values, weights)
     err = postprocess(pred, clip, discrete) - jnp.asarray(values)
-    return jnp.mean(jnp.abs(err))
+    return jnp.sqrt(_mean(err * err, weights))
+
+
+def mae_from_predictions(pred, values, clip=None, discrete: bool = False, weights=None):
+    """MAE of given predictions against ``values`` (``weights``: optional entry weights).
+
+    Raises:
+      ValueError: as :func:`rmse_from_predictions` (no entries, shapes differ).
+    """
+    _check_entries(pred, values, weights)
+    err = postprocess(pred, clip, discrete) - jnp.asarray(values)
+    return _mean(jnp.abs(err), weights)
 
 
 def rmse(params, ratings, clip=None, discrete: bool = False):
     """RMSE of the factor model on the entries of ``ratings``.
+
+    ``ratings`` may also be an :class:`~mfjax.objective.MFObjective` (its
+    entry weights then weight the mean, so padding entries do not count).
 
     Example::
 
         mfjax.metrics.rmse(result.params, test, clip=(1, 5))
     """
     pred = predict(params, ratings.rows, ratings.cols)
-    return rmse_from_predictions(pred, ratings.values, clip, discrete)
+    return rmse_from_predictions(pred, ratings.values, clip, discrete,
+                                 getattr(ratings, "weights", None))
 
 
 def mae(params, ratings, clip=None, discrete: bool = False):
-    """MAE of the factor model on the entries of ``ratings``."""
+    """MAE of the factor model on the entries of ``ratings`` (or an objective's, weighted)."""
     pred = predict(params, ratings.rows, ratings.cols)
-    return mae_from_predictions(pred, ratings.values, clip, discrete)
+    return mae_from_predictions(pred, ratings.values, clip, discrete,
+                                getattr(ratings, "weights", None))

@@ -146,8 +146,8 @@ def _lowrank(seed=0, m=40, n=30, r=3, density=0.8, noise=0.05):
 
 def test_als_end_to_end_and_trace():
     X, train, test = _lowrank()
-    res = als(train, 3, 0.05, 12, eval=test)
-    loss, ev = np.asarray(res.trace.loss), np.asarray(res.trace.eval_rmse)
+    res = als(train, 3, l2=0.05, num_steps=12, eval_set=test)
+    loss, ev = np.asarray(res.trace.loss), np.asarray(res.trace.eval_metric)
     assert loss.shape == ev.shape == (12,)
     assert np.all(np.diff(loss) <= 1e-4 * loss[1:])
     assert ev[-1] < 0.2 < float(np.std(np.asarray(test.values)))
@@ -156,7 +156,7 @@ def test_als_end_to_end_and_trace():
     # the biased, weighted variant on data with an empty row
     keep = np.asarray(train.rows) != 7
     train2 = train.select(keep)
-    res2 = als(train2, 3, 0.01, 5, biases=True, weighted_l2=True, eval=test, clip=(-10.0, 10.0))
+    res2 = als(train2, 3, l2=0.01, num_steps=5, biases=True, weighted_l2=True, eval_set=test, clip=(-10.0, 10.0))
     p = res2.params
     assert isinstance(p, BiasedFactors)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in p)
@@ -168,9 +168,9 @@ def test_als_end_to_end_and_trace():
 def test_als_lambda_zero_with_empty_row_no_nan():
     X, train, test = _lowrank(1)
     train = train.select(np.asarray(train.rows) != 0)
-    res = als(train, 3, 0.0, 3)
+    res = als(train, 3, l2=0.0, num_steps=3)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in res.params)
-    assert np.all(np.isnan(np.asarray(res.trace.eval_rmse)))  # no eval set
+    assert np.all(np.isnan(np.asarray(res.trace.eval_metric)))  # no eval set
     np.testing.assert_array_equal(np.asarray(res.params.U[0]), 0.0)
 
 
@@ -178,20 +178,20 @@ def test_bad_input():
     X, train, test = _lowrank()
     m, n = train.shape
     with pytest.raises(ValueError, match="rank"):
-        als(train, 0)
+        als(train, 0, l2=0.1)
     with pytest.raises(ValueError, match="rank"):
-        als(train, min(m, n) + 1)
+        als(train, min(m, n) + 1, l2=0.1)
     with pytest.raises(ValueError, match=r"l2 \(lambda\).*-0.1"):
-        als(train, 2, -0.1)
+        als(train, 2, l2=-0.1)
     with pytest.raises(ValueError, match="l2_bias"):
-        als(train, 2, 0.1, biases=True, l2_bias=-1.0)
+        als(train, 2, l2=0.1, biases=True, l2_bias=-1.0)
     with pytest.raises(ValueError, match="num_sweeps"):
-        als(train, 2, 0.1, 0)
+        als(train, 2, l2=0.1, num_steps=0)
     bad = train.with_values(np.where(np.arange(train.nnz) == 3, np.nan, np.asarray(train.values)))
     with pytest.raises(ValueError, match="non-finite value nan at entry 3"):
-        als(bad, 2, 0.1)
+        als(bad, 2, l2=0.1)
     other = Ratings.create([0, 1], [0, 1], [1.0, 2.0], (m + 1, n))
     with pytest.raises(ValueError, match="eval shape"):
-        als(train, 2, 0.1, eval=other)
+        als(train, 2, l2=0.1, eval_set=other)
     with pytest.raises(ValueError, match="l2"):
         als_half_sweep(jnp.ones((n, 2)), train, -1.0)

@@ -141,3 +141,35 @@ def test_readme_example_runs():
     code = blocks[0].replace("m=600, n=400", "m=120, n=80").replace("num_steps=200", "num_steps=20") \
         .replace("num_sweeps=20", "num_sweeps=3")
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_version(capsys):
+    import mfjax
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mfjax {mfjax.__version__}"
+
+
+def test_fit_help_documents_iters_and_eval_every(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--iters ITERS iteration budget" in text and "--eval-every EVAL_EVERY held-out RMSE every k" in text
+    assert "--rating-scale LO,HI" in text
+
+
+def test_reproduce_help_lists_targets_with_descriptions(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    for table, (script, _) in cli.REPRODUCIBLE.items():
+        line = next(l for l in text.splitlines() if l.strip().startswith(table + " "))
+        assert cli.REPRODUCIBLE_HELP[table] in line and script in line
+
+
+def test_fit_prints_status_names(capsys):
+    assert cli.main(["fit", "--synthetic-size", "60x40", "--synthetic-density", "0.2", "--synthetic-rank", "3",
+                     "--run", "gd+armijo", "--iters", "4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"status (max_steps|converged)$", line) and "clipped to [1, 5]" in line

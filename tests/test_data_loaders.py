@@ -173,8 +173,8 @@ def test_fast_and_slow_parse_agree():
     i = rng.integers(0, 50, 500)
     v = rng.integers(1, 11, 500) / 2
     data = "".join(f"{a}::{b}::{c}::{k}\n" for k, (a, b, c) in enumerate(zip(u, i, v))).encode()
-    fast = loaders._fast_parse(data, "::", False)
-    slow = loaders._slow_parse(data, "::", False, "x")
+    fast = loaders.parse_triplets_fast(data, "::", False)
+    slow = loaders.parse_triplets_precise(data, "::", False, "x")
     assert fast is not None
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
@@ -192,9 +192,9 @@ def test_fast_path_never_disagrees_with_precise_pass(sep):
         for pos in rng.integers(0, buf.size, rng.integers(1, 3)):
             buf[pos] = rng.choice(alphabet)
         data = buf.tobytes()
-        fast = loaders._fast_parse(data, sep, False)
+        fast = loaders.parse_triplets_fast(data, sep, False)
         try:
-            slow = loaders._slow_parse(data, sep, False, "x")
+            slow = loaders.parse_triplets_precise(data, sep, False, "x")
         except RatingsError:
             assert fast is None, data
             continue

@@ -240,3 +240,99 @@ def test_extra_valid_is_recorded_not_selected(data, trained):
     assert res.best_epoch == trained.best_epoch
     p = mm.predict(res, va.rows, va.cols, row_inputs=thin)
     assert _rmse(p, va.values) == pytest.approx(res.trace["val_rmse_thin"][res.trace["val_epoch"].index(res.best_epoch)], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- resume identity (issue 12, #1)
+SHORT = dataclasses.replace(TC, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def short_ck(data, tmp_path_factory):
+    tr, va, _ = data
+    ck = tmp_path_factory.mktemp("ck") / "run.msgpack"
+    first = mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck)
+    return ck, ck.read_bytes(), first
+
+
+def _copy(short_ck, tmp_path):
+    ck = tmp_path / "run.msgpack"
+    ck.write_bytes(short_ck[1])
+    return ck
+
+
+@pytest.mark.parametrize("change,named", [
+    ("split", "training data checksum"),
+    ("lr_seed", "train_config.learning_rate"),
+    ("widths", "model_config.row_widths"),
+])
+def test_resume_refuses_another_run(data, short_ck, tmp_path, change, named):
+    tr, va, _ = data
+    cfg, tc = CFG, SHORT
+    if change == "split":
+        full = mdata.synthetic(160, 120, rank=3, density=0.25, noise=0.2, seed=0)
+        tr, va, _ = mdata.split(full, (0.75, 0.1, 0.15), seed=1)
+    elif change == "lr_seed":
+        tc = dataclasses.replace(SHORT, learning_rate=0.5, seed=7)
+    else:
+        cfg = dataclasses.replace(CFG, row_widths=(24, 16))
+    ck = _copy(short_ck, tmp_path)
+    with pytest.raises(mm.CheckpointMismatchError, match=named) as e:
+        mm.train_dmf(tr, va, cfg, tc, checkpoint_path=ck, resume="require")
+    assert str(ck) in str(e.value)
+    if change == "lr_seed":
+        assert "train_config.seed: 0 in the checkpoint, 7 now" in str(e.value)
+    # default "auto": recomputed from scratch with a warning naming the file and the difference
+    with pytest.warns(mm.CheckpointIgnoredWarning, match=named):
+        res = mm.train_dmf(tr, va, cfg, tc, checkpoint_path=ck)
+    assert res.epochs_run == 2 and len(res.trace["train_loss"]) == 2
+    fresh = mm.train_dmf(tr, va, cfg, tc)
+    assert res.trace["val_rmse"] == pytest.approx(fresh.trace["val_rmse"], rel=1e-6)
+    # the overwritten checkpoint now belongs to the new run: it resumes without a warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mm.CheckpointIgnoredWarning)
+        again = mm.train_dmf(tr, va, cfg, tc, checkpoint_path=ck, resume="require")
+    assert again.trace["val_rmse"] == res.trace["val_rmse"]
+
+
+def test_resume_to_more_epochs_is_allowed_and_identity_is_recorded(short_ck):
+    ck, raw, first = short_ck
+    _, meta = mm.read_checkpoint(ck)
+    ident = meta["identity"]
+    assert ident["train_data"].startswith("sha256:") and ident["valid_data"].startswith("sha256:")
+    assert "epochs" not in ident["train_config"] and ident["train_config"]["learning_rate"] == SHORT.learning_rate
+    assert ident["model_config"]["row_widths"] == list(CFG.row_widths)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "bitflip", "bitflip_meta"])
+def test_corrupt_checkpoint_is_named_and_recomputed(data, short_ck, tmp_path, damage):
+    tr, va, _ = data
+    ck = _copy(short_ck, tmp_path)
+    raw = short_ck[1]
+    ck.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2], "garbage": b"\x00not a checkpoint\xff" * 9,
+                    "bitflip": raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1]) + raw[len(raw) // 2 + 1:],
+                    "bitflip_meta": raw.replace(b'"epoch": 2', b'"epoch": 3')}[damage])
+    with pytest.raises(mm.CorruptCheckpointError) as e:
+        mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck, resume="require")
+    assert str(ck) in str(e.value) and "Unpack failed" not in str(e.value)
+    with pytest.warns(mm.CheckpointIgnoredWarning, match="training from scratch"):
+        res = mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck)
+    assert res.epochs_run == 2 and res.trace["val_rmse"] == pytest.approx(short_ck[2].trace["val_rmse"], rel=1e-6)
+    mm.read_checkpoint(ck)  # rewritten intact
+
+
+def test_old_checkpoint_without_identity_and_policies(data, short_ck, tmp_path):
+    tr, va, _ = data
+    ck = _copy(short_ck, tmp_path)
+    tree, meta = mm.read_checkpoint(ck)
+    meta.pop("identity")
+    template = jax.tree_util.tree_map(np.asarray, tree)
+    mm.save_checkpoint(ck, template, meta)  # a state dict saves as itself
+    with pytest.raises(mm.CheckpointMismatchError, match="no run identity"):
+        mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck, resume="require")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=tmp_path / "absent", resume="require")
+    with pytest.raises(ValueError, match="resume must be one of"):
+        mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck, resume="yes")
+    with pytest.raises(ValueError, match="valid has no entries"):
+        mm.train_dmf(tr, va.select(np.zeros(va.nnz, bool)), CFG, SHORT)

@@ -32,8 +32,8 @@ def data():
 @pytest.mark.parametrize("loss", ["l2", "kl", "is"])
 def test_mu_monotone_and_nonnegative(data, loss):
     train, test = data
-    res = nmf(train, 3, loss=loss, num_iters=ITERS, init="random", key=jax.random.key(1),
-              eval=test)
+    res = nmf(train, 3, loss=loss, num_steps=ITERS, init="random", key=jax.random.key(1),
+              eval_set=test)
     L = np.asarray(res.trace.loss)
     assert np.all(np.isfinite(L))
     # non-increasing up to float32 round-off
@@ -44,14 +44,14 @@ def test_mu_monotone_and_nonnegative(data, loss):
     np.testing.assert_allclose(L[-1], float(dv.divergence(loss)(res.params, train)), rtol=1e-5)
     # and it generalises: held-out RMSE well below the mean predictor's
     mean_rmse = np.sqrt(np.mean((np.asarray(test.values) - train.mean()) ** 2))
-    assert float(res.trace.eval_rmse[-1]) < 0.6 * mean_rmse
+    assert float(res.trace.eval_metric[-1]) < 0.6 * mean_rmse
 
 
 def test_l2_with_ridge_monotone(data):
     train, test = data
     for weighted in (False, True):
-        res = nmf(train, 3, loss="l2", l2=0.5, weighted_l2=weighted, num_iters=ITERS,
-                  init="random", key=jax.random.key(1), eval=test)
+        res = nmf(train, 3, loss="l2", l2=0.5, weighted_l2=weighted, num_steps=ITERS,
+                  init="random", key=jax.random.key(1), eval_set=test)
         L = np.asarray(res.trace.loss)
         assert np.all(np.diff(L) <= 1e-5 * np.abs(L[:-1]) + 1e-6)
 
@@ -79,7 +79,7 @@ def test_l2_mu_matches_slides_formula_step_by_step(observed):
         p = Factors(jnp.asarray(U0), jnp.asarray(V0))
         U, V = U0, V0
         for _ in range(5):
-            p = nmf(train, r, loss="l2", num_iters=1, init=p, eps=eps, dtype=jnp.float64).params
+            p = nmf(train, r, loss="l2", num_steps=1, init=p, eps=eps, dtype=jnp.float64).params
             U, V = _slides_mu_dense(U, V, X, W, eps)
             np.testing.assert_allclose(np.asarray(p.U), U, rtol=1e-10)
             np.testing.assert_allclose(np.asarray(p.V), V, rtol=1e-10)
@@ -88,7 +88,7 @@ def test_l2_mu_matches_slides_formula_step_by_step(observed):
 def test_l1_reweighted_decreases(data):
     train, _ = data
     delta = 1e-3
-    res = nmf(train, 3, loss="l1", num_iters=ITERS, init="random", key=jax.random.key(1),
+    res = nmf(train, 3, loss="l1", num_steps=ITERS, init="random", key=jax.random.key(1),
               delta=delta)
     L = np.asarray(res.trace.loss)
     assert np.all(np.isfinite(L))
@@ -115,7 +115,7 @@ def test_l1_smoothed_objective_monotone_per_iteration(data):
         p = nmf_init(train, 3, "random", key=jax.random.key(4), dtype=jnp.float64)
         vals = [smoothed(p)]
         for _ in range(8):
-            p = nmf(train.astype(np.float64), 3, loss="l1", num_iters=1, init=p, delta=delta,
+            p = nmf(train.astype(np.float64), 3, loss="l1", num_steps=1, init=p, delta=delta,
                     dtype=jnp.float64).params
             vals.append(smoothed(p))
     assert np.all(np.diff(vals) <= 1e-9 * vals[0]), np.diff(vals)
@@ -164,7 +164,7 @@ def test_nndsvd_init_matches_dense_svd_and_is_nonnegative(data):
     train, test = data
     pa = nmf_init(train, r, "nndsvda")
     assert float(jnp.min(pa.U)) > 0 and float(jnp.min(pa.V)) > 0  # zeros filled for MU
-    res = nmf(train, r, loss="l2", num_iters=ITERS, init="nndsvda", eval=test)
+    res = nmf(train, r, loss="l2", num_steps=ITERS, init="nndsvda", eval_set=test)
     L = np.asarray(res.trace.loss)
     assert np.all(np.diff(L) <= 1e-5 * np.abs(L[:-1]) + 1e-6)
 

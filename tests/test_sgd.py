@@ -50,7 +50,7 @@ def test_per_rating_steps_are_the_hand_formula(tiny, biased):
         else:
             init = Factors(jnp.asarray(U), jnp.asarray(V))
         for weighted in (False, True):
-            res = sgd(train, 2, key=jax.random.key(3), lr=a, l2=l2, num_epochs=1,
+            res = sgd(train, 2, key=jax.random.key(3), lr=a, l2=l2, num_steps=1,
                       biases=biased, weighted_l2=weighted, init=init, dtype=jnp.float64)
             got = [np.asarray(x) for x in res.params[:4]] if biased else \
                 [np.asarray(res.params.U), np.asarray(res.params.V)]
@@ -67,7 +67,7 @@ def test_per_rating_steps_are_the_hand_formula(tiny, biased):
     if not biased:
         # the minibatch update applies both at once: equals sgd_step, not the sequential ones
         with jax.enable_x64(True):
-            res2 = sgd(train, 2, key=jax.random.key(3), lr=a, l2=l2, num_epochs=1, init=init,
+            res2 = sgd(train, 2, key=jax.random.key(3), lr=a, l2=l2, num_steps=1, init=init,
                        batch_size=2, dtype=jnp.float64)
             simul = sgd_step(init, jnp.array([0, 0]), jnp.array([2, 3]), jnp.array([4.5, 2.0]),
                              jnp.ones(2), a, jnp.full(2, l2 / 2), jnp.array([l2, l2]))
@@ -95,14 +95,14 @@ def lowrank():
 @pytest.fixture(scope="module")
 def biased_run(lowrank):
     train, test = lowrank
-    return sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.5, num_epochs=25, biases=True,
-               eval=test)
+    return sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.5, num_steps=25, biases=True,
+               eval_set=test)
 
 
 def test_loss_decreases_and_rmse_beats_mean(lowrank, biased_run):
     train, test = lowrank
     loss = np.asarray(biased_run.trace.loss)
-    ev = np.asarray(biased_run.trace.eval_rmse)
+    ev = np.asarray(biased_run.trace.eval_metric)
     assert loss.shape == ev.shape == (25,)
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(ev))
     assert loss[-1] < 0.1 * loss[0]
@@ -116,12 +116,12 @@ def test_loss_decreases_and_rmse_beats_mean(lowrank, biased_run):
 
 def test_deterministic_for_fixed_key(lowrank, biased_run):
     train, test = lowrank
-    again = sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.5, num_epochs=25, biases=True,
-                eval=test)
+    again = sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.5, num_steps=25, biases=True,
+                eval_set=test)
     np.testing.assert_array_equal(np.asarray(again.params.U), np.asarray(biased_run.params.U))
     np.testing.assert_array_equal(np.asarray(again.trace.loss), np.asarray(biased_run.trace.loss))
-    other = sgd(train, 3, key=jax.random.key(1), lr=0.03, l2=0.5, num_epochs=25, biases=True,
-                eval=test)
+    other = sgd(train, 3, key=jax.random.key(1), lr=0.03, l2=0.5, num_steps=25, biases=True,
+                eval_set=test)
     assert not np.array_equal(np.asarray(other.params.U), np.asarray(biased_run.params.U))
 
 
@@ -129,18 +129,18 @@ def test_minibatch_schedules_and_unbiased(lowrank):
     train, test = lowrank
     mean_rmse = np.sqrt(np.mean((np.asarray(test.values) - train.mean()) ** 2))
     # padded minibatches (nnz not a multiple of 64), per-epoch decay, Funk weighting
-    res = sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.02, num_epochs=25, batch_size=64,
-              biases=True, weighted_l2=True, decay=0.97, eval=test)
-    assert float(res.trace.eval_rmse[-1]) < 0.3 * mean_rmse
+    res = sgd(train, 3, key=jax.random.key(0), lr=0.03, l2=0.02, num_steps=25, batch_size=64,
+              biases=True, weighted_l2=True, decay=0.97, eval_set=test)
+    assert float(res.trace.eval_metric[-1]) < 0.3 * mean_rmse
     # optax schedule callable (counted in minibatches)
     sched = optax.exponential_decay(0.03, transition_steps=1000, decay_rate=0.9)
-    res2 = sgd(train, 3, key=jax.random.key(0), schedule=sched, l2=0.02, num_epochs=25,
-               batch_size=64, biases=True, weighted_l2=True, eval=test)
-    assert float(res2.trace.eval_rmse[-1]) < 0.3 * mean_rmse
+    res2 = sgd(train, 3, key=jax.random.key(0), schedule=sched, l2=0.02, num_steps=25,
+               batch_size=64, biases=True, weighted_l2=True, eval_set=test)
+    assert float(res2.trace.eval_metric[-1]) < 0.3 * mean_rmse
     assert isinstance(res2.params, BiasedFactors)
     # unbiased model on centred data also learns
-    res3 = sgd(train, 3, key=jax.random.key(0), lr=0.02, l2=0.5, num_epochs=10,
-               batch_size=64, eval=test)
+    res3 = sgd(train, 3, key=jax.random.key(0), lr=0.02, l2=0.5, num_steps=10,
+               batch_size=64, eval_set=test)
     assert isinstance(res3.params, Factors)
     loss3 = np.asarray(res3.trace.loss)
     assert loss3[-1] < loss3[0]
@@ -150,23 +150,23 @@ def test_bad_input(lowrank):
     train, test = lowrank
     k = jax.random.key(0)
     with pytest.raises(ValueError, match="rank"):
-        sgd(train, 0, key=k)
+        sgd(train, 0, key=k, l2=0.02)
     with pytest.raises(ValueError, match="rank"):
-        sgd(train, 81, key=k)
+        sgd(train, 81, key=k, l2=0.02)
     with pytest.raises(ValueError, match="lr"):
-        sgd(train, 2, key=k, lr=0.0)
+        sgd(train, 2, key=k, lr=0.0, l2=0.02)
     with pytest.raises(ValueError, match="l2"):
         sgd(train, 2, key=k, l2=-1.0)
     with pytest.raises(ValueError, match="batch_size"):
-        sgd(train, 2, key=k, batch_size=0)
+        sgd(train, 2, key=k, l2=0.02, batch_size=0)
     with pytest.raises(ValueError, match="decay"):
-        sgd(train, 2, key=k, decay=1.5)
+        sgd(train, 2, key=k, l2=0.02, decay=1.5)
     bad = train.with_values(np.where(np.arange(train.nnz) == 5, np.nan, train.values))
     with pytest.raises(ValueError, match="non-finite value nan at entry 5"):
-        sgd(bad, 2, key=k)
+        sgd(bad, 2, key=k, l2=0.02)
     with pytest.raises(FloatingPointError, match="diverged"):
-        sgd(train, 3, key=k, lr=5.0, l2=0.02, num_epochs=25, batch_size=64, biases=True,
-            weighted_l2=True, eval=test)
+        sgd(train, 3, key=k, lr=5.0, l2=0.02, num_steps=25, batch_size=64, biases=True,
+            weighted_l2=True, eval_set=test)
 
 
 def test_random_order_is_a_permutation():
@@ -224,10 +224,10 @@ def test_running_loss_and_full_batch_match_numpy(weighted):
     mean = float(np.mean(x))
     with jax.enable_x64(True):
         init = BiasedFactors(*(jnp.asarray(t) for t in (U, V, b, c)), jnp.asarray(mean))
-        res = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_epochs=4,
+        res = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_steps=4,
                   batch_size=1000, biases=True, weighted_l2=weighted, init=init,
                   dtype=jnp.float64, loss_trace="running")
-        exact = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_epochs=4,
+        exact = sgd(train, r, key=jax.random.key(0), lr=0.05, l2=0.1, decay=0.8, num_steps=4,
                     batch_size=1000, biases=True, weighted_l2=weighted, init=init,
                     dtype=jnp.float64)
     U2, V2, b2, c2, losses = _np_full_batch_epochs(U, V, b, c, mean, rows, cols, x, 0.05, 0.8,
@@ -248,17 +248,17 @@ def test_running_loss_tracks_exact_loss(lowrank):
     """Same run, two traces: the running estimate lags the exact objective (it uses
     residuals from before each minibatch's update) but converges to it."""
     train, test = lowrank
-    kw = dict(key=jax.random.key(0), lr=0.03, l2=0.5, num_epochs=25, biases=True,
-              batch_size=16, eval=test)
+    kw = dict(key=jax.random.key(0), lr=0.03, l2=0.5, num_steps=25, biases=True,
+              batch_size=16, eval_set=test)
     ex = sgd(train, 3, **kw)
     ru = sgd(train, 3, loss_trace="running", **kw)
     np.testing.assert_array_equal(np.asarray(ex.params.U), np.asarray(ru.params.U))
-    np.testing.assert_array_equal(np.asarray(ex.trace.eval_rmse), np.asarray(ru.trace.eval_rmse))
+    np.testing.assert_array_equal(np.asarray(ex.trace.eval_metric), np.asarray(ru.trace.eval_metric))
     le, lr_ = np.asarray(ex.trace.loss), np.asarray(ru.trace.loss)
     assert np.all(lr_[:5] > le[:5])  # early epochs: the running sum lags (larger)
     np.testing.assert_allclose(lr_[-1], le[-1], rtol=0.02)
     with pytest.raises(ValueError, match="loss_trace"):
-        sgd(train, 3, key=jax.random.key(0), loss_trace="sometimes")
+        sgd(train, 3, key=jax.random.key(0), l2=0.02, loss_trace="sometimes")
 
 
 def test_epoch_order_visits_every_entry_once():
@@ -283,7 +283,7 @@ def test_epoch_order_visits_every_entry_once():
     with jax.enable_x64(True):
         zero = BiasedFactors(jnp.zeros((m, 2)), jnp.zeros((n, 2)), jnp.zeros(m), jnp.zeros(n),
                              jnp.asarray(0.0))
-        res = sgd(train, 2, key=jax.random.key(1), lr=1e-9, l2=0.0, num_epochs=1, biases=True,
+        res = sgd(train, 2, key=jax.random.key(1), lr=1e-9, l2=0.0, num_steps=1, biases=True,
                   init=zero, dtype=jnp.float64)
     np.testing.assert_allclose(np.asarray(res.params.row_bias) / 1e-9,
                                np.bincount(rows, weights=x, minlength=m), rtol=1e-6)

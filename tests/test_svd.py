@@ -86,8 +86,8 @@ def _lowrank_ratings(seed=0, m=50, n=40, r=3, density=0.5, dtype=np.float32):
 @pytest.mark.parametrize("fill", ["mean", "row_mean", "col_mean"])
 def test_svd_complete_beats_mean_predictor(fill):
     X, train, test = _lowrank_ratings()
-    res = svd_complete(train, 3, fill, eval=test, num_refits=3)
-    ev = np.asarray(res.trace.eval_rmse)
+    res = svd_complete(train, 3, fill, eval_set=test, num_refits=3)
+    ev = np.asarray(res.trace.eval_metric)
     mean_rmse = float(rmse_from_predictions(jnp.full(test.nnz, train.mean()), test.values))
     assert ev.shape == (4,)
     assert ev[0] < mean_rmse and ev[-1] < 0.8 * mean_rmse

@@ -1,4 +1,4 @@
-"""Tests of row-wise vector descent (mfjax.solvers.vector_descent, Algorithm 13)."""
+"""Tests of row-wise vector descent (mfjax.solvers.rowwise, Algorithm 13)."""
 
 import importlib
 
@@ -11,9 +11,10 @@ import pytest
 from mfjax.data import Ratings
 from mfjax.losses import Factors, masked_sq_loss
 from mfjax.solvers import _rows
+from mfjax.solvers.base import _run_jit, run
 
-# the module (mfjax.solvers re-exports the function of the same name)
-vd = importlib.import_module("mfjax.solvers.vector_descent")
+# the package of the row solvers (mfjax.solvers.vector_descent is the function)
+vd = importlib.import_module("mfjax.solvers.rowwise")
 
 M, N, R = 23, 17, 4
 L2 = 0.7
@@ -201,7 +202,7 @@ def test_empty_rows_end_at_zero_without_nan(l2):
             assert np.all(np.isfinite(np.asarray(Un)))
             np.testing.assert_array_equal(np.asarray(Un)[5], 0.0)
             assert bool(info.success[5]) and bool(info.converged[5])
-        res = vd.vector_descent(ratings, R, l2=l2, num_sweeps=2, key=jax.random.PRNGKey(0))
+        res = vd.vector_descent(ratings, R, l2=l2, num_steps=2, key=jax.random.PRNGKey(0))
         assert np.all(np.isfinite(np.asarray(res.params.U)))
         np.testing.assert_array_equal(np.asarray(res.params.U)[5], 0.0)
         np.testing.assert_array_equal(np.asarray(res.params.V)[3], 0.0)
@@ -244,7 +245,7 @@ def test_interleaved_sweep_equals_sequential_reference():
     with enable_x64():
         ratings, W, X, U, V = _problem(seed=5)
         k_u, k_v = 3, 2
-        res = vd.vector_descent(ratings, R, l2=L2, num_sweeps=1, schedule="interleaved",
+        res = vd.vector_descent(ratings, R, l2=L2, num_steps=1, schedule="interleaved",
                                 k_u=k_u, k_v=k_v, init=Factors(U, V),
                                 row_solver=vd.fixed_count(num_steps=R, rtol=1e-12))
         Ur, Vr = U.copy(), V.copy()
@@ -260,9 +261,9 @@ def test_interleaved_sweep_equals_sequential_reference():
 def test_parallel_sweeps_equal_als_and_decrease_loss():
     with enable_x64():
         ratings, W, X, U, V = _problem(seed=6)
-        res, info = vd.vector_descent(ratings, R, l2=L2, num_sweeps=3, init=Factors(U, V),
+        res, info = vd.vector_descent(ratings, R, l2=L2, num_steps=3, init=Factors(U, V),
                                       row_solver=vd.folded(max_iters=R, rtol=1e-12),
-                                      eval=ratings, return_info=True)
+                                      eval_set=ratings, return_info=True)
         Ur, Vr = U, V
         for _ in range(3):
             Ur = _ridge_rows(W, X, Vr, L2)
@@ -273,9 +274,28 @@ def test_parallel_sweeps_equal_als_and_decrease_loss():
         assert np.all(np.diff(loss) <= 1e-9)
         np.testing.assert_allclose(loss[-1], float(masked_sq_loss(Factors(jnp.asarray(Ur), jnp.asarray(Vr)), ratings, L2)),
                                    rtol=1e-10)
-        assert np.all(np.isfinite(np.asarray(res.trace.eval_rmse)))
+        assert np.all(np.isfinite(np.asarray(res.trace.eval_metric)))
         assert int(np.asarray(info.failed).sum()) == 0
         assert info.rows.num_iters.shape == (M,) and info.cols.num_iters.shape == (N,)
+        assert res.status_name == "max_steps" and int(res.num_steps) == 3
+
+
+def test_solver_on_the_driver_equals_the_alias_and_reports_divergence():
+    ratings, W, X, U, V = _problem(dtype=np.float32, seed=3)
+    init = Factors(jnp.asarray(U, jnp.float32), jnp.asarray(V, jnp.float32))
+    alias = vd.vector_descent(ratings, R, l2=0.5, num_steps=4, init=init)
+    problem = vd.vector_descent_problem(ratings, 0.5)
+    solver = vd.vector_descent_solver(rank=R)
+    res = run(solver, problem, solver.init(init), 4, eval_set=ratings)
+    np.testing.assert_allclose(np.asarray(res.params.U), np.asarray(alias.params.U), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.trace.loss), np.asarray(alias.trace.loss), rtol=1e-5)
+    assert res.trace.info.fun_evals.shape == (4,) and res.status_name == "max_steps"
+    # a sweep that ascends (gradient *ascent* rows) is rejected as diverged, factors stay finite
+    ascent = optax.chain(optax.scale(-1.0), optax.scale(-100.0))
+    bad = vd.vector_descent_solver(vd.fixed_count(ascent, num_steps=3))
+    out = run(bad, problem, bad.init(init), 5)
+    assert out.status_name in ("diverged", "nonfinite") and int(out.num_steps) < 5
+    assert bool(jnp.all(jnp.isfinite(out.params.U)))
 
 
 def test_float32_default_solver_fits_synthetic_low_rank_and_compiles_once():
@@ -285,14 +305,14 @@ def test_float32_default_solver_fits_synthetic_low_rank_and_compiles_once():
     W = rng.random((m, n)) < 0.5
     ratings = Ratings.from_dense(np.where(W, X, np.nan))
     for schedule in ("parallel", "interleaved"):
-        before = vd._run._cache_size()
+        before = _run_jit._cache_size()
         for seed in (1, 2):  # second call: no recompilation
-            res = vd.vector_descent(ratings, r, l2=1e-3, num_sweeps=15, schedule=schedule,
+            res = vd.vector_descent(ratings, r, l2=1e-3, num_steps=15, schedule=schedule,
                                     key=jax.random.PRNGKey(seed))
             assert res.params.U.dtype == jnp.float32
             pred = np.asarray(res.params.U @ res.params.V.T)
             assert np.sqrt(np.mean((pred - X)[W] ** 2)) < 1e-2
-        assert vd._run._cache_size() == before + 1
+        assert _run_jit._cache_size() == before + 1
 
 
 def test_half_sweep_jit_compiles_once():

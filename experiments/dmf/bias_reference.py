@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 import mfjax.data as mdata
-from mfjax._io import atomic_write_json
+from mfjax.store import atomic_write_json
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import run_tables as rt  # noqa: E402

@@ -33,8 +33,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -48,7 +48,9 @@ import numpy as np
 
 import mfjax.data as mdata
 import mfjax.models as mm
-from mfjax._io import atomic_write_json, atomic_write_text
+from mfjax.metrics import mae_from_predictions, rmse_from_predictions
+from mfjax.store import ResultStore, atomic_write_json, atomic_write_text
+from mfjax.store import config_hash as _config_hash
 
 PAPER = {
     "table1": {"I": 0.850, "II": 0.883, "III": 0.864, "IV": 0.904},
@@ -130,17 +132,19 @@ def config_dict(cfg, tc) -> dict:
 
 
 def config_hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """12 hex digits of :func:`mfjax.store.config_hash` (the stored runs' hashes)."""
+    return _config_hash(d, 12)
 
 
 # --------------------------------------------------------------------------- metrics
 def rmse(p, t):
-    e = np.asarray(p, np.float64) - np.asarray(t, np.float64)
-    return float(np.sqrt(np.mean(e * e)))
+    """RMSE of predictions ``p`` against targets ``t`` (:func:`mfjax.metrics.rmse_from_predictions`)."""
+    return float(rmse_from_predictions(np.asarray(p), np.asarray(t)))
 
 
 def mae(p, t):
-    return float(np.mean(np.abs(np.asarray(p, np.float64) - np.asarray(t, np.float64))))
+    """MAE of predictions ``p`` against targets ``t`` (:func:`mfjax.metrics.mae_from_predictions`)."""
+    return float(mae_from_predictions(np.asarray(p), np.asarray(t)))
 
 
 def both(p, t):
@@ -265,7 +269,7 @@ def run_als(split, seed, log):
     tr, va, te = split
     best = None
     for l2 in (0.03, 0.05, 0.08):
-        r = als(tr, rank=10, l2=l2, num_sweeps=15, weighted_l2=True, biases=True,
+        r = als(tr, rank=10, l2=l2, num_steps=15, weighted_l2=True, biases=True,
                 key=jax.random.PRNGKey(seed))
         pv = np.clip(np.asarray(mf_predict(r.params, va.rows, va.cols)), 1, 5)
         v = rmse(pv, va.values)
@@ -349,11 +353,25 @@ def main(argv=None):
     ap.add_argument("--out", default="experiments/results/dmf")
     ap.add_argument("--ckpt-dir", default=os.path.expanduser("~/.cache/mfjax/dmf_ckpt"))
     args = ap.parse_args(argv)
-    out = pathlib.Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    args.command = "python " + " ".join(["experiments/dmf/run_tables.py"] + list(argv if argv is not None
+                                                                                else sys.argv[1:]))
+    return run(args, args.out)
+
+
+def run(config, workdir) -> int:
+    """Run the tasks of ``config`` (the parsed options) for every seed; results under ``workdir``.
+
+    A task's record ``<workdir>/runs/<profile>_seed<S>_<task>.json`` (a
+    :class:`mfjax.store.ResultStore` record) is skipped when it exists with
+    the same configuration hash; summaries are rewritten after every task.
+    """
+    args = copy.copy(config)
+    out = pathlib.Path(workdir)
+    store = ResultStore(out / "runs", digits=12)
+    store.root.mkdir(parents=True, exist_ok=True)
     ckpt_dir = pathlib.Path(args.ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    command = getattr(args, "command", None) or "python experiments/dmf/run_tables.py"
 
     ratings = mdata.load_movielens("ml-1m", args.data_dir)
     checksum = mdata.data_checksum(ratings)
@@ -364,11 +382,12 @@ def main(argv=None):
     for seed in args.seeds:
         split = mdata.split(ratings, (0.75, 0.05, 0.2), seed=seed)
         for task in args.tasks:
-            path = out / "runs" / f"{args.profile}_seed{seed}_{task}.json"
+            key = f"{args.profile}_seed{seed}_{task}"
+            path = store.path(key)
             cfgd = ({"als": "rank 10, ALS-WR, biases, l2 grid on valid"} if task == "als"
                     else config_dict(*prof["dmfd" if task == "dmfd" else "dmf"]))
             h = config_hash(cfgd)
-            if path.exists() and json.loads(path.read_text()).get("config_hash") == h:
+            if store.load(key, config_hash=h) is not None:
                 print(f"[skip] {path} (finished)", flush=True)
                 continue
             print(f"[run] seed {seed} task {task}", flush=True)
@@ -398,12 +417,13 @@ def main(argv=None):
                 "config": cfgd, "config_hash": h, "metrics": metrics, "wall_time_s": time.perf_counter() - t0,
                 "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
             }
-            atomic_write_json(path, record)
+            store.save(key, record, config_hash=h)
             print(f"[done] {path}: {json.dumps(metrics)[:300]}", flush=True)
             aggregate(out, args.profile)
     summ = aggregate(out, args.profile)
     print(json.dumps({"table1": summ["table1"]}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

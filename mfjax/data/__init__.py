@@ -1,36 +1,47 @@
 """Data layer: the :class:`Ratings` container, loaders, synthetic data, splits, validation.
 
 - container: :class:`Ratings` (COO pytree), :class:`IdMap`
-- loaders: :func:`load_movielens` (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m,
+- loaders (:mod:`~mfjax.data.movielens`, :mod:`~mfjax.data.triplets`,
+  :mod:`~mfjax.data.parsing`, gathered in :mod:`~mfjax.data.loaders`):
+  :func:`load_movielens` (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m,
   ml-latest-small; plain / .gz / official zip; data_dir -> $MFJAX_DATA_DIR ->
   user cache -> opt-in verified download), :func:`load_triplets` (generic
-  user,item,rating CSV/TSV), :func:`download_movielens`, :func:`find_movielens`
-- synthetic data: :func:`synthetic`
+  user,item,rating CSV/TSV; ``id_maps=(train.row_ids, train.col_ids)`` loads a
+  test file in a training set's indices, :func:`apply_id_maps`,
+  :class:`UnknownIdsWarning`), :func:`download_movielens`, :func:`find_movielens`;
+  the steps: :func:`parse_triplets` (:func:`parse_triplets_fast` with
+  :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
+  :func:`triplets_to_ratings`
+- synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
 - splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
   (:class:`ExtendabilitySplit`), :func:`coverage_report`
 - validation and provenance: :class:`RatingsError` (a ``ValueError``) and its
   subclasses :class:`MalformedFileError`, :class:`ChecksumError`,
-  :class:`DataNotFoundError`; :func:`data_checksum`, :func:`file_sha256`
+  :class:`DataNotFoundError` (in :mod:`~mfjax.data.errors`, which imports
+  nothing); :func:`data_checksum`, :func:`file_sha256`
 - download helpers: :func:`download_file`, :func:`safe_extract`,
   :func:`default_cache_dir`
+
+Layer: the bottom one.  Nothing here imports another mfjax package (numpy,
+JAX for the pytree registration, the standard library); inside, the imports
+go errors <- validation <- ratings <- {parsing, triplets, movielens,
+synthetic, splits}.
+
+>>> ratings = synthetic(30, 20, rank=2, density=0.3, seed=0)
+>>> train, test = split(ratings, fractions=(0.8, 0.2), seed=0)
+>>> train.nnz + test.nnz == ratings.nnz, train.shape
+(True, (30, 20))
 """
 
-from mfjax.data.ratings import IdMap, Ratings, RatingsError
-from mfjax.data.validation import (
-    ChecksumError,
-    DataNotFoundError,
-    MalformedFileError,
-    data_checksum,
-)
+from mfjax.data.errors import ChecksumError, DataNotFoundError, MalformedFileError, RatingsError
+from mfjax.data.ratings import IdMap, Ratings
+from mfjax.data.validation import data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
-from mfjax.data.loaders import (
-    MOVIELENS,
-    download_movielens,
-    find_movielens,
-    load_movielens,
-    load_triplets,
-)
-from mfjax.data.synthetic import synthetic
+from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
+from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fast, parse_triplets_precise
+from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets, triplets_to_ratings
+from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
+from mfjax.data.synthetic import LowRankTruth, synthetic
 from mfjax.data.splits import (
     ExtendabilitySplit,
     coverage_report,
@@ -54,8 +65,16 @@ __all__ = [
     "load_triplets",
     "download_movielens",
     "find_movielens",
+    "parse_triplets",
+    "parse_triplets_fast",
+    "parse_triplets_precise",
+    "ParsedTriplets",
+    "triplets_to_ratings",
+    "apply_id_maps",
+    "UnknownIdsWarning",
     # synthetic
     "synthetic",
+    "LowRankTruth",
     # splits
     "split",
     "kfold",

@@ -28,7 +28,8 @@ import urllib.request
 import zipfile
 from typing import Callable, Iterable
 
-from mfjax.data.validation import ChecksumError, RatingsError
+from mfjax.data.errors import ChecksumError, RatingsError
+from mfjax.store import atomic_write_text
 
 __all__ = [
     "default_cache_dir",
@@ -36,8 +37,11 @@ __all__ = [
     "file_md5",
     "file_sha256",
     "check_archive_names",
+    "checksum_mismatches",
+    "read_checksum_file",
     "safe_extract",
     "verify_file",
+    "write_checksum_file",
 ]
 
 #: Environment variable for the user cache directory (overrides XDG).
@@ -86,18 +90,100 @@ def _compare(what: str, got, expected, source) -> None:
 
 
 def verify_file(path, *, md5: str | None = None, sha256: str | None = None,
-                size: int | None = None) -> None:
+                size: int | None = None, fix: str = "") -> None:
     """Check a file's size / MD5 / SHA-256 (each only if given).
 
+    Args:
+      path: the file.
+      md5, sha256, size: expected values (hex digests; bytes).
+      fix: a sentence appended to the error telling the user what to do.
+
     Raises:
-      ChecksumError: naming the file, the expected and the actual value.
+      ChecksumError: naming the file, the expected and the actual value
+        (every value that disagrees, then ``fix``).
     """
     path = pathlib.Path(path)
-    _compare("size", path.stat().st_size, size, path)
+    bad = checksum_mismatches(path, md5=md5, sha256=sha256, size=size)
+    if bad:
+        raise ChecksumError(f"{'; '.join(bad)} (file {path})" + (f". {fix}" if fix else ""))
+
+
+def checksum_mismatches(path, *, md5: str | None = None, sha256: str | None = None,
+                        size: int | None = None) -> list[str]:
+    """The expected values (size / MD5 / SHA-256, each only if given) a file disagrees with.
+
+    Each entry reads ``"<what> mismatch for <path>: expected <x>, got <y>"``;
+    an empty list means the file matches everything given.  Both digests are
+    computed even when the size already differs, so the message always
+    carries the actual checksums.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "f"
+    >>> _ = p.write_bytes(b"hello")
+    >>> checksum_mismatches(p, size=5, md5="5d41402abc4b2a76b9719d911017c592")
+    []
+    >>> checksum_mismatches(p, size=6)  # doctest: +ELLIPSIS
+    ['size mismatch for .../f: expected 6, got 5']
+    """
+    path = pathlib.Path(path)
+    got = {"size": path.stat().st_size}
     if md5 is not None:
-        _compare("MD5", file_md5(path), md5, path)
+        got["MD5"] = file_md5(path)
     if sha256 is not None:
-        _compare("SHA-256", file_sha256(path), sha256, path)
+        got["SHA-256"] = file_sha256(path)
+    bad = []
+    for what, expected in (("size", size), ("MD5", md5), ("SHA-256", sha256)):
+        try:
+            _compare(what, got.get(what), expected, path)
+        except ChecksumError as e:
+            bad.append(str(e))
+    return bad
+
+
+def _checksum_path(path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checksum_file(path, sha256: str | None = None) -> pathlib.Path:
+    """Record a verified file's SHA-256 next to it, as ``<file>.sha256`` (``sha256sum`` format).
+
+    Written atomically; :func:`read_checksum_file` reads it back.  A
+    download records it once verified, so a later run can check the cached
+    copy against it even when no checksum is published for the file.
+
+    Returns:
+      the path of the ``.sha256`` file.
+    """
+    path = pathlib.Path(path)
+    digest = (sha256 or file_sha256(path)).lower()
+    return atomic_write_text(_checksum_path(path), f"{digest}  {path.name}\n")
+
+
+_SHA256_TOKEN = re.compile(r"^([0-9a-fA-F]{64})\b")
+
+
+def read_checksum_file(path) -> str | None:
+    """The SHA-256 recorded next to ``path`` by :func:`write_checksum_file`, or None if none.
+
+    Raises:
+      ChecksumError: the ``.sha256`` file exists but holds no SHA-256
+        (the message names it and says to delete it).
+    """
+    side = _checksum_path(path)
+    if not side.is_file():
+        return None
+    try:
+        text = side.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        text, why = "", f" ({type(e).__name__})"
+    else:
+        why = ""
+    m = _SHA256_TOKEN.match(text.strip())
+    if m is None:
+        raise ChecksumError(f"checksum file {side} holds no SHA-256{why}; delete it "
+                            f"(and {pathlib.Path(path).name} if in doubt) and download again")
+    return m.group(1).lower()
 
 
 def _default_opener(url: str):

@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mfjax.data import validation
+from mfjax.data.errors import RatingsError
+
 __all__ = ["IdMap", "Ratings", "RatingsError"]
-
-
-class RatingsError(ValueError):
-    """Bad rating data: the message names the problem and the offending value."""
 
 
 class IdMap:
@@ -59,6 +58,27 @@ class IdMap:
             out.append(self._lookup[v])
         return np.asarray(out, dtype=np.int64)
 
+    def lookup(self, original_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`to_index`: ``(index, known)`` for every id, unknown ones marked.
+
+        ``index[k]`` is the dense index of ``original_ids[k]`` where
+        ``known[k]`` is True, and -1 elsewhere (no error: the caller decides).
+        O(n log k) by binary search in the sorted original ids.
+
+        >>> IdMap([3, 7, 9]).lookup([9, 4, 3])
+        (array([ 2, -1,  0]), array([ True, False,  True]))
+        """
+        ids = np.asarray(original_ids).reshape(-1)
+        orig = self.original.reshape(-1)
+        if orig.size == 0:
+            return np.full(ids.shape, -1, np.int64), np.zeros(ids.shape, bool)
+        order = np.argsort(orig, kind="stable")
+        sorted_ids = orig[order]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, orig.size - 1)
+        known = sorted_ids[pos] == ids
+        index = np.where(known, order[pos], -1).astype(np.int64)
+        return index, known
+
     def __repr__(self) -> str:
         return f"IdMap({len(self)} ids)"
 
@@ -74,8 +94,18 @@ class Ratings:
       shape: ``(m, n)``, static.
       row_ids, col_ids: optional :class:`IdMap` back to the original ids.
 
-    Arrays may be numpy (host) or JAX arrays.  Construct through
-    :meth:`Ratings.create` to get validation.
+    Arrays may be numpy (host) or JAX arrays.  Direct construction checks
+    the shape (two positive integers) and, for concrete (non-traced)
+    arrays, that the ids lie inside it (:func:`~mfjax.data.validation.check_index_range`:
+    JAX gathers clamp out-of-range indices, which would silently score
+    another row); :meth:`Ratings.create` also checks the values (finite,
+    real, scale, duplicates).  Transforms of a valid ``Ratings`` and pytree
+    unflattening (inside ``jit``) skip the checks.
+
+    >>> Ratings(np.array([0, 3]), np.array([0, 1]), np.array([4.0, 5.0]), (2, 2))
+    Traceback (most recent call last):
+      ...
+    mfjax.data.errors.RatingsError: row id 3 at entry 1 is out of range for shape (2, 2) (row ids must be in [0, 2))
     """
 
     rows: Any
@@ -84,6 +114,28 @@ class Ratings:
     shape: tuple[int, int]
     row_ids: IdMap | None = None
     col_ids: IdMap | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", validation.check_shape(self.shape))
+        if all(_concrete(a) for a in (self.rows, self.cols, self.values)):
+            validation.check_index_range(self.rows, self.cols, self.values, self.shape)
+        for name, ids, size in (("row_ids", self.row_ids, self.shape[0]), ("col_ids", self.col_ids, self.shape[1])):
+            if ids is not None and len(ids) != size:
+                raise RatingsError(f"{name} maps {len(ids)} ids but the shape {self.shape} has {size}")
+
+    @classmethod
+    def _trusted(cls, rows, cols, values, shape, row_ids=None, col_ids=None) -> "Ratings":
+        """Build without checks: for transforms of a valid ``Ratings`` and pytree unflattening."""
+        obj = object.__new__(cls)
+        for name, v in (("rows", rows), ("cols", cols), ("values", values), ("shape", shape),
+                        ("row_ids", row_ids), ("col_ids", col_ids)):
+            object.__setattr__(obj, name, v)
+        return obj
+
+    def _replace(self, **changes) -> "Ratings":
+        fields = {f: getattr(self, f) for f in _FIELDS}
+        fields.update(changes)
+        return Ratings._trusted(**fields)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -115,9 +167,17 @@ class Ratings:
           RatingsError: naming the problem (empty data, NaN/inf value,
             negative or out-of-range id, shape mismatch, duplicate pair,
             value outside the rating scale).
-        """
-        from mfjax.data import validation  # local: validation imports Ratings
 
+        >>> r = Ratings.create([0, 1, 1], [2, 0, 2], [4.0, 3.0, 5.0], rating_scale=(1, 5))
+        >>> r, r.shape, r.row_counts().tolist()
+        (Ratings(shape=(2, 3), nnz=3), (2, 3), [1, 2])
+        >>> Ratings.create([0, 0], [1, 1], [4.0, 2.0], duplicates="mean").values.tolist()
+        [3.0]
+        >>> Ratings.create([0], [0], [7.0], rating_scale=(1, 5))
+        Traceback (most recent call last):
+          ...
+        mfjax.data.errors.RatingsError: rating 7.0 at entry 0 (row 0, column 0) is outside the rating scale [1, 5]
+        """
         rows, cols, values, shape = validation.check_coo(
             rows, cols, values, shape, rating_scale=rating_scale
         )
@@ -183,14 +243,29 @@ class Ratings:
         return np.bincount(np.asarray(self.cols), minlength=self.shape[1])
 
     def mean(self) -> float:
+        """Mean observed rating (float64 on the host)."""
         return float(np.mean(np.asarray(self.values, dtype=np.float64)))
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """The observed scale ``(min, max)`` of the values (host floats; ``None`` when empty).
+
+        The data's own scale, e.g. for clipping predictions
+        (``compare``'s clipped RMSE) instead of a fixed (1, 5).
+
+        >>> Ratings.create([0, 1], [0, 0], [0.5, 4.0]).rating_scale
+        (0.5, 4.0)
+        """
+        if self.nnz == 0:
+            return None
+        v = np.asarray(self.values, dtype=np.float64)
+        return float(v.min()), float(v.max())
 
     # ------------------------------------------------------------ transforms
     def select(self, index) -> "Ratings":
         """Subset of the entries (boolean mask or integer index); same shape and id maps."""
         index = np.asarray(index)
-        return dataclasses.replace(
-            self,
+        return self._replace(
             rows=np.asarray(self.rows)[index],
             cols=np.asarray(self.cols)[index],
             values=np.asarray(self.values)[index],
@@ -198,7 +273,7 @@ class Ratings:
 
     def transpose(self) -> "Ratings":
         """The n x m transposed ratings (columns become rows)."""
-        return Ratings(
+        return Ratings._trusted(
             self.cols, self.rows, self.values, (self.shape[1], self.shape[0]),
             self.col_ids, self.row_ids,
         )
@@ -209,7 +284,7 @@ class Ratings:
 
     def with_values(self, values) -> "Ratings":
         """Same pattern, new values."""
-        return dataclasses.replace(self, values=values)
+        return self._replace(values=values)
 
     def sort(self, by: str = "row") -> "Ratings":
         """Entries sorted by (row, col) (``by="row"``) or (col, row) (``by="col"``)."""
@@ -218,12 +293,11 @@ class Ratings:
         return self.select(order)
 
     def astype(self, dtype) -> "Ratings":
-        return dataclasses.replace(self, values=np.asarray(self.values).astype(dtype))
+        return self._replace(values=np.asarray(self.values).astype(dtype))
 
     def device_put(self) -> "Ratings":
         """The same ratings with the arrays on the default JAX device."""
-        return dataclasses.replace(
-            self,
+        return self._replace(
             rows=jnp.asarray(self.rows),
             cols=jnp.asarray(self.cols),
             values=jnp.asarray(self.values),
@@ -234,8 +308,27 @@ class Ratings:
         return f"Ratings(shape=({m}, {n}), nnz={self.nnz})"
 
 
-jax.tree_util.register_dataclass(
-    Ratings,
-    data_fields=["rows", "cols", "values"],
-    meta_fields=["shape", "row_ids", "col_ids"],
+_FIELDS = ("rows", "cols", "values", "shape", "row_ids", "col_ids")
+
+
+def _concrete(a) -> bool:
+    """A host or committed device array (not a tracer, not a placeholder inside a JAX transform)."""
+    if isinstance(a, np.ndarray):
+        return True
+    return isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+
+
+def _flatten_with_keys(r: Ratings):
+    keys = (jax.tree_util.GetAttrKey("rows"), jax.tree_util.GetAttrKey("cols"),
+            jax.tree_util.GetAttrKey("values"))
+    return tuple(zip(keys, (r.rows, r.cols, r.values))), (r.shape, r.row_ids, r.col_ids)
+
+
+def _unflatten(aux, children) -> Ratings:
+    return Ratings._trusted(*children, *aux)
+
+
+jax.tree_util.register_pytree_with_keys(
+    Ratings, _flatten_with_keys, _unflatten,
+    flatten_func=lambda r: ((r.rows, r.cols, r.values), (r.shape, r.row_ids, r.col_ids)),
 )

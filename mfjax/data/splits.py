@@ -25,7 +25,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mfjax.data.ratings import Ratings
-from mfjax.data.validation import RatingsError, check_fractions
+from mfjax.data.errors import RatingsError
+from mfjax.data.validation import check_fractions
 
 __all__ = [
     "ExtendabilitySplit",
@@ -61,9 +62,11 @@ def split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0) -> tuple[Rating
       maps; a zero fraction gives an empty part).  The parts are disjoint and
       together hold every entry.
 
-    Example::
+    Example (``train, valid, test = split(ratings, (0.75, 0.05, 0.2), seed=0)``):
 
-      train, valid, test = split(ratings, (0.75, 0.05, 0.2), seed=0)
+    >>> r = Ratings.create([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], [1, 2, 3, 4, 5, 4, 3, 2])
+    >>> [p.nnz for p in split(r, (0.75, 0.25), seed=0)]
+    [6, 2]
     """
     f = check_fractions(fractions)
     perm = np.random.default_rng(seed).permutation(ratings.nnz)
@@ -80,6 +83,10 @@ def kfold(ratings: Ratings, k: int = 5, seed: int = 0) -> list[tuple[Ratings, Ra
 
     Returns:
       list of ``(train, test)`` :class:`Ratings` pairs.
+
+    >>> r = Ratings.create([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [1, 2, 3, 4, 5, 4])
+    >>> [(tr.nnz, te.nnz) for tr, te in kfold(r, k=3, seed=0)]
+    [(4, 2), (4, 2), (4, 2)]
     """
     if isinstance(k, bool) or int(k) != k or k < 2:
         raise ValueError(f"k must be an integer >= 2, got {k!r}")

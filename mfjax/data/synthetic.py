@@ -25,14 +25,34 @@ seeded with ``seed``: the same arguments give the same data on every machine.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from mfjax.data.ratings import IdMap, Ratings
 
-__all__ = ["synthetic"]
+__all__ = ["synthetic", "LowRankTruth"]
 
 _INTERACTION_STD = 0.8
 _BIAS_STD = 0.5
+
+
+class LowRankTruth(NamedTuple):
+    """The noiseless factors of :func:`synthetic`: ``X* = U @ V.T`` (float64 numpy).
+
+    The same fields, order and convention as :class:`mfjax.Factors` (``U``
+    (m, r), ``V`` (n, r)), so it unpacks as ``U, V = truth`` and works with
+    :func:`mfjax.losses.predict`; ``mfjax.Factors(*truth)`` gives the factor
+    type itself.  Defined here because the data layer imports no other mfjax
+    package.
+
+    Attributes:
+      U: (m, rank), ``U[:, 0] = 1``.
+      V: (n, rank), ``V[:, 0] = mu + b`` (global mean plus item bias).
+    """
+
+    U: np.ndarray
+    V: np.ndarray
 
 
 def _zipf_propensity(rng, size: int, exponent: float) -> np.ndarray:
@@ -142,13 +162,17 @@ def synthetic(
 
     Returns:
       :class:`Ratings` (float32 values, entries sorted by (row, col), identity
-      id maps), or ``(ratings, Factors(U, V))`` with ``return_truth`` where
-      ``U @ V.T`` is the noiseless rank-``rank`` matrix (float64 numpy).
+      id maps), or ``(ratings, LowRankTruth(U, V))`` with ``return_truth``
+      where ``U @ V.T`` is the noiseless rank-``rank`` matrix (float64 numpy).
 
-    Example::
+    Example (the defaults: 600 x 400, ~12k ratings in 1..5):
 
-      ratings = synthetic()                       # 600 x 400, ~12k ratings in 1..5
-      ratings, truth = synthetic(2000, 1000, rank=10, return_truth=True)
+    >>> r = synthetic(60, 40, rank=3, density=0.2, seed=0)
+    >>> r.shape, r.nnz, float(r.values.min()), float(r.values.max())
+    ((60, 40), 485, 1.0, 5.0)
+    >>> r, truth = synthetic(60, 40, rank=3, return_truth=True)
+    >>> truth.U.shape, truth.V.shape
+    ((60, 3), (40, 3))
     """
     m, n, rank = int(m), int(n), int(rank)
     if m < 1 or n < 1:
@@ -207,6 +231,4 @@ def synthetic(
     )
     if not return_truth:
         return ratings
-    from mfjax.losses.masked import Factors  # local: losses imports mfjax.data
-
-    return ratings, Factors(U, V)
+    return ratings, LowRankTruth(U, V)

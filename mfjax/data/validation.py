@@ -1,7 +1,7 @@
 """Input validation for rating data: every error names the problem and the value.
 
 All errors are :class:`~mfjax.data.RatingsError` (a ``ValueError``) or one of
-its subclasses:
+its subclasses (defined in :mod:`mfjax.data.errors`, re-exported here):
 
 - :class:`MalformedFileError`: a line of a ratings file that cannot be parsed
   (wrong number of fields, a field that is not a number); the message names
@@ -13,6 +13,9 @@ its subclasses:
 
 :func:`data_checksum` fingerprints a :class:`~mfjax.data.Ratings` (SHA-256 over
 the shape and the COO arrays) for experiment records.
+
+This module imports only :mod:`mfjax.data.errors` (not the container), so
+:mod:`mfjax.data.ratings` can import it at module level without a cycle.
 """
 
 from __future__ import annotations
@@ -22,31 +25,22 @@ import math
 
 import numpy as np
 
-from mfjax.data.ratings import RatingsError
+from mfjax.data.errors import ChecksumError, DataNotFoundError, MalformedFileError, RatingsError
 
 __all__ = [
     "ChecksumError",
     "DataNotFoundError",
     "MalformedFileError",
+    "RatingsError",
+    "INDEX_LIMIT",
     "check_coo",
+    "check_index_range",
+    "check_shape",
     "check_rating_scale",
     "check_fractions",
     "data_checksum",
     "handle_duplicates",
 ]
-
-
-class MalformedFileError(RatingsError):
-    """A ratings file line that cannot be parsed (names the file and line number)."""
-
-
-class ChecksumError(RatingsError):
-    """A file whose size or checksum disagrees with the expected value."""
-
-
-class DataNotFoundError(RatingsError, FileNotFoundError):
-    """A data set that was not found; the message lists every place looked at."""
-
 
 
 def check_rating_scale(values: np.ndarray, rating_scale, describe) -> None:
@@ -60,6 +54,84 @@ def check_rating_scale(values: np.ndarray, rating_scale, describe) -> None:
     if out.any():
         k = int(np.argmax(out))
         raise RatingsError(f"{describe(k)} is outside the rating scale [{lo}, {hi}]")
+
+#: Largest matrix dimension: indices are stored as int32, so ids must be ``< 2**31 - 1``.
+INDEX_LIMIT = 2**31 - 1
+
+
+def _integral(d) -> bool:
+    if isinstance(d, (bool, np.bool_)):
+        return False
+    if isinstance(d, (int, np.integer)):
+        return True
+    return isinstance(d, (float, np.floating)) and math.isfinite(d) and float(d) == int(d)
+
+
+def check_shape(shape, *, name: str = "shape") -> tuple[int, int]:
+    """``shape`` as a pair of Python ints in ``[1, INDEX_LIMIT]``, or :class:`RatingsError`.
+
+    Integral floats (``3.0``) are accepted; ``2.5``, ``True``, complex,
+    negative or zero dimensions, and dimensions over the int32 index range
+    are refused with a message naming the value.
+
+    >>> check_shape((3, 4.0))
+    (3, 4)
+    >>> check_shape((3, 2.5))
+    Traceback (most recent call last):
+      ...
+    mfjax.data.errors.RatingsError: shape must be two positive integers (m, n), got (3, 2.5): 2.5 is not an integer
+    """
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise RatingsError(f"{name} must be a pair (m, n) of positive integers, got {shape!r}") from None
+    if len(dims) != 2:
+        raise RatingsError(f"{name} must be a pair (m, n) of positive integers, got {shape!r} ({len(dims)} values)")
+    for d in dims:
+        if not _integral(d):
+            raise RatingsError(f"{name} must be two positive integers (m, n), got {shape!r}: {d!r} is not an integer")
+        if not 1 <= int(d) <= INDEX_LIMIT:
+            raise RatingsError(
+                f"{name} must be two positive integers (m, n) of at most {INDEX_LIMIT} (int32 indices), "
+                f"got {shape!r}"
+            )
+    return int(dims[0]), int(dims[1])
+
+
+def check_index_range(rows, cols, values, shape) -> None:
+    """Check host COO arrays against ``shape``: 1-d, equal lengths, integer ids in ``[0, m) x [0, n)``.
+
+    The check of a directly constructed :class:`~mfjax.data.Ratings` (JAX
+    gathers clamp out-of-range indices, so an id outside the shape would
+    silently score another row).
+
+    Raises:
+      RatingsError: naming the offending id, its entry and the shape.
+
+    >>> check_index_range(np.array([0, 5]), np.array([1, 1]), np.array([4.0, 3.0]), (3, 2))
+    Traceback (most recent call last):
+      ...
+    mfjax.data.errors.RatingsError: row id 5 at entry 1 is out of range for shape (3, 2) (row ids must be in [0, 3))
+    """
+    rows, cols, values = np.asarray(rows), np.asarray(cols), np.asarray(values)
+    if rows.ndim != 1 or cols.ndim != 1 or values.ndim != 1 or not rows.size == cols.size == values.size:
+        raise RatingsError(
+            "rows, cols and values must be 1-d arrays of one length, got shapes "
+            f"{rows.shape}, {cols.shape}, {values.shape}"
+        )
+    for name, ids, size in (("row", rows, shape[0]), ("column", cols, shape[1])):
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise RatingsError(f"{name} ids must be integers, got dtype {ids.dtype}")
+        if ids.size == 0:
+            continue
+        bad = (ids < 0) | (ids >= size)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise RatingsError(
+                f"{name} id {ids[k]} at entry {k} is out of range for shape {tuple(shape)} "
+                f"({name} ids must be in [0, {size}))"
+            )
+
 
 def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
     """Check COO arrays; return them as numpy plus the resolved shape.
@@ -93,6 +165,8 @@ def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
     cols = cols.astype(np.int64)
     if not np.issubdtype(values.dtype, np.number):
         raise RatingsError(f"values must be numeric, got dtype {values.dtype}")
+    if np.iscomplexobj(values):
+        raise RatingsError(f"values must be real numbers, got dtype {values.dtype}")
     values = values.astype(np.float64, copy=False)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -106,9 +180,7 @@ def check_coo(rows, cols, values, shape=None, *, rating_scale=None):
             raise RatingsError(f"negative {name} id {ids[k]} at entry {k}")
     if shape is None:
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 2 or shape[0] <= 0 or shape[1] <= 0:
-        raise RatingsError(f"shape must be two positive integers, got {shape}")
+    shape = check_shape(shape)
     for name, ids, size in (("row", rows, shape[0]), ("column", cols, shape[1])):
         if ids.max() >= size:
             k = int(np.argmax(ids))

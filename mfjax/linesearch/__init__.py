@@ -30,9 +30,20 @@ strong_wolfe_zoom         Nocedal-Wright bracketing + zoom       value+grad per 
 adaptive_gd               Algorithm 6 (Malitsky-Mishchenko)      0
 exact_mf                  exact step for the masked MF loss      2 (+1 grad; value free)
 ========================  =====================================  ================================
+
+Every searching rule is a *kernel* (:mod:`mfjax.linesearch.kernels`: the
+Armijo test, the curvature tests and the bisection bracket written once)
+run by one driver, :func:`~mfjax.linesearch.search.line_search`; the folded
+row loop of vector descent runs the same kernels.  To add a step rule, write
+a kernel (a NamedTuple with ``max_trials``, ``needs``, ``init`` and
+``step``) and wrap it with :func:`line_search`.
+:func:`exact_quadratic_linesearch` is the exact step of a quadratic (row)
+loss: 1 value+grad and 1 Hessian-vector product per update.
 """
 
-from mfjax.linesearch.backtracking import BacktrackingState, armijo, inverse_lipschitz, strong_wolfe
+import warnings
+
+from mfjax.linesearch.backtracking import armijo, inverse_lipschitz, strong_wolfe
 from mfjax.linesearch.base import LineSearchInfo, get_linesearch_info
 from mfjax.linesearch.exact import (
     ExactMFState,
@@ -41,6 +52,21 @@ from mfjax.linesearch.exact import (
     mf_quartic_coefficients,
     minimize_quartic,
 )
+from mfjax.linesearch.kernels import (
+    Backtracking,
+    BisectionWolfe,
+    Decision,
+    ExactQuadratic,
+    LipschitzEstimate,
+    Needs,
+    Origin,
+    SearchKernel,
+    StrongWolfeConditions,
+    SufficientDecrease,
+    Trial,
+)
+from mfjax.linesearch.quadratic import ExactQuadraticState, exact_quadratic_linesearch
+from mfjax.linesearch.search import SearchState, line_search
 from mfjax.linesearch.simple import (
     AdaptiveGDState,
     ConstantState,
@@ -49,7 +75,17 @@ from mfjax.linesearch.simple import (
     constant,
     inverse_sqrt,
 )
-from mfjax.linesearch.wolfe import WolfeState, cubic_minimizer, strong_wolfe_zoom, weak_wolfe_bisection
+from mfjax.linesearch.wolfe import ZoomWolfe, cubic_minimizer, strong_wolfe_zoom, weak_wolfe_bisection
+
+_DEPRECATED = {"BacktrackingState": SearchState, "WolfeState": SearchState}
+
+
+def __getattr__(name):
+    if name in _DEPRECATED:
+        warnings.warn(f"mfjax.linesearch.{name} is deprecated: use mfjax.linesearch.SearchState "
+                      "(the same fields)", DeprecationWarning, stacklevel=2)
+        return _DEPRECATED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _registry():
@@ -85,8 +121,8 @@ def _registry():
     }
 
 
+#: Step rules by name: ``REGISTRY[name](ratings=None, l2=0.0, scale="sum")`` -> transform.
 REGISTRY = _registry()
-"""Step rules by name: ``REGISTRY[name](ratings=None, l2=0.0, scale="sum")`` -> transform."""
 
 __all__ = [
     "LineSearchInfo",
@@ -105,8 +141,22 @@ __all__ = [
     "mf_quartic_coefficients",
     "minimize_quartic",
     "cubic_minimizer",
-    "BacktrackingState",
-    "WolfeState",
+    "exact_quadratic_linesearch",
+    "line_search",
+    "SearchKernel",
+    "Needs",
+    "Origin",
+    "Trial",
+    "Decision",
+    "Backtracking",
+    "SufficientDecrease",
+    "StrongWolfeConditions",
+    "LipschitzEstimate",
+    "BisectionWolfe",
+    "ZoomWolfe",
+    "ExactQuadratic",
+    "SearchState",
+    "ExactQuadraticState",
     "ConstantState",
     "InverseSqrtState",
     "AdaptiveGDState",

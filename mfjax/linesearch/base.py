@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mfjax.core.trees import tree_all_finite, tree_where
+
 __all__ = [
     "LineSearchInfo",
     "get_linesearch_info",
@@ -164,12 +166,8 @@ def slope(grad, direction):
     return optax.tree.real(optax.tree.vdot(grad, direction))
 
 
-def all_finite(tree):
-    leaves = jax.tree_util.tree_leaves(tree)
-    out = jnp.asarray(True)
-    for x in leaves:
-        out = out & jnp.all(jnp.isfinite(x))
-    return out
+all_finite = tree_all_finite
+"""``True`` when every leaf is finite (:func:`mfjax.core.tree_all_finite`)."""
 
 
 def trial_point(params, step, direction):
@@ -184,8 +182,8 @@ def scaled_update(step, direction, ok):
     )
 
 
-def select_tree(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+select_tree = tree_where
+"""Leaf-wise ``where`` (:func:`mfjax.core.tree_where`)."""
 
 
 def check_positive(name: str, value, rule: str, *, strict: bool = True):

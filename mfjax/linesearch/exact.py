@@ -36,12 +36,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mfjax.data.ratings import Ratings
+from mfjax.core.checks import check_l2
+from mfjax.core.factors import Factors
 from mfjax.linesearch import base
 from mfjax.linesearch.base import LineSearchInfo
-# The loss module's block size, blocking, scale rule and regulariser (one definition of each).
-from mfjax.losses.masked import (CHUNK_SIZE, Factors, _check_l2, _chunked, _l2_grad, data_scale, l2_penalty,
-                                 predict, residuals)
+from mfjax.objective import MFObjective, as_objective
+from mfjax.objective.directional import grad_from_products, quartic_coefficients, quartic_with_products
 
 __all__ = [
     "ExactMFState",
@@ -61,72 +61,25 @@ class ExactMFState(NamedTuple):
     info: LineSearchInfo
 
 
-def _weighted_inner(A, B, w):
-    """``sum_i w_i a_i . b_i`` (``w=None``: plain ``<A, B>``)."""
-    if w is None:
-        return jnp.vdot(A, B)
-    return jnp.sum(w * jnp.sum(A * B, axis=1))
-
-
 def _check_factors(params, direction):
     if len(params) != 2 or len(direction) != 2:
         raise TypeError(
             f"mfjax.linesearch.exact_mf supports Factors(U, V) params, got {type(params).__name__}")
 
 
-def _coefficient_pass(params, direction, ratings: Ratings, chunk_size: int, keep: bool):
-    """One chunked pass: the five data sums and, if ``keep``, the per-entry ``(e0, e1, e2)``.
-
-    Returns ``(d, es)``: ``d = [sum e0^2, sum e0 e1, sum e1^2 + 2 e0 e2,
-    sum e1 e2, sum e2^2]`` and ``es`` of shape (T, 3, C) in the blocks of
-    :func:`mfjax.losses.masked._chunked` (zero on the padding), or ``None``.
-    """
-    U, V = params
-    P, Q = direction
-    rows, cols, vals, w = _chunked(ratings, chunk_size, params)
-    dt = vals.dtype
-
-    def body(acc, xs):
-        r, c, x, wk = xs
-        e0 = wk * residuals(Factors(U, V), Ratings(r, c, x, ratings.shape))
-        e1 = -wk * (predict(Factors(P, V), r, c) + predict(Factors(U, Q), r, c))
-        e2 = -wk * predict(Factors(P, Q), r, c)
-        sums = jnp.stack([jnp.sum(e0 * e0), jnp.sum(e0 * e1), jnp.sum(e1 * e1 + 2 * e0 * e2),
-                          jnp.sum(e1 * e2), jnp.sum(e2 * e2)])
-        return acc + sums.astype(dt), (jnp.stack([e0, e1, e2]).astype(dt) if keep else None)
-
-    d, es = jax.lax.scan(body, jnp.zeros((5,), dt), (rows, cols, vals, w))
-    return d, es
-
-
-def _assemble(d, params, direction, ratings, l2, scale, l2_weights, dt):
-    U, V = params
-    P, Q = direction
-    s = data_scale(scale, ratings.nnz)
-    wr, wc = (None, None) if l2_weights is None else l2_weights
-    cross = _weighted_inner(U, P, wr) + _weighted_inner(V, Q, wc)
-    pen0 = l2_penalty(Factors(U, V), l2, l2_weights=l2_weights)
-    pen2 = l2_penalty(Factors(P, Q), l2, l2_weights=l2_weights)
-    return jnp.stack([s * d[0] + pen0, 2 * s * d[1] + 2 * l2 * cross, s * d[2] + pen2,
-                      2 * s * d[3], s * d[4]]).astype(dt)
-
-
-def mf_quartic_coefficients(params, direction, ratings: Ratings, l2=0.0, *, scale: str = "sum",
+def mf_quartic_coefficients(params, direction, ratings, l2=0.0, *, scale: str = "sum",
                             l2_weights=None, chunk_size: int | None = None):
     """Coefficients ``(c0, c1, c2, c3, c4)`` of ``a -> f(U + aP, V + aQ)`` for the masked loss.
 
-    One pass over the observed entries, chunked like
-    :func:`mfjax.losses.masked_sq_loss` (a ``lax.scan`` over the loss's blocks
-    of ``chunk_size`` entries, :func:`mfjax.losses.masked._chunked`, so the
-    gathers stay in cache on CPU); per entry it forms ``e0``
-    (:func:`mfjax.losses.residuals`) and the two products ``e1``, ``e2``
-    (:func:`mfjax.losses.predict` of ``(P, V)``, ``(U, Q)``, ``(P, Q)``).
-    The regulariser's terms use :func:`mfjax.losses.l2_penalty`.
+    :func:`mfjax.objective.quartic_coefficients` of ``mf_objective(ratings,
+    l2, scale=scale, l2_weights=l2_weights)``: one chunked pass over the
+    observed entries (module docstring).
 
     Args:
       params: ``Factors(U, V)``.
       direction: ``Factors(P, Q)`` (or a pair) of the same shapes.
-      ratings: the observed entries.
+      ratings: the observed entries (or an :class:`~mfjax.objective.MFObjective`,
+        whose ``l2`` etc. are then used).
       l2, scale, l2_weights: as in :func:`mfjax.losses.masked_sq_loss`.
       chunk_size: entries per block (default: the loss's ``CHUNK_SIZE``).
 
@@ -134,39 +87,26 @@ def mf_quartic_coefficients(params, direction, ratings: Ratings, l2=0.0, *, scal
       A length-5 array, increasing powers of ``a``.
     """
     _check_factors(params, direction)
-    params, direction = Factors(*params), Factors(*direction)
-    dt = jnp.result_type(params.U.dtype, params.V.dtype)
-    d, _ = _coefficient_pass(params, direction, ratings,
-                             CHUNK_SIZE if chunk_size is None else chunk_size, keep=False)
-    return _assemble(d, params, direction, ratings, l2, scale, l2_weights, dt)
+    obj = _as_objective(ratings, l2, scale, l2_weights, chunk_size, params)
+    return quartic_coefficients(obj, params, direction)
 
 
-def _grad_from_residual_pass(new_params, es, a, ratings: Ratings, l2, scale, l2_weights,
-                             chunk_size: int):
-    r"""``grad f`` at ``new_params = (U + aP, V + aQ)`` from the stored ``(e0, e1, e2)``.
+def _same_problem(c0, value, rtol: float = 1e-3):
+    """``c0 = f(0)`` agrees with the loss value the loop passed (when it passed a finite one).
 
-    The residual at the new point is ``e = e0 + a (e1 + a e2)`` (no new
-    predictions), and the data gradient ``-2 s sum_k e_k d xhat_k / d params``
-    is the vector-Jacobian product of :func:`mfjax.losses.predict` at the new
-    point with the cotangent ``-2 s e`` (JAX turns the gathers of ``u_i``,
-    ``v_j`` into the scatter-adds of the closed form, slides eqs 5, 6; the
-    forward products are dead code and removed under ``jit``).  The
-    regulariser's gradient is the loss module's.
+    A step rule built for another problem (other ratings, ``l2`` or scale)
+    would otherwise report a plausible but wrong loss: the step then fails
+    (``success=False``) and :func:`mfjax.fit` stops with ``linesearch_failed``.
     """
-    rows, cols, _, _ = _chunked(ratings, chunk_size, new_params)
-    s = data_scale(scale, ratings.nnz)
-    zero = optax.tree.zeros_like(new_params)
+    if value is None:
+        return jnp.asarray(True)
+    v = jnp.asarray(value, c0.dtype)
+    return ~jnp.isfinite(v) | (jnp.abs(c0 - v) <= rtol * jnp.maximum(jnp.abs(v), 1.0))
 
-    def body(acc, xs):
-        r, c, e = xs
-        resid = e[0] + a * (e[1] + a * e[2])
-        _, vjp = jax.vjp(lambda p: predict(p, r, c), new_params)
-        (g,) = vjp((-2.0 * s) * resid)
-        return jax.tree.map(jnp.add, acc, g), None
 
-    gdata, _ = jax.lax.scan(body, zero, (rows, cols, es))
-    greg = _l2_grad(new_params, l2, None, l2_weights)
-    return Factors(*(x + y for x, y in zip(gdata, greg)))
+def _as_objective(ratings, l2, scale, l2_weights, chunk_size, params=None) -> MFObjective:
+    return as_objective(ratings, l2, scale=scale, l2_weights=l2_weights, chunk_size=chunk_size,
+                        like=params)
 
 
 def polyval_increment(coeffs, a):
@@ -276,7 +216,7 @@ def minimize_quartic(coeffs, newton_steps: int = 6):
             success)
 
 
-def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
+def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
              store_grad: bool = True, chunk_size: int | None = None
              ) -> optax.GradientTransformationExtraArgs:
     r"""Exact line search for the masked MF loss: ``argmin_{a >= 0} f(U + aP, V + aQ)``.
@@ -310,14 +250,26 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
     point up to float rounding (tested against ``jax.grad`` in float64).
     Measured costs on ML-1M: ``benchmarks/results/linesearch.md``.  With
     ``store_grad=False`` only pass 1 runs and the state holds ``value=+inf``.
-    ``value_fn`` (and any extra keyword arguments) are ignored: the loss is
-    the masked MF loss given by ``ratings, l2, scale, l2_weights``.
+    ``value_fn`` (and any extra keyword arguments) are ignored when
+    ``ratings`` is given: the loss is the masked MF loss given by
+    ``ratings, l2, scale, l2_weights``.
+
+    The problem as an argument.  ``exact_mf()`` (no ratings) reads the
+    objective at each update from ``value_fn.objective``: the attribute of
+    :func:`mfjax.losses.masked_mse`'s closures, and what :func:`mfjax.fit`
+    sets when its loss is :func:`mfjax.objective.loss` with an
+    :class:`~mfjax.objective.MFObjective` in ``loss_args`` -- then one
+    compiled run serves every fold and every ``l2`` of the same shape.
 
     Failure (``success=False``, step 0): ``c1 >= 0`` (not a descent direction,
-    e.g. at a stationary point), non-finite coefficients, or no decrease.
+    e.g. at a stationary point), non-finite coefficients, no decrease, or a
+    rule built for another problem: the quartic's ``c0 = f(0)`` disagrees
+    with the loss value the loop passes (relative 1e-3).
 
     Args:
-      ratings: the observed entries of the loss being minimised.
+      ratings: the observed entries of the loss being minimised, an
+        :class:`~mfjax.objective.MFObjective`, or ``None`` (read the
+        objective from ``value_fn.objective`` at each update).
       l2: regularisation ``lambda`` of the loss.
       scale: ``"sum"`` or ``"mean"`` as in the loss.
       l2_weights: optional per-row regulariser weights, as in the loss.
@@ -330,10 +282,26 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
       novel method to accelerate PARAFAC", SIAM J. Matrix Anal. Appl., 2008
       (the optimal step of a multilinear least-squares fit as a polynomial root).
     """
-    data_scale(scale, 1)  # validate scale early
-    _check_l2("l2", l2)
-    ratings = ratings.device_put()
-    chunk = CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    if scale not in ("sum", "mean"):
+        raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
+    check_l2("l2", l2)
+    fixed = None
+    if ratings is not None:
+        fixed = (ratings if isinstance(ratings, MFObjective)
+                 else _as_objective(ratings.device_put(), l2, scale, l2_weights, chunk_size))
+
+    def objective_for(params, value_fn):
+        if fixed is not None:
+            obj = fixed
+        else:
+            obj = getattr(value_fn, "objective", None)
+            if not isinstance(obj, MFObjective):
+                raise TypeError(
+                    "mfjax.linesearch.exact_mf() without ratings needs the loss's objective: "
+                    "use mfjax.losses.masked_mse(...) or mfjax.fit(mfjax.objective.loss, ..., "
+                    "loss_args=(objective,)), or pass ratings to exact_mf")
+        dt = base.value_dtype(params)
+        return obj if obj.values.dtype == dt else obj.replace(values=obj.values.astype(dt))
 
     def init_fn(params):
         dt = base.value_dtype(params)
@@ -341,17 +309,24 @@ def exact_mf(ratings: Ratings, l2=0.0, *, scale: str = "sum", l2_weights=None,
                             base.make_info(jnp.asarray(0, dt), 0, 0, True))
 
     def update_fn(updates, state, params, *, value=None, grad=None, value_fn=None, **extra_args):
-        del value, grad, value_fn, extra_args  # the loss is known: f is the masked MF loss
+        del grad, extra_args  # the loss is known: f is the masked MF loss
         _check_factors(params, updates)
+        obj = objective_for(params, value_fn)
         x, direction = Factors(*params), Factors(*updates)
         dt = base.value_dtype(params)
-        d, es = _coefficient_pass(x, direction, ratings, chunk, keep=store_grad)
-        coeffs = _assemble(d, x, direction, ratings, l2, scale, l2_weights, dt)
+        if store_grad:
+            coeffs, es = quartic_with_products(obj, x, direction)
+        else:
+            coeffs, es = quartic_coefficients(obj, x, direction), None
+        coeffs = coeffs.astype(dt)
         a, decrease, ok = minimize_quartic(coeffs)
+        ok = ok & _same_problem(coeffs[0], value)
+        a = jnp.where(ok, a, jnp.zeros_like(a))
+        decrease = jnp.where(ok, decrease, jnp.zeros_like(decrease))
         new_updates = base.scaled_update(a, updates, ok)
         if store_grad:
             new_x = Factors(*(xi + ui for xi, ui in zip(x, new_updates)))
-            g = _grad_from_residual_pass(new_x, es, a, ratings, l2, scale, l2_weights, chunk)
+            g = grad_from_products(obj, new_x, es, a)
             g = jax.tree.unflatten(jax.tree.structure(params), list(g))  # params' own pytree type
             v = coeffs[0] + decrease  # f(a) = c0 + (f(a) - f(0)); decrease = 0 on failure
             nf, ng = 2, 1

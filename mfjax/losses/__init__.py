@@ -54,9 +54,15 @@ from mfjax.losses.divergences import (  # noqa: E402
     l1_divergence_dense,
     l2_divergence,
     l2_divergence_dense,
+    l1_elementwise,
+    masked_divergence,
+    masked_divergence_dense,
 )
 
 __all__ += [
+    "l1_elementwise",
+    "masked_divergence",
+    "masked_divergence_dense",
     "divergence",
     "divergence_dense",
     "is_divergence",

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 
 from mfjax.data.ratings import Ratings
-from mfjax.losses.masked import Factors, masked_sq_loss, masked_sq_loss_dense, predict
+from mfjax.core.factors import Factors, predict, predict_dense
+from mfjax.losses.masked import masked_sq_loss, masked_sq_loss_dense
 
 __all__ = [
     "DEFAULT_EPS",
@@ -59,6 +60,9 @@ __all__ = [
     "is_divergence_dense",
     "divergence",
     "divergence_dense",
+    "masked_divergence",
+    "masked_divergence_dense",
+    "l1_elementwise",
 ]
 
 DEFAULT_EPS = 1e-10
@@ -85,13 +89,33 @@ def is_elementwise(x, y, eps=DEFAULT_EPS) -> jax.Array:
     return q - jnp.log(q) - 1.0
 
 
+def l1_elementwise(x, y) -> jax.Array:
+    """``|x - y|`` elementwise."""
+    return jnp.abs(x - y)
+
+
+# ------------------------------------------------------------ the masked core
+def masked_divergence(elementwise, params: Factors, ratings: Ratings, **kw) -> jax.Array:
+    """``sum_Omega d(x_ij, u_i . v_j)`` for an elementwise divergence ``d(x, y, **kw)``.
+
+    The one COO form behind :func:`l1_divergence`, :func:`kl_divergence` and
+    :func:`is_divergence`; O(nnz r), no m x n array.
+    """
+    x = jnp.asarray(ratings.values)
+    return jnp.sum(elementwise(x, predict(params, ratings.rows, ratings.cols), **kw))
+
+
+def masked_divergence_dense(elementwise, params: Factors, X, W, **kw) -> jax.Array:
+    """``sum W o d(X, U V^T)``, the documents' dense-mask form of :func:`masked_divergence`.
+
+    Unobserved entries are excluded with ``where`` (not ``W * D``): they may
+    hold ``inf`` (e.g. IS with ``x = 0``).
+    """
+    D = elementwise(X, predict_dense(params), **kw)
+    return jnp.sum(jnp.where(W > 0, D, 0.0))
+
+
 # ------------------------------------------------------------ COO (observed entries)
-
-
-def _xy(params: Factors, ratings: Ratings):
-    return jnp.asarray(ratings.values), predict(params, ratings.rows, ratings.cols)
-
-
 def l2_divergence(params: Factors, ratings: Ratings) -> jax.Array:
     """``sum_Omega (x - u_i . v_j)^2``: the masked squared loss with ``l2=0`` (not halved)."""
     return masked_sq_loss(params, ratings, 0.0, scale="sum")
@@ -99,30 +123,20 @@ def l2_divergence(params: Factors, ratings: Ratings) -> jax.Array:
 
 def l1_divergence(params: Factors, ratings: Ratings) -> jax.Array:
     """``sum_Omega |x - u_i . v_j|``."""
-    x, y = _xy(params, ratings)
-    return jnp.sum(jnp.abs(x - y))
+    return masked_divergence(l1_elementwise, params, ratings)
 
 
 def kl_divergence(params: Factors, ratings: Ratings, eps=DEFAULT_EPS) -> jax.Array:
     """Generalized KL ``sum_Omega x log(x/y) - x + y`` (see :func:`kl_elementwise`)."""
-    x, y = _xy(params, ratings)
-    return jnp.sum(kl_elementwise(x, y, eps))
+    return masked_divergence(kl_elementwise, params, ratings, eps=eps)
 
 
 def is_divergence(params: Factors, ratings: Ratings, eps=DEFAULT_EPS) -> jax.Array:
     """Itakura-Saito ``sum_Omega x/y - log(x/y) - 1`` (see :func:`is_elementwise`)."""
-    x, y = _xy(params, ratings)
-    return jnp.sum(is_elementwise(x, y, eps))
+    return masked_divergence(is_elementwise, params, ratings, eps=eps)
 
 
 # ------------------------------------------------------------ dense mask (documents' form)
-
-
-def _masked_sum(W, D):
-    # where, not W * D: an unobserved entry may hold inf (e.g. IS with x = 0).
-    return jnp.sum(jnp.where(W > 0, D, 0.0))
-
-
 def l2_divergence_dense(params: Factors, X, W) -> jax.Array:
     """Dense-mask ``||W o (X - U V^T)||_F^2``: :func:`masked_sq_loss_dense` with ``l2=0``."""
     return masked_sq_loss_dense(params, X, W, 0.0, scale="sum")
@@ -130,20 +144,17 @@ def l2_divergence_dense(params: Factors, X, W) -> jax.Array:
 
 def l1_divergence_dense(params: Factors, X, W) -> jax.Array:
     """Dense-mask ``sum W o |X - U V^T|``."""
-    U, V = params
-    return _masked_sum(W, jnp.abs(X - U @ V.T))
+    return masked_divergence_dense(l1_elementwise, params, X, W)
 
 
 def kl_divergence_dense(params: Factors, X, W, eps=DEFAULT_EPS) -> jax.Array:
     """Dense-mask generalized KL."""
-    U, V = params
-    return _masked_sum(W, kl_elementwise(X, U @ V.T, eps))
+    return masked_divergence_dense(kl_elementwise, params, X, W, eps=eps)
 
 
 def is_divergence_dense(params: Factors, X, W, eps=DEFAULT_EPS) -> jax.Array:
     """Dense-mask Itakura-Saito."""
-    U, V = params
-    return _masked_sum(W, is_elementwise(X, U @ V.T, eps))
+    return masked_divergence_dense(is_elementwise, params, X, W, eps=eps)
 
 
 _COO = {"l2": l2_divergence, "l1": l1_divergence, "kl": kl_divergence, "is": is_divergence}

@@ -5,10 +5,14 @@ This subpackage is the only part of mfjax that imports flax.
 - :mod:`mfjax.models.dmf`        the two-branch cosine model, sparse first layer, extendability inputs
 - :mod:`mfjax.models.quantizer`  smooth / hard quantizers (DMF-D eqs. 2-5), usable on any predictions
 - :mod:`mfjax.models.train`      sub-block minibatch training, model selection, resume
-- :mod:`mfjax.models.checkpoint` atomic msgpack checkpoints
+  (its pieces: :mod:`~mfjax.models.config`, :mod:`~mfjax.models.state`,
+  :mod:`~mfjax.models.blocks`, :mod:`~mfjax.models.epoch`, :mod:`~mfjax.models.predict`)
+- :mod:`mfjax.models.checkpoint` atomic, verified msgpack checkpoints
+- :mod:`mfjax.models.resume`     a checkpoint's run identity (configs, data checksums) and the resume policy
 """
 
-from mfjax.models.checkpoint import load_checkpoint, save_checkpoint
+from mfjax.models.checkpoint import CorruptCheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from mfjax.models.resume import CheckpointIgnoredWarning, CheckpointMismatchError, run_identity
 from mfjax.models.dmf import (
     DMF,
     Branch,
@@ -62,5 +66,7 @@ __all__ = [
     "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "predict",
     "predict_areas", "train_dmf",
     # checkpoints
-    "load_checkpoint", "save_checkpoint",
+    "load_checkpoint", "save_checkpoint", "read_checkpoint", "CorruptCheckpointError",
+    # resume
+    "CheckpointIgnoredWarning", "CheckpointMismatchError", "run_identity",
 ]

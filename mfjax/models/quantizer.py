@@ -43,6 +43,7 @@ import optax
 
 __all__ = [
     "check_levels",
+    "check_boundaries",
     "uniform_boundaries",
     "quantize_hard",
     "smooth_quantize",
@@ -87,6 +88,35 @@ def _interval(x, levels):
     return jnp.clip(v, 0, levels.shape[0] - 2)
 
 
+def check_boundaries(boundaries) -> None:
+    """Refuse concrete boundaries that are not finite and non-decreasing.
+
+    Eq. 3 only equals the interval form (eq. 2) for ordered boundaries; out of
+    order ones would silently quantize to other levels, so they raise
+    (``ValueError`` naming the first pair out of order) rather than being
+    sorted behind the caller's back.  Traced boundaries (inside ``jit``, e.g.
+    while :func:`fit_boundaries` learns them) are not checked.
+
+    >>> check_boundaries([1.5, 2.5, 3.5, 4.5])
+    >>> check_boundaries([1.5, 3.5, 2.5, 4.5])
+    Traceback (most recent call last):
+      ...
+    ValueError: quantizer boundaries must be non-decreasing, got [1.5, 3.5, 2.5, 4.5] (b_2 = 3.5 > b_3 = 2.5); sort them, or start from uniform_boundaries(levels)
+    """
+    if isinstance(boundaries, jax.core.Tracer):
+        return
+    b = np.asarray(boundaries, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"quantizer boundaries must be finite, got {b.tolist()}")
+    drops = np.flatnonzero(np.diff(b) < 0)
+    if drops.size:
+        v = int(drops[0])
+        raise ValueError(
+            f"quantizer boundaries must be non-decreasing, got {b.tolist()} "
+            f"(b_{v + 1} = {b[v]:g} > b_{v + 2} = {b[v + 1]:g}); sort them, or start from "
+            "uniform_boundaries(levels)")
+
+
 def _prep(x, boundaries, levels):
     levels_np = check_levels(levels)
     levels = jnp.asarray(levels_np, dtype=jnp.result_type(x, jnp.float32))
@@ -96,6 +126,7 @@ def _prep(x, boundaries, levels):
             f"boundaries must have d-1 = {levels.shape[0] - 1} entries for {levels.shape[0]} levels, "
             f"got shape {b.shape}"
         )
+    check_boundaries(boundaries)
     delta = float(levels_np[1] - levels_np[0])
     return jnp.asarray(x, levels.dtype), b, levels, delta
 
@@ -109,6 +140,9 @@ def quantize_hard(x, boundaries, levels):
       levels: equally spaced levels ``I_1..I_d``.
     Returns:
       array like ``x`` with values in ``levels``.
+
+    >>> quantize_hard(jnp.array([1.2, 2.6, 4.9]), jnp.array([1.5, 2.5, 3.5, 4.5]), (1, 2, 3, 4, 5)).tolist()
+    [1.0, 3.0, 5.0]
     """
     x, b, levels, delta = _prep(x, boundaries, levels)
     v = _interval(x, levels)
@@ -120,6 +154,12 @@ def smooth_quantize(x, boundaries, levels, lam):
 
     ``G(x) = I_v + Delta sigmoid(lam (x - b_v))`` on interval ``v``; the
     logistic argument is clipped to ``[-80, 80]`` so any finite ``lam`` is safe.
+    At ``x = b_v`` it is half-way between the levels; as ``lam -> inf`` it
+    tends to :func:`quantize_hard`.
+
+    >>> b, lv = jnp.array([1.5, 2.5, 3.5, 4.5]), (1, 2, 3, 4, 5)
+    >>> smooth_quantize(jnp.array([2.5, 2.6]), b, lv, 1e4).tolist()
+    [2.5, 3.0]
     """
     x, b, levels, delta = _prep(x, boundaries, levels)
     v = _interval(x, levels)
@@ -128,7 +168,11 @@ def smooth_quantize(x, boundaries, levels, lam):
 
 
 def round_to_levels(x, levels):
-    """Rounding baseline: the nearest level (``Q_b`` with the uniform boundaries), clipped to the range."""
+    """Rounding baseline: the nearest level (``Q_b`` with the uniform boundaries), clipped to the range.
+
+    >>> round_to_levels(jnp.array([0.2, 3.4, 3.6, 7.0]), (1, 2, 3, 4, 5)).tolist()
+    [1.0, 3.0, 4.0, 5.0]
+    """
     return quantize_hard(x, uniform_boundaries(levels), levels)
 
 
@@ -163,6 +207,8 @@ def exponential_lambda(lam0: float = 0.1, growth: float = 1.015, every: int = 1,
 
 
 class FitBoundariesResult(NamedTuple):
+    """What :func:`fit_boundaries` returns: the selected boundaries and the per-step traces."""
+
     boundaries: jax.Array  # learned inner boundaries (d-1,): the iterate with the lowest hard MSE
     loss: jax.Array        # smooth objective per step (steps,)
     hard_mse: jax.Array    # mean((Q_b(pred) - target)^2) of the iterate before each step (steps,)
@@ -184,6 +230,8 @@ def fit_boundaries(pred, target, levels, *, init=None, steps: int = 500, lam0: f
     """
     lv = check_levels(levels)
     b_ref = jnp.asarray(uniform_boundaries(lv), jnp.float32)
+    if init is not None:
+        check_boundaries(init)
     b0 = b_ref if init is None else jnp.asarray(init, jnp.float32)
     pred = jnp.asarray(pred, jnp.float32)
     target = jnp.asarray(target, jnp.float32)

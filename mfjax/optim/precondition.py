@@ -63,9 +63,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mfjax.data.ratings import Ratings
-# The loss module's blocking, block size and scale rule (one definition of each).
-from mfjax.losses.masked import CHUNK_SIZE, Factors, _check_l2, _chunked, data_scale
+from mfjax.core.checks import check_l2
+from mfjax.core.factors import Factors
+from mfjax.objective import MFObjective, as_objective
+from mfjax.objective.curvature import gauss_newton_blocks, gauss_newton_diagonal, solve_ridge_rows
 
 __all__ = [
     "mf_gauss_newton_diagonal",
@@ -77,75 +78,46 @@ __all__ = [
 _KINDS = ("diagonal", "block")
 
 
-def _ridge_weights(l2, l2_weights, m, n, dt):
-    """``(2 l2 w_row (m,), 2 l2 w_col (n,))``."""
-    if l2_weights is None:
-        return jnp.full((m,), 2.0 * l2, dt), jnp.full((n,), 2.0 * l2, dt)
-    wr, wc = l2_weights
-    return (2.0 * l2 * jnp.asarray(wr, dt)), (2.0 * l2 * jnp.asarray(wc, dt))
+def _as_objective(ratings, l2, scale, l2_weights, chunk_size, params=None) -> MFObjective:
+    return as_objective(ratings, l2, scale=scale, l2_weights=l2_weights, chunk_size=chunk_size,
+                        like=params)
 
 
-def mf_gauss_newton_diagonal(params, ratings: Ratings, l2=0.0, *, scale: str = "sum",
+def mf_gauss_newton_diagonal(params, ratings, l2=0.0, *, scale: str = "sum",
                              l2_weights=None, chunk_size: int | None = None) -> Factors:
     r"""Diagonal of the per-row Gauss-Newton blocks of the masked MF loss.
 
     ``d_ik = 2 s sum_{j in Omega_i} v_jk^2 + 2 l2 w_i`` and
-    ``d_jk = 2 s sum_{i in Omega^j} u_ik^2 + 2 l2 w_j`` (module docstring),
-    from one chunked pass over the entries (the loss's blocks,
-    :func:`mfjax.losses.masked._chunked`) with two ``segment_sum`` scatter-adds.
-    For fixed ``V`` the first is exactly the diagonal of ``jax.hessian`` of
-    the loss with respect to ``U`` (tested), and symmetrically.
+    ``d_jk = 2 s sum_{i in Omega^j} u_ik^2 + 2 l2 w_j`` (module docstring):
+    :func:`mfjax.objective.gauss_newton_diagonal`.  For fixed ``V`` the first
+    is exactly the diagonal of ``jax.hessian`` of the loss with respect to
+    ``U`` (tested), and symmetrically.  ``ratings`` may be an
+    :class:`~mfjax.objective.MFObjective`.
 
     Returns:
       ``Factors(dU (m, r), dV (n, r))``.
     """
     U, V = params
-    m, n = ratings.shape
-    chunk = CHUNK_SIZE if chunk_size is None else int(chunk_size)
-    rows, cols, vals, w = _chunked(ratings, chunk, Factors(U, V))
-    dt = vals.dtype
-
-    def body(acc, xs):
-        r, c, wk = xs
-        dU, dV = acc
-        vc, ur = V[c].astype(dt), U[r].astype(dt)
-        dU = dU + jax.ops.segment_sum(wk[:, None] * vc * vc, r, num_segments=m)
-        dV = dV + jax.ops.segment_sum(wk[:, None] * ur * ur, c, num_segments=n)
-        return (dU, dV), None
-
-    init = (jnp.zeros(U.shape, dt), jnp.zeros(V.shape, dt))
-    (sU, sV), _ = jax.lax.scan(body, init, (rows, cols, w))
-    s = data_scale(scale, ratings.nnz)
-    rr, rc = _ridge_weights(l2, l2_weights, m, n, dt)
-    return Factors((2.0 * s * sU + rr[:, None]).astype(U.dtype),
-                   (2.0 * s * sV + rc[:, None]).astype(V.dtype))
+    obj = _as_objective(ratings, l2, scale, l2_weights, None, params)
+    return Factors(*gauss_newton_diagonal(obj, Factors(U, V), chunk_size=chunk_size))
 
 
-def mf_gauss_newton_blocks(params, ratings: Ratings, l2=0.0, *, scale: str = "sum",
+def mf_gauss_newton_blocks(params, ratings, l2=0.0, *, scale: str = "sum",
                            l2_weights=None, chunk_size: int | None = None):
     r"""The per-row Gauss-Newton blocks ``H_i`` (U rows) and ``H_j`` (V rows).
 
-    Built from :func:`mfjax.solvers.als.normal_equations` (the ALS Gram
-    matrices ``A_i = sum_{j in Omega_i} v_j v_j^T``): ``H_i = 2 s A_i + 2 l2 w_i I``.
+    :func:`mfjax.objective.gauss_newton_blocks`: the Gram matrices
+    ``A_i = sum_{j in Omega_i} v_j v_j^T`` of the ALS normal equations,
+    ``H_i = 2 s A_i + 2 l2 w_i I``.
 
     Returns:
       ``((A_U, ridge_U, n_U), (A_V, ridge_V, n_V))`` with ``H = A + diag(ridge)``:
       ``A_U`` (m, r, r) is ``2 s`` times the Gram matrices, ``ridge_U`` (m, r)
       is ``2 l2 w_i``, ``n_U`` (m,) the row counts; the same for ``V``.
     """
-    from mfjax.solvers.als import normal_equations  # lazy: solvers import the losses too
-
-    U, V = params
-    m, n = ratings.shape
-    chunk = CHUNK_SIZE if chunk_size is None else int(chunk_size)
-    s = data_scale(scale, ratings.nnz)
-    dt = jnp.result_type(U.dtype, V.dtype)
-    rr, rc = _ridge_weights(l2, l2_weights, m, n, dt)
-    r = U.shape[1]
-    AU, _, nU = normal_equations(V, ratings, chunk_size=chunk)
-    AV, _, nV = normal_equations(U, ratings.T, chunk_size=chunk)
-    return ((2.0 * s * AU, jnp.broadcast_to(rr[:, None], (m, r)), nU),
-            (2.0 * s * AV, jnp.broadcast_to(rc[:, None], (n, r)), nV))
+    obj = _as_objective(ratings, l2, scale, l2_weights, None, params)
+    kw = {} if chunk_size is None else {"chunk_size": int(chunk_size)}
+    return gauss_newton_blocks(obj, Factors(*params), **kw)
 
 
 class MFPreconditionerState(NamedTuple):
@@ -163,7 +135,7 @@ class MFPreconditionerState(NamedTuple):
     curvature: Any
 
 
-def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale: str = "sum",
+def mf_preconditioner(ratings=None, l2=0.0, *, kind: str = "diagonal", scale: str = "sum",
                       l2_weights=None, refresh_every: int = 1, chunk_size: int | None = None
                       ) -> optax.GradientTransformationExtraArgs:
     r"""Gauss-Newton (block-)Jacobi preconditioner: ``g -> z = M(U, V)^{-1} g``.
@@ -192,11 +164,16 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
     With ``kind="block"`` and the exact step, a half-step with the other
     factor's gradient zeroed is exactly an ALS half sweep (tested).
 
-    It needs the ratings (like :func:`mfjax.linesearch.exact_mf`), so it is
-    not in the data-free :data:`mfjax.optim.REGISTRY`.
+    It needs the problem (like :func:`mfjax.linesearch.exact_mf`), so it is
+    not in the data-free :data:`mfjax.optim.REGISTRY`.  With ``ratings=None``
+    it reads the objective from ``value_fn.objective`` at each update (the
+    loss of :func:`mfjax.losses.masked_mse`, or :func:`mfjax.fit` with
+    :func:`mfjax.objective.loss` and the objective in ``loss_args``), so one
+    compiled run serves every fold and ``l2`` of the same shape.
 
     Args:
-      ratings: the observed entries of the loss.
+      ratings: the observed entries of the loss, an
+        :class:`~mfjax.objective.MFObjective`, or ``None`` (module docstring).
       l2, scale, l2_weights: as in :func:`mfjax.losses.masked_sq_loss`.
       kind: ``"diagonal"`` or ``"block"``.
       refresh_every: rebuild ``M`` at updates ``0, k, 2k, ...`` (a positive integer).
@@ -209,39 +186,62 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    data_scale(scale, 1)  # validate early
-    _check_l2("l2", l2)
+    if scale not in ("sum", "mean"):
+        raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
+    check_l2("l2", l2)
     if int(refresh_every) != refresh_every or refresh_every < 1:
         raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
-    ratings = ratings.device_put()
-    kw = dict(scale=scale, l2_weights=l2_weights, chunk_size=chunk_size)
+    fixed = None
+    if ratings is not None:
+        fixed = (ratings if isinstance(ratings, MFObjective)
+                 else _as_objective(ratings.device_put(), l2, scale, l2_weights, None))
 
-    def build(params):
+    def objective_for(params, value_fn):
+        obj = fixed if fixed is not None else getattr(value_fn, "objective", None)
+        if not isinstance(obj, MFObjective):
+            if value_fn is None and fixed is None:
+                # init / shape inference: any objective of the right shape will do
+                return None
+            raise TypeError(
+                "mf_preconditioner() without ratings needs the loss's objective: use "
+                "mfjax.losses.masked_mse(...) or mfjax.fit(mfjax.objective.loss, ..., "
+                "loss_args=(objective,)), or pass ratings")
+        return obj
+
+    def build(params, obj):
         params = Factors(*params)
         if kind == "diagonal":
-            return mf_gauss_newton_diagonal(params, ratings, l2, **kw)
+            return Factors(*gauss_newton_diagonal(obj, params, chunk_size=chunk_size))
         # stacked once per refresh: the update solves all m + n rows in one batched call
-        blocks_u, blocks_v = mf_gauss_newton_blocks(params, ratings, l2, **kw)
+        kw = {} if chunk_size is None else {"chunk_size": int(chunk_size)}
+        blocks_u, blocks_v = gauss_newton_blocks(obj, params, **kw)
         return tuple(jnp.concatenate(pair) for pair in zip(blocks_u, blocks_v))
 
     def init_fn(params):
         if len(params) != 2:
             raise TypeError(f"mf_preconditioner supports Factors(U, V) params, got {type(params).__name__}")
         # zeros of the right shapes (no pass over the data at init)
-        shapes = jax.eval_shape(build, params)
-        return MFPreconditionerState(jnp.zeros([], jnp.int32),
-                                     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+        U, V = params
+        r, dt = U.shape[1], jnp.result_type(U.dtype, V.dtype)
+        m, n = U.shape[0], V.shape[0]
+        if kind == "diagonal":
+            curv = Factors(jnp.zeros(U.shape, U.dtype), jnp.zeros(V.shape, V.dtype))
+        else:
+            curv = (jnp.zeros((m + n, r, r), dt), jnp.zeros((m + n, r), dt),
+                    jnp.zeros((m + n,), dt))
+        return MFPreconditionerState(jnp.zeros([], jnp.int32), curv)
 
-    def update_fn(updates, state, params=None, **extra):
+    def update_fn(updates, state, params=None, *, value_fn=None, **extra):
         del extra
         if params is None:
             raise ValueError("mf_preconditioner needs params: call update(grad, state, params)")
         if len(params) != 2 or len(updates) != 2:
             raise TypeError(f"mf_preconditioner supports Factors(U, V) params, got {type(params).__name__}")
+        obj = objective_for(params, value_fn if value_fn is not None else _MISSING)
         if refresh_every == 1:
-            curv = build(params)
+            curv = build(params, obj)
         else:
-            curv = jax.lax.cond(state.count % refresh_every == 0, build,
+            curv = jax.lax.cond(state.count % refresh_every == 0, lambda p: build(p, obj),
                                 lambda _: state.curvature, params)
         gU, gV = updates
         if kind == "diagonal":
@@ -249,8 +249,6 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
             z = [jnp.where(d > 0, g / jnp.where(d > 0, d, 1), g).astype(g.dtype)
                  for g, d in zip((gU, gV), curv)]
         else:
-            from mfjax.solvers.als import solve_ridge_rows  # lazy, as above
-
             # One batched solve over the m + n systems: two independent batched Cholesky
             # calls can deadlock jaxlib's CPU LAPACK thread pool on a 2-core machine
             # (both pool threads block in ParallelBatchMap), and one call is simpler anyway.
@@ -262,3 +260,6 @@ def mf_preconditioner(ratings: Ratings, l2=0.0, *, kind: str = "diagonal", scale
         return out, MFPreconditionerState(state.count + 1, curv)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+_MISSING = object()  # update() called without value_fn: only a fixed objective can serve

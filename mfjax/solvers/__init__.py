@@ -1,19 +1,52 @@
-"""Classical solvers, all jit-compiled and returning :class:`SolverResult`
-(final parameters + per-iteration :class:`SolverTrace`):
+"""Classical solvers on one protocol and one driver (:mod:`.base`).
 
-- :func:`als` alternating least squares with missing entries (:mod:`.als`)
-- :func:`sgd` per-rating / minibatch SGD (:mod:`.sgd`)
-- :func:`nmf` masked multiplicative updates for L2, L1, KL, IS (:mod:`.nmf`)
-- :func:`power_iteration_svd`, :func:`svd_complete` SVD by power iteration with deflation (:mod:`.svd`)
-- :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.vector_descent`)
+Every solver is ``Solver(init, step)``: ``state = init(params, problem, key)``,
+``state, info = step(state, problem)``; :func:`run` scans ``step`` in one
+compiled program and returns a :class:`SolverResult` (final parameters,
+:class:`SolverTrace` with ``loss`` / ``eval_metric`` / ``success``, an honest
+``status``).  The aliases build a solver and call the driver, with one
+vocabulary (``num_steps``, keyword ``l2``, ``key``, ``eval_set``):
+
+- :func:`als` alternating least squares with missing entries (:mod:`.als`; :func:`als_solver`)
+- :func:`sgd` per-rating / minibatch SGD (:mod:`.sgd`; :func:`sgd_solver`)
+- :func:`nmf` masked multiplicative updates for L2, L1, KL, IS (:mod:`.nmf`; :func:`nmf_solver`)
+- :func:`power_iteration_svd`, :func:`svd_complete` SVD by power iteration with deflation
+  (:mod:`.svd`; :func:`svd_solver`)
+- :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.rowwise`)
+
+>>> import mfjax as mf
+>>> train = mf.data.synthetic(m=30, n=20, rank=2, density=0.4, seed=0)
+>>> res = mf.solvers.als(train, 2, l2=1.0, num_steps=3, eval_set=train)
+>>> res.trace.eval_metric.shape, res.status_name
+((3,), 'max_steps')
 """
 
-from mfjax.solvers.als import als, als_half_sweep, als_sweep, als_update_cols, als_update_rows
-from mfjax.solvers.base import SolverResult, SolverTrace
-from mfjax.solvers.nmf import NMF_LOSSES, nmf, nmf_init, nndsvd
-from mfjax.solvers.sgd import random_order, sgd, sgd_step
-from mfjax.solvers.svd import TruncatedSVD, power_iteration_svd, power_iteration_svd_operator, svd_complete
-from mfjax.solvers.vector_descent import (
+from mfjax.solvers.als import (
+    ALSInfo,
+    ALSState,
+    als,
+    als_half_sweep,
+    als_objective,
+    als_solver,
+    als_sweep,
+    als_update_cols,
+    als_update_rows,
+    normal_equations,
+    solve_ridge_rows,
+)
+from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
+from mfjax.solvers.nmf import (
+    NMF_LOSSES,
+    NMFInfo,
+    NMFProblem,
+    NMFState,
+    nmf,
+    nmf_init,
+    nmf_problem,
+    nmf_solver,
+    nndsvd,
+)
+from mfjax.solvers.rowwise import (
     BlockSchedule,
     RowInfo,
     VectorDescentInfo,
@@ -29,29 +62,88 @@ from mfjax.solvers.vector_descent import (
     row_half_sweep,
     solve_rows,
     vector_descent,
+    vector_descent_problem,
+    vector_descent_solver,
     weak_wolfe_search,
+)
+from mfjax.solvers.sgd import (
+    SGDInfo,
+    SGDProblem,
+    SGDState,
+    as_sgd_problem,
+    random_order,
+    sgd,
+    sgd_problem,
+    sgd_solver,
+    sgd_step,
+)
+from mfjax.solvers.svd import (
+    FILLS,
+    SVDInfo,
+    SVDProblem,
+    SVDState,
+    TruncatedSVD,
+    power_iteration_svd,
+    power_iteration_svd_operator,
+    svd_complete,
+    svd_fill,
+    svd_solver,
 )
 
 __all__ = [
+    # protocol and driver
+    "Solver",
     "SolverResult",
     "SolverTrace",
+    "RMSE",
+    "run",
+    # ALS
     "als",
+    "als_solver",
+    "als_objective",
+    "ALSState",
+    "ALSInfo",
     "als_half_sweep",
     "als_sweep",
     "als_update_rows",
     "als_update_cols",
+    "normal_equations",
+    "solve_ridge_rows",
+    # SGD
     "sgd",
+    "sgd_solver",
+    "sgd_problem",
+    "SGDProblem",
+    "as_sgd_problem",
+    "SGDState",
+    "SGDInfo",
     "sgd_step",
     "random_order",
+    # NMF
     "nmf",
+    "nmf_solver",
+    "nmf_problem",
+    "NMFProblem",
+    "NMFState",
+    "NMFInfo",
     "nmf_init",
     "nndsvd",
     "NMF_LOSSES",
+    # SVD
     "TruncatedSVD",
     "power_iteration_svd",
     "power_iteration_svd_operator",
     "svd_complete",
+    "svd_solver",
+    "svd_fill",
+    "SVDProblem",
+    "SVDState",
+    "SVDInfo",
+    "FILLS",
+    # vector descent
     "vector_descent",
+    "vector_descent_problem",
+    "vector_descent_solver",
     "row_half_sweep",
     "default_block_sizes",
     "algorithm13_schedule",

@@ -44,8 +44,12 @@ solution (what ``numpy.linalg.lstsq`` returns); this costs one batched
 
 Each half sweep minimises the objective exactly in one block, so the
 training loss never increases (up to round-off).  The whole run
-(``num_sweeps`` sweeps, the training loss and the held-out RMSE after each)
-is one jit-compiled ``lax.scan``.
+(the training loss and the held-out RMSE after each sweep)
+is one jit-compiled ``lax.scan`` of :func:`als_solver`'s step driven by
+:func:`mfjax.solvers.run` (``num_steps`` sweeps).  The normal equations
+and the ridge solves are the objective's (:mod:`mfjax.objective.curvature`);
+the building blocks below accept an :class:`~mfjax.objective.MFObjective`
+in place of the ratings (entry weights and row weights then apply).
 
 References:
   Jaggi, M. "Matrix Factorizations", EPFL CS-433 lecture notes, 2024
@@ -61,22 +65,22 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Union
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from mfjax import objective as _objective
+from mfjax.core import check_l2
+from mfjax.core.factors import BiasedFactors, Factors, init_biased_factors, init_factors, swap_factors
 from mfjax.data.ratings import Ratings
-from mfjax.losses.masked import (
-    BiasedFactors,
-    Factors,
-    init_biased_factors,
-    init_factors,
-    masked_sq_loss,
-)
-from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace, check_ratings
+from mfjax.objective import MFObjective, mf_objective
+from mfjax.objective.curvature import NORMAL_EQUATIONS_CHUNK
+from mfjax.objective.curvature import normal_equations as _normal_equations
+from mfjax.objective.curvature import solve_ridge_rows
+from mfjax.solvers import _args
+from mfjax.solvers._args import UNSET
+from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
 __all__ = [
     "als",
@@ -91,7 +95,7 @@ __all__ = [
 Params = Union[Factors, BiasedFactors]
 
 #: Entries per chunk when scatter-adding the outer products (memory: chunk x r^2).
-CHUNK_SIZE = 32768
+CHUNK_SIZE = NORMAL_EQUATIONS_CHUNK
 
 
 # ------------------------------------------------------------ building blocks
@@ -99,83 +103,27 @@ def normal_equations(F, ratings: Ratings, targets=None, *, chunk_size: int = CHU
     """The per-row Gram matrices, right-hand sides and counts of a half sweep.
 
     ``A_i = sum_{j in Omega_i} f_j f_j^T``, ``b_i = sum_{j in Omega_i} y_ij f_j``,
-    ``n_i = |Omega_i|`` for every row ``i`` of ``ratings`` at once.
+    ``n_i = |Omega_i|`` for every row ``i`` of ``ratings`` at once
+    (:func:`mfjax.objective.normal_equations`).
 
     Args:
       F: (n, k) feature rows, indexed by ``ratings.cols``.
-      ratings: the entries; rows index the systems.
+      ratings: the entries (or an :class:`~mfjax.objective.MFObjective`); rows index the systems.
       targets: (nnz,) ``y`` (default ``ratings.values``).
       chunk_size: entries per chunk of the scatter-add scan.
 
     Returns:
       ``(A (m, k, k), b (m, k), counts (m,))``.
     """
-    m = ratings.shape[0]
-    k = F.shape[1]
-    y = jnp.asarray(ratings.values if targets is None else targets).astype(F.dtype)
-    nnz = int(y.shape[0])
-    c = max(1, min(int(chunk_size), nnz))
-    t = -(-nnz // c)
-    pad = t * c - nnz
-
-    def prep(a):
-        a = jnp.asarray(a)
-        return (jnp.pad(a, (0, pad)) if pad else a).reshape(t, c)
-
-    w = (jnp.arange(t * c) < nnz).astype(F.dtype).reshape(t, c)
-    xs = (prep(ratings.rows), prep(ratings.cols), prep(y), w)
-
-    def body(acc, chunk):
-        r, cc, yy, ww = chunk
-        f = F[cc]
-        fw = f * ww[:, None]
-        A, b, n = acc
-        A = A + jax.ops.segment_sum(fw[:, :, None] * f[:, None, :], r, num_segments=m)
-        b = b + jax.ops.segment_sum(fw * yy[:, None], r, num_segments=m)
-        n = n + jax.ops.segment_sum(ww, r, num_segments=m)
-        return (A, b, n), None
-
-    init = (jnp.zeros((m, k, k), F.dtype), jnp.zeros((m, k), F.dtype), jnp.zeros((m,), F.dtype))
-    (A, b, n), _ = jax.lax.scan(body, init, xs)
-    return A, b, n
+    obj = ratings if isinstance(ratings, MFObjective) else mf_objective(ratings, dtype=F.dtype)
+    return _normal_equations(obj, F, targets, chunk_size=chunk_size)
 
 
-def _pinv_solve(A, b):
-    """Minimum-norm least-squares solutions of symmetric PSD systems (batched)."""
-    evals, evecs = jnp.linalg.eigh(A)
-    k = A.shape[-1]
-    cutoff = jnp.finfo(A.dtype).eps * k * jnp.max(jnp.abs(evals), axis=-1, keepdims=True)
-    inv = jnp.where(evals > cutoff, 1.0 / jnp.where(evals > cutoff, evals, 1.0), 0.0)
-    coef = jnp.einsum("...kj,...k->...j", evecs, b) * inv
-    return jnp.einsum("...kj,...j->...k", evecs, coef)
-
-
-def solve_ridge_rows(A, b, ridge, counts=None):
-    """Solve ``(A_i + diag(ridge_i)) x_i = b_i`` for all rows (batched Cholesky).
-
-    Rows with ``counts == 0`` and a zero ridge get a unit ridge (their
-    ``b_i = 0``, so the solution stays 0).  Rows whose ridge has a zero entry
-    (possibly singular) or whose Cholesky solve is not finite are solved by
-    an eigendecomposition pseudo-inverse instead: the minimum-norm
-    least-squares solution, as ``numpy.linalg.lstsq``.
-
-    Args:
-      A: (m, k, k) symmetric PSD; b: (m, k); ridge: broadcastable to (m, k);
-      counts: optional (m,) observed counts.
-    """
-    m, k = b.shape
-    ridge = jnp.broadcast_to(jnp.asarray(ridge, A.dtype), (m, k))
-    if counts is not None:
-        ridge = jnp.where((counts == 0)[:, None] & (ridge <= 0), 1.0, ridge)
-    M = A + jax.vmap(jnp.diag)(ridge)
-    L = jnp.linalg.cholesky(M)
-    x = jax.scipy.linalg.cho_solve((L, True), b[..., None])[..., 0]
-    bad = ~jnp.all(jnp.isfinite(x), axis=-1) | jnp.any(ridge <= 0, axis=-1)
-    return jax.lax.cond(
-        jnp.any(bad),
-        lambda: jnp.where(bad[:, None], _pinv_solve(M, b), x),
-        lambda: x,
-    )
+def _ridge_scale(ratings, counts, weighted_l2: bool):
+    """Per-row ridge multiplier: the objective's row weights, the counts (ALS-WR), or 1."""
+    if isinstance(ratings, MFObjective) and ratings.row_weights is not None:
+        return ratings.row_weights.astype(counts.dtype)[:, None]
+    return counts[:, None] if weighted_l2 else 1.0
 
 
 def als_half_sweep(V, ratings: Ratings, l2=0.0, *, weighted_l2: bool = False,
@@ -201,15 +149,11 @@ def als_half_sweep(V, ratings: Ratings, l2=0.0, *, weighted_l2: bool = False,
     """
     _check_l2(l2)
     A, b, n = normal_equations(V, ratings, chunk_size=chunk_size)
-    ridge = l2 * (n[:, None] if weighted_l2 else 1.0)
+    ridge = l2 * _ridge_scale(ratings, n, weighted_l2)
     return solve_ridge_rows(A, b, ridge, n)
 
 
-def _swap(params: Params) -> Params:
-    """The same model for the transposed matrix (rows <-> columns)."""
-    if isinstance(params, BiasedFactors):
-        return BiasedFactors(params.V, params.U, params.col_bias, params.row_bias, params.mean)
-    return Factors(params.V, params.U)
+_swap = swap_factors
 
 
 def als_update_rows(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
@@ -232,7 +176,7 @@ def als_update_rows(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
     y = jnp.asarray(ratings.values).astype(V.dtype) - params.mean - params.col_bias[ratings.cols]
     A, b, n = normal_equations(F, ratings, y, chunk_size=chunk_size)
     diag = jnp.concatenate([jnp.full((V.shape[1],), l2, V.dtype), jnp.full((1,), lb, V.dtype)])
-    ridge = diag[None, :] * (n[:, None] if weighted_l2 else 1.0)
+    ridge = diag[None, :] * _ridge_scale(ratings, n, weighted_l2)
     sol = solve_ridge_rows(A, b, ridge, n)
     return BiasedFactors(sol[:, :-1], V, sol[:, -1], params.col_bias, params.mean)
 
@@ -253,60 +197,138 @@ def als_sweep(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
 
 
 # ----------------------------------------------------------------- the solver
+
+__all__ += ["als_solver", "ALSState", "ALSInfo", "als_objective"]
+
+#: The default ``l2`` of ``als`` until this release (omitting ``l2`` now warns).
+_OLD_DEFAULT_L2 = 0.1
+
+
 def _check_l2(l2, name: str = "l2") -> None:
-    if isinstance(l2, jax.core.Tracer):
-        return
-    v = np.asarray(l2)
-    if v.ndim != 0 or not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} (lambda) must be a finite number >= 0, got {l2}")
+    """:func:`mfjax.core.check_l2` with the argument order of the building blocks above."""
+    check_l2(name, l2)
 
 
-def _objective(params, train, l2, l2_bias, weighted_l2):
-    weights = None
+class ALSState(NamedTuple):
+    """State of :func:`als_solver`: just the factors (the sweep is exact, it keeps no memory).
+
+    Attributes:
+      params: :class:`Factors` or :class:`BiasedFactors`.
+    """
+
+    params: Params
+
+
+class ALSInfo(NamedTuple):
+    """Diagnostics of one ALS sweep.
+
+    Attributes:
+      loss: the objective ``f`` after the sweep (:func:`mfjax.objective.value`).
+    """
+
+    loss: jax.Array
+
+
+def als_objective(train: Ratings, *, l2=0.0, l2_bias=None, weighted_l2: bool = False,
+                  dtype=None, pad_to: int | None = None) -> MFObjective:
+    """The problem ALS solves, as an :class:`~mfjax.objective.MFObjective` ("sum" scale).
+
+    ``f = sum_Omega (x_ij - xhat_ij)^2 + l2 (sum_i w_i ||u_i||^2 + sum_j w_j ||v_j||^2)``
+    with ``w = 1``, or ``w_i = n_i``, ``w_j = n_j`` (the counts) when
+    ``weighted_l2`` (ALS-WR).  ``pad_to`` pads the entries with weight-0
+    ones (:func:`mfjax.objective.bucket_size`) so that folds share one program.
+    """
+    obj = mf_objective(train, l2, l2_bias=l2_bias, dtype=dtype, pad_to=pad_to)
     if weighted_l2:
-        m, n = train.shape
-        ones = jnp.ones_like(jnp.asarray(train.values))
-        weights = (jax.ops.segment_sum(ones, train.rows, num_segments=m),
-                   jax.ops.segment_sum(ones, train.cols, num_segments=n))
-    return masked_sq_loss(params, train, l2, scale="sum", l2_bias=l2_bias, l2_weights=weights)
+        obj = obj.replace(**dict(zip(("row_weights", "col_weights"), _objective.row_counts(obj))))
+    return obj
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "weighted_l2", "chunk_size", "clip"))
-def _run(params, train, eval_set, l2, l2_bias, *, num_sweeps, weighted_l2, chunk_size, clip):
-    def step(p, _):
-        p = als_sweep(p, train, l2, l2_bias=l2_bias, weighted_l2=weighted_l2,
-                      chunk_size=chunk_size)
-        loss = _objective(p, train, l2, l2_bias, weighted_l2)
-        ev = (rmse(p, eval_set, clip=clip) if eval_set is not None
-              else jnp.full((), jnp.nan, loss.dtype))
-        return p, (loss, ev)
+def _als_init(params, problem=None, key=None) -> ALSState:
+    del problem, key
+    return ALSState(params)
 
-    return jax.lax.scan(step, params, None, length=num_sweeps)
+
+@functools.lru_cache(maxsize=None)
+def _sweep_step(chunk_size: int):
+    """The cached ``step`` of :func:`als_solver` (equal settings: the same function, no recompile)."""
+
+    def step(state: ALSState, problem: MFObjective):
+        s = problem.data_weight
+        p = als_sweep(state.params, problem, problem.l2 / s, l2_bias=problem.l2_bias / s,
+                      weighted_l2=problem.row_weights is not None, chunk_size=chunk_size)
+        return ALSState(p), ALSInfo(_objective.value(problem, p))
+
+    return step
+
+
+def als_solver(*, chunk_size: int = CHUNK_SIZE) -> Solver:
+    r"""ALS as a :class:`~mfjax.solvers.base.Solver`: one step is one sweep (rows, then columns).
+
+    The problem is an :class:`~mfjax.objective.MFObjective` (build it with
+    :func:`als_objective`); a step minimises ``f`` exactly over ``U`` (and
+    the row biases), then over ``V``: the normal equations
+    ``(A_i + (l2 / s) w_i I) u_i = b_i`` of :func:`als_update_rows` with the
+    objective's data weight ``s``, ``l2``, ``l2_bias`` and entry weights
+    (padding has weight 0).  The ridge is frequency-weighted (ALS-WR, ``w_i
+    = n_i``) when the objective carries row weights; those are taken to be
+    the counts.  Every number of the problem is traced, so a second ``l2``
+    or fold of the same shape reuses the compiled run.
+
+    Args:
+      chunk_size: entries per chunk when building the normal equations (static).
+
+    Returns:
+      ``Solver(init, step)``: ``init(params, problem, key=None) -> ALSState``
+      (``key`` unused), ``step(state, problem) -> (ALSState, ALSInfo)``.
+    """
+    return Solver(_als_init, _sweep_step(int(chunk_size)))
+
+
+def _initial_params(train, rank, biases, init, key, dtype):
+    m, n = train.shape
+    if init is None:
+        key = jax.random.key(0) if key is None else key
+        if biases:
+            return init_biased_factors(key, (m, n), rank, mean=train.mean(), dtype=dtype)
+        return init_factors(key, (m, n), rank, dtype=dtype)
+    if biases != isinstance(init, BiasedFactors):
+        raise ValueError(f"init is {type(init).__name__} but biases={biases}")
+    _objective.check_factor_shapes((m, n), init, rank)
+    return init
 
 
 def als(
     train: Ratings,
     rank: int,
-    l2=0.1,
-    num_sweeps: int = 20,
-    *,
+    *legacy,
+    l2=UNSET,
+    num_steps: int = UNSET,
     weighted_l2: bool = False,
     biases: bool = False,
     l2_bias=None,
     init: Params | None = None,
     key=None,
-    eval: Ratings | None = None,  # noqa: A002  (shared solver keyword)
+    eval_set: Ratings | None = None,
+    eval_every: int = 1,
     clip: tuple[float, float] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    num_sweeps: int = UNSET,
+    eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
     """Alternating least squares on the observed entries (see the module docstring).
+
+    A thin alias: :func:`als_objective` + :func:`als_solver` +
+    :func:`mfjax.solvers.run`.
 
     Args:
       train: training ratings (m x n).
       rank: number of latent factors ``r``, ``1 <= r <= min(m, n)``.
       l2: ridge weight ``lambda >= 0`` in the "sum" scaling of
-        :func:`mfjax.losses.masked_sq_loss`.
-      num_sweeps: number of full sweeps (rows then columns).
+        :func:`mfjax.losses.masked_sq_loss` (keyword).  Omitting it keeps the
+        old default 0.1 with a ``DeprecationWarning``; it will become 0.0, the
+        default of every solver.
+      num_steps: number of full sweeps (rows then columns); default 20.
       weighted_l2: frequency-weighted ridge ``lambda n_i`` (ALS-WR).
       biases: fit the biased model ``mean + b_i + c_j + u_i . v_j``
         (``mean`` = training mean, fixed); returns :class:`BiasedFactors`.
@@ -315,64 +337,51 @@ def als(
         matter: the first half sweep solves for ``U``); default random
         ``N(0, 1/r)`` factors from ``key``.
       key: PRNG key for the default init (default ``jax.random.key(0)``).
-      eval: held-out ratings; their RMSE after each sweep is traced.
+      eval_set: held-out ratings; their RMSE after each sweep is traced.
+      eval_every: trace the held-out RMSE every this many sweeps.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       chunk_size: entries per chunk when building the normal equations.
+      num_sweeps, eval: deprecated aliases of ``num_steps``, ``eval_set``
+        (``l2`` and ``num_sweeps`` by position too).
 
     Returns:
       :class:`~mfjax.solvers.base.SolverResult` with ``params`` (``Factors``
-      or ``BiasedFactors``) and a trace of length ``num_sweeps``: the training
-      objective (:func:`mfjax.losses.masked_sq_loss`, "sum" scale, with the
-      weighted penalty when ``weighted_l2``) and the held-out RMSE (NaN
-      without ``eval``).
+      or ``BiasedFactors``), ``status`` ``MAX_STEPS`` and a trace of length
+      ``num_steps``: the training objective (:func:`mfjax.losses.masked_sq_loss`,
+      "sum" scale, with the weighted penalty when ``weighted_l2``) and the
+      held-out RMSE (``eval_metric``; NaN without ``eval_set``).
 
     Raises:
-      ValueError: rank out of range, ``l2 < 0`` / non-finite, ``num_sweeps < 1``,
-        non-finite ratings, ``eval`` of another shape.
+      ValueError: rank out of range, ``l2 < 0`` / non-finite, ``num_steps < 1``,
+        non-finite ratings, ``eval_set`` of another shape.
+      FloatingPointError: a sweep produced non-finite factors.
 
     Example::
 
         res = mfjax.solvers.als(train, rank=10, l2=0.05, weighted_l2=True,
-                                biases=True, num_sweeps=20, eval=test)
-        res.trace.eval_rmse[-1]
+                                biases=True, num_steps=20, eval_set=test)
+        res.trace.eval_metric[-1]
     """
+    pos = _args.legacy_positional("als", legacy, ("l2", "num_steps"),
+                                  {"l2": l2, "num_steps": num_steps})
+    l2, num_steps = pos.get("l2", l2), pos.get("num_steps", num_steps)
+    num_steps = _args.renamed("als", "num_steps", num_steps, "num_sweeps", num_sweeps, 20)
+    eval_set = _args.eval_alias("als", eval_set, eval)
+    if l2 is UNSET:
+        _args.default_changed("als", "l2", _OLD_DEFAULT_L2, 0.0)
+        l2 = _OLD_DEFAULT_L2
     check_ratings(train, "training")
-    m, n = train.shape
-    if not isinstance(rank, (int, np.integer)) or rank <= 0 or rank > min(m, n):
-        raise ValueError(f"rank must be an integer in 1..min(m, n) = {min(m, n)} for shape "
-                         f"{(m, n)}, got {rank!r}")
+    rank = _args.check_rank(rank, train.shape)
     _check_l2(l2)
-    if l2_bias is not None:
-        _check_l2(l2_bias, "l2_bias")
-    if int(num_sweeps) < 1:
-        raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
-    if eval is not None:
-        check_ratings(eval, "evaluation")
-        if tuple(eval.shape) != (m, n):
-            raise ValueError(f"eval shape {tuple(eval.shape)} differs from train shape {(m, n)}")
-    dtype = np.asarray(train.values).dtype
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.dtype(np.float32)
-    dtype = jax.dtypes.canonicalize_dtype(dtype)  # float64 only when x64 is enabled
-    if init is None:
-        key = jax.random.key(0) if key is None else key
-        if biases:
-            init = init_biased_factors(key, (m, n), int(rank), mean=train.mean(), dtype=dtype)
-        else:
-            init = init_factors(key, (m, n), int(rank), dtype=dtype)
-    else:
-        if biases != isinstance(init, BiasedFactors):
-            raise ValueError(f"init is {type(init).__name__} but biases={biases}")
-        if init.U.shape != (m, rank) or init.V.shape != (n, rank):
-            raise ValueError(f"init shapes {init.U.shape}, {init.V.shape} do not match "
-                             f"{(m, rank)}, {(n, rank)}")
-    train_d = train.device_put()
-    eval_d = eval.device_put() if eval is not None else None
-    l2 = jnp.asarray(l2, dtype)
-    l2_bias = None if l2_bias is None else jnp.asarray(l2_bias, dtype)
-    params, (losses, evals) = _run(
-        init, train_d, eval_d, l2, l2_bias, num_sweeps=int(num_sweeps),
-        weighted_l2=bool(weighted_l2), chunk_size=int(chunk_size),
-        clip=None if clip is None else (float(clip[0]), float(clip[1])),
-    )
-    return SolverResult(params, SolverTrace(losses, evals))
+    _check_l2(l2_bias, "l2_bias")
+    num_steps = _args.check_num_steps(num_steps, "num_sweeps")
+    _args.check_eval_set(eval_set, train)
+    dtype = _args.float_dtype(train)
+    params = _initial_params(train, rank, biases, init, key, dtype)
+    problem = als_objective(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
+    solver = als_solver(chunk_size=int(chunk_size))
+    res = run(solver, problem, solver.init(params, problem),
+              num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
+              eval_every=eval_every, metric=RMSE(None if clip is None else
+                                                 (float(clip[0]), float(clip[1]))))
+    return _args.raise_if_nonfinite(res, "ALS", "sweep")

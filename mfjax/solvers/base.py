@@ -1,44 +1,248 @@
-"""The result shape shared by every classical solver (ALS, SGD, NMF, ...)."""
+r"""The solver protocol and its one driver (ALS, SGD, NMF, SVD completion, vector descent).
+
+A solver is a pair of pure functions (blackjax's ``init`` / ``step``)::
+
+    state       = solver.init(params, problem, key)     # State: a NamedTuple with .params
+    state, info = solver.step(state, problem)           # Info:  a NamedTuple with .loss
+
+``problem`` -- the training data and the hyperparameters that are numbers
+(an :class:`mfjax.objective.MFObjective` for ALS and SGD: ratings, ``l2``,
+row weights) -- is an *argument* of ``step``, never a closure, so one
+compiled run serves every fold of the same (padded) shape and every ``l2``.
+``info.loss`` is the training objective after the step; other ``Info``
+fields are the solver's own diagnostics (per-row iteration counts for
+vector descent, ...).
+
+:func:`run` drives any solver: ``num_steps`` steps in one jit-compiled
+``lax.scan``, the held-out metric every ``eval_every`` steps, and a
+finiteness check.  A step whose parameters or loss are not finite is
+rejected: the run keeps the last good state, stops
+(:attr:`mfjax.core.Status.NONFINITE`; :attr:`~mfjax.core.Status.DIVERGED`
+when the loss exceeds ``divergence_factor`` times the first step's loss)
+and the remaining steps are no-ops
+(their trace entries are padding: NaN, ``False``).  Otherwise the status is
+:attr:`~mfjax.core.Status.MAX_STEPS` (the budget ran out).  The trace uses
+the names of :class:`mfjax.loop.FitTrace` where they mean the same
+(``loss``, ``eval_metric``, ``success``).
+
+The solver's ``step`` is a static argument of the compiled driver (hashed by
+identity): the ``*_solver`` builders of :mod:`mfjax.solvers` cache their
+``step`` functions, so equal settings give the same ``step`` and no
+recompilation; a hand-written solver should likewise build its ``step`` once.
+
+>>> import jax, mfjax as mf
+>>> from mfjax.solvers import als_solver, run
+>>> train = mf.data.synthetic(m=30, n=20, rank=2, density=0.4, seed=0)
+>>> problem = mf.objective.mf_objective(train, l2=1.0)
+>>> solver = als_solver()
+>>> state = solver.init(mf.init_factors(jax.random.key(0), train.shape, 2), problem)
+>>> res = run(solver, problem, state, 5, eval_set=train)
+>>> res.trace.loss.shape, res.status_name, int(res.num_steps)
+((5,), 'max_steps', 5)
+
+References:
+  Cabezas, A. et al. "BlackJAX: Composable Bayesian inference in JAX", 2024
+  (the ``init`` / ``step`` / ``Info`` protocol).
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+import warnings
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from mfjax.core import Status, status_name, tree_all_finite, tree_where
 from mfjax.data import Ratings
+from mfjax.metrics import rmse
 
-__all__ = ["SolverTrace", "SolverResult", "check_ratings"]
+__all__ = ["Solver", "SolverTrace", "SolverResult", "RMSE", "run", "check_ratings"]
+
+
+class Solver(NamedTuple):
+    """A solver: two pure functions (module docstring).
+
+    Attributes:
+      init: ``init(params, problem, key=None) -> State``; ``State`` is a
+        NamedTuple of arrays with a ``params`` field.
+      step: ``step(state, problem) -> (State, Info)``; ``Info`` is a
+        NamedTuple of arrays with a scalar ``loss`` field.
+    """
+
+    init: Callable[..., Any]
+    step: Callable[[Any, Any], tuple[Any, Any]]
 
 
 class SolverTrace(NamedTuple):
-    """Per-iteration trace (one entry per sweep / epoch / iteration).
+    """Per-step trace (one entry per step of the budget; padding after a stop).
 
     Attributes:
-      loss: training objective after the iteration, shape (T,).
-      eval_rmse: held-out RMSE after the iteration, shape (T,); NaN when no
-        evaluation set was given.
+      loss: training objective after step ``t``, shape (T,) (NaN: rejected or not run).
+      eval_metric: held-out metric after step ``t`` on steps ``t + 1 = k *
+        eval_every`` (NaN elsewhere and without an evaluation set).
+      success: (T,) the step was run and accepted (finite).
+      info: the solver's ``Info`` stacked over the steps (padding: NaN / -1 /
+        ``False``), or ``None``.
     """
 
     loss: jax.Array
-    eval_rmse: jax.Array
+    eval_metric: jax.Array
+    success: Optional[jax.Array] = None
+    info: Any = None
+
+    @property
+    def eval_rmse(self) -> jax.Array:
+        """Deprecated alias of :attr:`eval_metric` (the held-out RMSE by default)."""
+        warnings.warn("SolverTrace.eval_rmse is deprecated; use SolverTrace.eval_metric",
+                      DeprecationWarning, stacklevel=2)
+        return self.eval_metric
 
 
 class SolverResult(NamedTuple):
-    """Final parameters plus the per-iteration :class:`SolverTrace`."""
+    """Result of :func:`run` and of every solver alias (``als``, ``sgd``, ``nmf``, ...).
+
+    Attributes:
+      params: last accepted parameters.
+      trace: :class:`SolverTrace`.
+      status: int32 :class:`mfjax.core.Status` code (``MAX_STEPS`` or ``NONFINITE``).
+      num_steps: steps attempted (the last one is the rejected step when
+        ``status == NONFINITE``).
+      state: the final solver state (to continue with :func:`run`), or ``None``.
+    """
 
     params: Any
     trace: SolverTrace
+    status: Optional[jax.Array] = None
+    num_steps: Optional[jax.Array] = None
+    state: Any = None
+
+    @property
+    def status_name(self) -> str:
+        """``status`` as a lower-case name (``"max_steps"``, ``"nonfinite"``); host read."""
+        return "unknown" if self.status is None else status_name(self.status)
+
+
+class RMSE(NamedTuple):
+    """The default held-out metric: ``rmse(params, eval_set, clip=clip)``.
+
+    A NamedTuple so that equal settings are equal static arguments of the
+    compiled driver (no recompilation).  Any ``metric(params, eval_set) ->
+    scalar`` that is hashable works in its place.
+    """
+
+    clip: Optional[tuple[float, float]] = None
+
+    def __call__(self, params, eval_set) -> jax.Array:
+        return rmse(params, eval_set, clip=self.clip)
+
+
+def _padding_like(tree):
+    """NaN / -1 / False leaves shaped like ``tree`` (the entries of steps not run)."""
+
+    def pad(x):  # x: an array or a jax.ShapeDtypeStruct
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.full(x.shape, jnp.nan, x.dtype)
+        if x.dtype == jnp.bool_:
+            return jnp.zeros(x.shape, x.dtype)
+        return jnp.full(x.shape, -1, x.dtype)
+
+    return jax.tree_util.tree_map(pad, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("step", "num_steps", "metric", "eval_every"))
+def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every):
+    _, info0 = jax.eval_shape(step, state, problem)
+    dtype = jnp.result_type(info0.loss.dtype, jnp.float32)
+
+    def attempt(state, ref):
+        new, info = step(state, problem)
+        finite = tree_all_finite(new.params) & jnp.isfinite(info.loss)
+        diverging = finite & (info.loss > divergence_factor * ref)
+        ok = finite & ~diverging
+        info = tree_where(ok, info, _padding_like(info))
+        return tree_where(ok, new, state), info, ok, diverging
+
+    def skip(state, ref):
+        del ref
+        return state, _padding_like(info0), jnp.asarray(False), jnp.asarray(False)
+
+    def evaluate(params, t, ok):
+        nan = jnp.full((), jnp.nan, dtype)
+        if eval_set is None:
+            return nan
+        due = ok if eval_every == 1 else ok & ((t + 1) % eval_every == 0)
+        return jax.lax.cond(due, lambda: jnp.asarray(metric(params, eval_set), dtype),
+                            lambda: nan)
+
+    def body(carry, t):
+        state, running, attempted, ref, diverged = carry
+        state, info, ok, div = jax.lax.cond(running, attempt, skip, state, ref)
+        ev = evaluate(state.params, t, ok)
+        attempted = attempted + running.astype(jnp.int32)
+        loss = jnp.where(ok, info.loss, jnp.nan).astype(dtype)
+        # the reference is the first accepted step's loss (solvers report the loss after a step)
+        ref = jnp.where(ok & ~jnp.isfinite(ref), jnp.abs(loss), ref)
+        return (state, running & ok, attempted, ref, diverged | div), (loss, ev, ok, info)
+
+    carry = (state, jnp.asarray(True), jnp.asarray(0, jnp.int32), jnp.full((), jnp.inf, dtype),
+             jnp.asarray(False))
+    (state, running, attempted, _, diverged), (loss, ev, ok, info) = jax.lax.scan(
+        body, carry, jnp.arange(num_steps, dtype=jnp.int32))
+    status = jnp.where(running, jnp.int32(Status.MAX_STEPS),
+                       jnp.where(diverged, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE)))
+    return SolverResult(state.params, SolverTrace(loss, ev, ok, info), status, attempted, state)
+
+
+def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_every: int = 1,
+        metric: Callable = RMSE(), divergence_factor: Optional[float] = 10.0) -> SolverResult:
+    """Run ``num_steps`` steps of ``solver`` from ``state`` in one compiled ``lax.scan``.
+
+    Step ``t``: ``state, info = solver.step(state, problem)``; accepted when
+    ``state.params`` and ``info.loss`` are finite, else the previous state
+    is kept and the run stops (module docstring).  Compiled once per
+    ``(solver.step, num_steps, metric, eval_every)`` and argument shapes:
+    ``problem``, ``state`` and ``eval_set`` are traced.
+
+    Args:
+      solver: a :class:`Solver`.
+      problem: the training problem passed to every ``step`` (a pytree).
+      state: the initial state (``solver.init(params, problem, key)``).
+      num_steps: step budget (sweeps for ALS, epochs for SGD, iterations for NMF).
+      eval_set: optional held-out :class:`~mfjax.data.Ratings` (or an
+        :class:`~mfjax.objective.MFObjective`, whose weights mask padding).
+      eval_every: evaluate on steps ``t + 1 = k * eval_every``.
+      metric: ``metric(params, eval_set) -> scalar``, hashable (default :class:`RMSE`).
+      divergence_factor: a step whose loss exceeds this factor times the
+        first step's loss is rejected and the run stops with
+        :attr:`~mfjax.core.Status.DIVERGED` (``None`` disables; traced).
+
+    Returns:
+      :class:`SolverResult` (``state`` included, to continue the run).
+
+    Raises:
+      ValueError: ``num_steps < 1`` or ``eval_every < 1``.
+    """
+    if int(num_steps) < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if int(eval_every) < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    factor = float("inf") if divergence_factor is None else float(divergence_factor)
+    if not factor > 1.0:
+        raise ValueError(f"divergence_factor must be > 1 (or None), got {divergence_factor!r}")
+    return _run_jit(state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
+                    metric=metric, eval_every=int(eval_every))
 
 
 def check_ratings(r: Ratings, what: str) -> np.ndarray:
-    """Validate a solver's input ratings; return their values as numpy.
+    """Validate a solver's input ratings (at the API boundary, on the host); return the values.
 
     Raises ``TypeError`` when ``r`` is not :class:`~mfjax.data.Ratings` and
     ``ValueError`` naming the entry (index, row, column) for empty or
     non-finite data.  ``what`` names the input in the message ("training",
-    "evaluation").
+    "evaluation").  Never call it inside compiled code: it reads the values.
     """
     if not isinstance(r, Ratings):
         raise TypeError(f"{what} must be a mfjax.data.Ratings, got {type(r).__name__}")

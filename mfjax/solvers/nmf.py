@@ -72,19 +72,24 @@ References:
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mfjax.core import check_l2
 from mfjax.data.ratings import Ratings
 from mfjax.losses.divergences import DEFAULT_EPS, _canonical, divergence
 from mfjax.losses.masked import Factors, l2_penalty
-from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace, check_ratings
+from mfjax.solvers import _args
+from mfjax.solvers._args import UNSET
+from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
-__all__ = ["nmf", "nmf_init", "nndsvd", "NMF_LOSSES"]
+__all__ = ["nmf", "nmf_solver", "nmf_problem", "NMFProblem", "NMFState", "NMFInfo",
+           "nmf_init", "nndsvd", "NMF_LOSSES"]
 
+#: The divergences the multiplicative updates minimise (names accepted by :func:`nmf`).
 NMF_LOSSES = ("l2", "l1", "kl", "is")
 
 
@@ -119,40 +124,98 @@ def _half_step(A, B, rows, cols, x, num_rows, loss, l2_row, eps, delta):
     return A * jnp.sqrt(num / (den + eps))
 
 
-def _objective(params, train, loss, l2, row_w, col_w, eps):
+class NMFProblem(NamedTuple):
+    """The data and numeric hyperparameters of masked NMF (all traced).
+
+    Attributes:
+      train: the observed nonnegative ratings.
+      l2: ridge ``lambda`` (``"l2"``, ``"l1"`` only).
+      row_weights, col_weights: ``(m,)`` / ``(n,)`` ridge weights (1 or the counts).
+      eps: denominator guard and prediction floor (KL, IS).
+      delta: IRLS floor of ``|residual|`` (``"l1"``).
+    """
+
+    train: Ratings
+    l2: jax.Array
+    row_weights: jax.Array
+    col_weights: jax.Array
+    eps: jax.Array
+    delta: jax.Array
+
+
+class NMFState(NamedTuple):
+    """State of :func:`nmf_solver`: the nonnegative factors."""
+
+    params: Factors
+
+
+class NMFInfo(NamedTuple):
+    """Diagnostics of one NMF iteration: ``loss``, the divergence plus the ridge
+    (the true L1 for ``"l1"``, whose smoothed form is the one made monotone)."""
+
+    loss: jax.Array
+
+
+def nmf_problem(train: Ratings, *, l2=0.0, weighted_l2: bool = False, eps: float = DEFAULT_EPS,
+                delta: float = 1e-3, dtype=jnp.float32) -> NMFProblem:
+    """Build the :class:`NMFProblem` (``weighted_l2``: ridge weights = the rating counts)."""
+    m, n = train.shape
+    train = train.astype(np.dtype(dtype)).device_put()
+    x = jnp.asarray(train.values)
+    ones = jnp.ones_like(x)
+    row_w = _seg(ones, jnp.asarray(train.rows), m) if weighted_l2 else jnp.ones((m,), x.dtype)
+    col_w = _seg(ones, jnp.asarray(train.cols), n) if weighted_l2 else jnp.ones((n,), x.dtype)
+    return NMFProblem(train, jnp.asarray(l2, x.dtype), row_w, col_w, jnp.asarray(eps, x.dtype),
+                      jnp.asarray(delta, x.dtype))
+
+
+def nmf_objective(params: Factors, problem: NMFProblem, loss: str) -> jax.Array:
+    """Divergence ``loss`` on the observed entries plus ``l2 sum w ||row||^2``."""
+    train = problem.train
     if loss in ("kl", "is"):
-        val = divergence(loss)(params, train, eps)
+        val = divergence(loss)(params, train, problem.eps)
     else:
         val = divergence(loss)(params, train)
-    return val + l2_penalty(params, l2, l2_weights=(row_w, col_w))
+    return val + l2_penalty(params, problem.l2,
+                            l2_weights=(problem.row_weights, problem.col_weights))
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_iters", "loss", "has_eval", "clip")
-)
-def _run(params, train, eval_set, l2, eps, delta, weighted_l2, *, num_iters, loss, has_eval,
-         clip):
-    m, n = train.shape
-    rows, cols = jnp.asarray(train.rows), jnp.asarray(train.cols)
-    x = jnp.asarray(train.values)
-    dtype = x.dtype
-    row_w = jnp.where(weighted_l2, _seg(jnp.ones_like(x), rows, m), 1.0)
-    col_w = jnp.where(weighted_l2, _seg(jnp.ones_like(x), cols, n), 1.0)
-    l2_row, l2_col = l2 * row_w, l2 * col_w
+def _nmf_init(params, problem=None, key=None) -> NMFState:
+    del problem, key
+    return NMFState(Factors(*params))
 
-    def body(p, _):
-        U, V = p
-        U = _half_step(U, V, rows, cols, x, m, loss, l2_row, eps, delta)
-        V = _half_step(V, U, cols, rows, x, n, loss, l2_col, eps, delta)
+
+@functools.lru_cache(maxsize=None)
+def _mu_step(loss: str):
+    """The cached ``step`` of :func:`nmf_solver` for a canonical divergence name."""
+
+    def step(state: NMFState, problem: NMFProblem):
+        train = problem.train
+        m, n = train.shape
+        rows, cols = jnp.asarray(train.rows), jnp.asarray(train.cols)
+        x = jnp.asarray(train.values)
+        l2_row, l2_col = problem.l2 * problem.row_weights, problem.l2 * problem.col_weights
+        U, V = state.params
+        U = _half_step(U, V, rows, cols, x, m, loss, l2_row, problem.eps, problem.delta)
+        V = _half_step(V, U, cols, rows, x, n, loss, l2_col, problem.eps, problem.delta)
         p = Factors(U, V)
-        # the trace reports the true divergence (for "l1" the method decreases
-        # the Huber-smoothed one monotonically, see the module docstring)
-        obj = _objective(p, train, loss, l2, row_w, col_w, eps)
-        ev = rmse(p, eval_set, clip=clip) if has_eval else jnp.asarray(jnp.nan, dtype)
-        return p, (obj, ev)
+        return NMFState(p), NMFInfo(nmf_objective(p, problem, loss))
 
-    params, (losses, evals) = jax.lax.scan(body, params, None, length=num_iters)
-    return params, losses, evals
+    return step
+
+
+def nmf_solver(loss: str = "l2") -> Solver:
+    """Masked NMF as a :class:`~mfjax.solvers.base.Solver`: one step = U update, then V.
+
+    Args:
+      loss: the divergence, a name of the :data:`NMF_LOSSES` registry
+        (``"l2"``/``"frobenius"``, ``"kl"``, ``"is"``, ``"l1"``; module docstring).
+
+    Returns:
+      ``Solver(init, step)`` on an :class:`NMFProblem`: ``init(params, problem,
+      key=None) -> NMFState``, ``step(state, problem) -> (NMFState, NMFInfo)``.
+    """
+    return Solver(_nmf_init, _mu_step(_canonical(loss)))
 
 
 # ------------------------------------------------------------------ init
@@ -271,38 +334,47 @@ def nmf(
     rank: int,
     *,
     loss: str = "l2",
-    num_iters: int = 100,
+    num_steps: int = UNSET,
     l2: float = 0.0,
     weighted_l2: bool = False,
     init="nndsvda",
     key=None,
     eps: float = DEFAULT_EPS,
     delta: float = 1e-3,
-    eval: Ratings | None = None,  # noqa: A002
+    eval_set: Ratings | None = None,
+    eval_every: int = 1,
     clip: tuple[float, float] | None = None,
     dtype=jnp.float32,
+    num_iters: int = UNSET,
+    eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
     """Masked NMF ``X ~ U V^T`` with ``U, V >= 0`` by multiplicative updates.
+
+    A thin alias: :func:`nmf_problem` + :func:`nmf_solver` + :func:`mfjax.solvers.run`.
 
     Args:
       train: observed nonnegative training ratings.
       rank: ``1 <= r <= min(m, n)``.
       loss: ``"l2"`` (``"frobenius"``), ``"kl"``, ``"is"`` or ``"l1"`` (module docstring).
-      num_iters: iterations (one U update then one V update each).
-      l2: ridge ``l2 (||U||^2 + ||V||^2)`` (``"l2"``/``"l1"`` only).
+      num_steps: iterations (one U update then one V update each); default 100.
+      l2: ridge ``l2 (||U||^2 + ||V||^2)`` (``"l2"``/``"l1"`` only; default 0.0,
+        the default of every solver).
       weighted_l2: scale the ridge of each row/column by its rating count.
       init: ``"random"``, ``"nndsvd"``, ``"nndsvda"`` (default) or ``Factors``.
       key: PRNG key for the random / randomized-SVD initialisation.
       eps: denominator guard and prediction floor (KL, IS).
       delta: IRLS floor of ``|residual|`` (``"l1"``).
-      eval: optional held-out ratings (RMSE traced per iteration).
+      eval_set: optional held-out ratings (RMSE traced per iteration).
+      eval_every: trace the held-out RMSE every this many iterations.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       dtype: float dtype.
+      num_iters, eval: deprecated aliases of ``num_steps``, ``eval_set``.
 
     Returns:
-      :class:`SolverResult` with ``Factors(U, V)`` (nonnegative) and per
-      iteration the objective (divergence + ridge; the true L1 for ``"l1"``)
-      and held-out RMSE (NaN without ``eval``).
+      :class:`SolverResult` with ``Factors(U, V)`` (nonnegative), ``status``
+      ``MAX_STEPS`` and per iteration the objective (divergence + ridge; the
+      true L1 for ``"l1"``) and held-out RMSE (``eval_metric``; NaN without
+      ``eval_set``).
 
     Raises:
       ValueError: bad rank, negative / NaN / empty data (zeros for IS),
@@ -311,16 +383,15 @@ def nmf(
 
     Example::
 
-        res = mfjax.solvers.nmf(train, 15, loss="kl", num_iters=200, eval=test)
+        res = mfjax.solvers.nmf(train, 15, loss="kl", num_steps=200, eval_set=test)
     """
+    num_steps = _args.renamed("nmf", "num_steps", num_steps, "num_iters", num_iters, 100)
+    eval_set = _args.eval_alias("nmf", eval_set, eval)
     m, n = train.shape
     loss = _canonical(loss)
-    if not (isinstance(rank, (int, np.integer)) and 1 <= rank <= min(m, n)):
-        raise ValueError(f"rank must be an integer in 1..min(m, n) = {min(m, n)}, got {rank!r}")
-    if num_iters < 1:
-        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
-    if not l2 >= 0:
-        raise ValueError(f"l2 (lambda) must be >= 0, got {l2}")
+    rank = _args.check_rank(rank, train.shape)
+    num_steps = _args.check_num_steps(num_steps, "num_iters")
+    check_l2("l2", l2)
     if l2 > 0 and loss in ("kl", "is"):
         raise ValueError(
             f"l2 > 0 is supported for the 'l2' and 'l1' losses only, got loss={loss!r}"
@@ -328,10 +399,7 @@ def nmf(
     if not eps > 0 or not delta > 0:
         raise ValueError(f"eps and delta must be > 0, got eps={eps}, delta={delta}")
     _check_values(train, "training", loss)
-    if eval is not None:
-        _check_values(eval, "evaluation", loss)
-        if tuple(eval.shape) != tuple(train.shape):
-            raise ValueError(f"eval shape {eval.shape} differs from train shape {train.shape}")
+    _args.check_eval_set(eval_set, train, lambda r, what: _check_values(r, what, loss))
 
     if isinstance(init, str):
         params = nmf_init(train, rank, init, key=key, dtype=dtype)
@@ -345,17 +413,9 @@ def nmf(
             raise ValueError("init factors must be finite and nonnegative")
         params = Factors(jnp.asarray(U, dtype), jnp.asarray(V, dtype))
 
-    train_d = train.astype(np.dtype(dtype)).device_put()
-    eval_d = eval.astype(np.dtype(dtype)).device_put() if eval is not None else None
-    params, losses, evals = _run(
-        params, train_d, eval_d, jnp.asarray(l2, dtype), jnp.asarray(eps, dtype),
-        jnp.asarray(delta, dtype), jnp.asarray(bool(weighted_l2)), num_iters=int(num_iters),
-        loss=loss, has_eval=eval is not None,
-        clip=None if clip is None else tuple(map(float, clip)),
-    )
-    finite = np.isfinite(np.asarray(losses))
-    if not finite.all():
-        raise FloatingPointError(
-            f"NMF ({loss}) objective became non-finite at iteration {int(np.argmin(finite))}"
-        )
-    return SolverResult(params, SolverTrace(losses, evals))
+    problem = nmf_problem(train, l2=l2, weighted_l2=weighted_l2, eps=eps, delta=delta, dtype=dtype)
+    eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
+    solver = nmf_solver(loss)
+    res = run(solver, problem, solver.init(params, problem), num_steps, eval_set=eval_d,
+              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))))
+    return _args.raise_if_nonfinite(res, f"NMF ({loss})", "iteration")

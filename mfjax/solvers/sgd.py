@@ -46,9 +46,15 @@ Step sizes.  ``lr`` is the constant step; ``decay=g`` multiplies it by ``g``
 after every epoch (Koren's 0.9 rule); a callable ``schedule(step) -> lr``
 (any optax schedule, ``step`` counting minibatches from 0) replaces both.
 
-The whole run (all epochs, the per-epoch training loss and held-out RMSE) is
-one jit-compiled ``lax.scan``, with no host round trip; each epoch gathers
-its data into batch order once, then scans over the batches.  The trace
+One epoch is one step of :func:`sgd_solver` (the protocol of
+:mod:`mfjax.solvers.base`); the whole run (all epochs, the per-epoch training
+loss and held-out RMSE) is one jit-compiled ``lax.scan`` of the driver
+:func:`mfjax.solvers.run`, with no host round trip; each epoch gathers its
+data into batch order once, then scans over the batches.  The problem is an
+:class:`mfjax.objective.MFObjective` (ratings, ``l2``, row weights; padding
+entries have weight 0) and the step sizes live in the state, so a second
+fold of the same padded size, a second ``l2`` or a second ``lr`` reuse the
+compiled run.  The trace
 loss is the objective above without the factor ``1/2``:
 
 * ``loss_trace="exact"`` (default): :func:`mfjax.losses.masked_sq_loss`
@@ -77,287 +83,244 @@ References:
 from __future__ import annotations
 
 import functools
-import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mfjax import objective as _objective
+from mfjax.core import check_l2
 from mfjax.data.ratings import Ratings
-from mfjax.losses.masked import (
-    BiasedFactors,
-    Factors,
-    init_biased_factors,
-    init_factors,
-    masked_sq_loss,
+from mfjax.losses.masked import BiasedFactors, Factors, init_biased_factors, init_factors
+from mfjax.solvers import _args
+from mfjax.solvers._args import UNSET
+from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
+from mfjax.solvers.sgd_kernel import (
+    SGDProblem,
+    _regularisers,
+    _stack,
+    _unstack,
+    _update,
+    as_sgd_problem,
+    sgd_problem,
+    sgd_step,
 )
-from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace, check_ratings
+from mfjax.solvers.shuffle import _feistel, _order_domain, random_order
 
-__all__ = ["sgd", "sgd_step", "random_order"]
+__all__ = ["sgd", "sgd_solver", "sgd_problem", "SGDProblem", "as_sgd_problem", "SGDState", "SGDInfo",
+           "sgd_step", "random_order"]
 
 Params = Factors | BiasedFactors
 
+#: The default ``l2`` of ``sgd`` until this release (omitting ``l2`` now warns).
+_OLD_DEFAULT_L2 = 0.02
 
-def _mix32(x):
-    """A 32-bit integer hash (xorshift-multiply finaliser)."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
+#: The trace losses of :func:`sgd_solver`.
+LOSS_TRACES = ("exact", "running")
 
 
-def _order_domain(n: int) -> tuple[int, int]:
-    """Sides ``(a, b)`` of the mixed-radix domain ``Z_a x Z_b`` used for ``0..n-1``:
-    ``a = ceil(sqrt(n))``, ``b = ceil(n / a)``, so ``n <= a b < n + a``."""
-    n = max(int(n), 1)
-    a = math.isqrt(n - 1) + 1
-    return a, -(-n // a)
+# ----------------------------------------------------------------- the solver
+class SGDState(NamedTuple):
+    """State of :func:`sgd_solver` between epochs.
 
-
-def _feistel(x, keys, a: int, b: int):
-    """A keyed bijection of ``[0, a b)`` (mixed-radix Feistel network).
-
-    Write ``x = L b + R`` with ``L in Z_a``, ``R in Z_b``.  Each round maps
-    ``(L, R) in Z_s x Z_t`` to ``(R, (L + F_k(R)) mod s) in Z_t x Z_s``
-    (``F_k`` = hash of ``R xor key_k``), which is invertible
-    (``L = (L' - F_k(R)) mod s``); the sides swap every round and the result
-    is read back as ``L t + R`` in the final radix.  Unlike a balanced
-    Feistel network on ``[0, 4^h)``, the domain ``a b`` exceeds ``n`` by
-    less than ``a ~ sqrt(n)``, so no (or hardly any) cycle walking is needed.
-    """
-    left, right = x // jnp.uint32(b), x % jnp.uint32(b)
-    s, t = a, b
-    for k in range(keys.shape[0]):
-        left, right = right, (left + _mix32(right ^ keys[k]) % jnp.uint32(s)) % jnp.uint32(s)
-        s, t = t, s
-    return left * jnp.uint32(t) + right
-
-
-def random_order(key, n: int, rounds: int = 4) -> jax.Array:
-    """A pseudo-random permutation of ``0..n-1`` in O(n) work, without sorting.
-
-    The keyed mixed-radix Feistel network of :func:`_feistel` (``rounds``
-    rounds) is a bijection of ``[0, a b)`` with ``n <= a b < n + sqrt(n) + 1``;
-    cycle walking (re-apply until the value lands in ``[0, n)``) restricts it
-    to a bijection of ``[0, n)`` (Black & Rogaway 2002).  Since only
-    ``< 1/sqrt(n)`` of the values start outside, the walk ends after a few
-    passes.  On CPU this is several times cheaper than
-    ``jax.random.permutation`` or an argsort of random keys.  Different keys
-    give (pseudo-)independent orders.  (:func:`sgd` uses the network on the
-    padded domain directly, without the walk: the ``a b - n`` extra slots
-    become masked-out entries.)
-
-    References:
-      Black, J., Rogaway, P. "Ciphers with arbitrary finite domains",
-      CT-RSA 2002.
-    """
-    a, b = _order_domain(n)
-    keys = jax.random.bits(key, (rounds,), jnp.uint32)
-
-    def walk(x):
-        return jnp.where(x >= n, _feistel(x, keys, a, b), x)
-
-    x = _feistel(jnp.arange(n, dtype=jnp.uint32), keys, a, b)
-    x = jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x)
-    return x.astype(jnp.int32)
-
-
-def _stack(params: Params) -> jax.Array:
-    """One buffer ``Z = [[U, b], [V, c]]`` of shape (m + n, r [+ 1]).
-
-    All rows live in one array so that a step's reads and its single
-    scatter touch one buffer: XLA then updates it in place inside the scan
-    (with separate U and V buffers, the V update reads U's old rows after U
-    was written, and XLA copies both whole arrays every step).
-    """
-    if isinstance(params, BiasedFactors):
-        top = jnp.concatenate([params.U, params.row_bias[:, None]], axis=1)
-        bot = jnp.concatenate([params.V, params.col_bias[:, None]], axis=1)
-    else:
-        top, bot = params.U, params.V
-    return jnp.concatenate([top, bot], axis=0)
-
-
-def _unstack(Z, like: Params, m: int) -> Params:
-    if isinstance(like, BiasedFactors):
-        return BiasedFactors(Z[:m, :-1], Z[m:, :-1], Z[:m, -1], Z[m:, -1], like.mean)
-    return Factors(Z[:m], Z[m:])
-
-
-def _update(Z, idx, values, mask, lr, reg, mean, biases: bool):
-    """The per-rating update of a batch on the stacked buffer.
-
-    ``idx = [i_1..i_B, m + j_1..m + j_B]`` (rows of ``Z``), ``reg`` (2B,) the
-    regularisation weight of each of those rows' entries (masked entries: 0).
-    With ``z_i = [u_i, b_i]``, ``z_j = [v_j, c_j]`` (biased) the error is
-    ``e = mask (x - mean - u_i.v_j - b_i - c_j)`` and the update, for both
-    halves at once, ``z <- z + lr (e p - reg z)`` with ``p = [v_j, 1]`` for
-    row ``i`` and ``p = [u_i, 1]`` for column ``j`` (``p`` = the partner row
-    without bias column when unbiased); all ``2B`` row updates are added
-    (scatter-add) to the old ``Z``.  Returns ``(Z_new, e)``.
-    """
-    zz = Z[idx]
-    B = values.shape[0]
-    zi, zj = zz[:B], zz[B:]
-    other = jnp.concatenate([zj, zi])
-    if biases:
-        r = Z.shape[1] - 1
-        is_bias = jnp.arange(r + 1) == r
-        dot = jnp.sum(jnp.where(is_bias, 0.0, zi * zj), axis=1)
-        pred = mean + dot + zi[:, r] + zj[:, r]
-        # d/du_i (u_i . v_j + b_i) = [v_j, 1]
-        other = jnp.where(is_bias, jnp.ones((), Z.dtype), other)
-    else:
-        pred = jnp.sum(zi * zj, axis=1)
-    e = mask * (values - pred)
-    e2 = jnp.concatenate([e, e])
-    upd = lr * (e2[:, None] * other - reg[:, None] * zz)
-    # the barrier materialises the updates: without it XLA fuses their whole
-    # computation into the scatter and runs it element by element (~3x slower)
-    upd = jax.lax.optimization_barrier(upd)
-    return Z.at[idx].add(upd), e
-
-
-def _stacked_step(Z, m, rows, cols, values, mask, lr, reg_row, reg_col, mean, biases: bool):
-    """The per-rating update on the stacked buffer (see :func:`sgd_step`)."""
-    idx = jnp.concatenate([rows, cols + m])
-    reg = jnp.concatenate([mask * reg_row, mask * reg_col])
-    return _update(Z, idx, values, mask, lr, reg, mean, biases)[0]
-
-
-def sgd_step(params: Params, rows, cols, values, mask, lr, reg_row, reg_col) -> Params:
-    """One (mini)batch of per-rating SGD updates, applied together (scatter-add).
-
-    Args:
+    Attributes:
       params: :class:`Factors` or :class:`BiasedFactors` (the mean stays fixed).
-      rows, cols, values: the batch's entries, shape (B,).
-      mask: (B,) 1 for real entries, 0 for padding.
-      lr: step size ``a``.
-      reg_row, reg_col: (B,) regularisation weight of each entry's row and
-        column (``l2 / n_i`` or ``l2``, see the module docstring).
-
-    With ``B = 1`` this is exactly the lecture's update for one rating::
-
-        e = x_ij - xhat_ij;  u_i += a (e v_j - l_i u_i);  v_j += a (e u_i - l_j v_j)
-        (biased: b_i += a (e - l_i b_i);  c_j += a (e - l_j c_j))
-
-    (:func:`sgd` runs the same update on a stacked buffer inside ``lax.scan``.)
+      key: PRNG key of the run; epoch ``e`` shuffles with ``fold_in(key, e)``.
+      step: int32 minibatches done (the ``schedule``'s argument).
+      epoch: int32 epochs done.
+      lr: the constant step size ``a`` (traced: a second ``lr`` does not recompile).
+      decay: the per-epoch factor ``g`` (step ``a g^epoch``).
     """
-    m = params.U.shape[0]
-    biased = isinstance(params, BiasedFactors)
-    mean = params.mean if biased else 0.0
-    rows, cols = jnp.asarray(rows), jnp.asarray(cols)
-    Z = _stacked_step(_stack(params), m, rows, cols, jnp.asarray(values), jnp.asarray(mask), lr,
-                      jnp.asarray(reg_row), jnp.asarray(reg_col), mean, biased)
-    return _unstack(Z, params, m)
+
+    params: Params
+    key: jax.Array
+    step: jax.Array
+    epoch: jax.Array
+    lr: jax.Array
+    decay: jax.Array
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("num_epochs", "batch_size", "schedule", "has_eval", "clip", "loss_trace"),
-)
-def _run(params, train, eval_set, key, lr, decay, l2, weighted_l2, *, num_epochs, batch_size,
-         schedule, has_eval, clip, loss_trace):
-    m, n = train.shape
-    rows = jnp.asarray(train.rows)
-    cols = jnp.asarray(train.cols)
-    vals = jnp.asarray(train.values)
-    nnz = vals.shape[0]
-    dtype = params.U.dtype
-    biased = isinstance(params, BiasedFactors)
-    mean = params.mean if biased else jnp.asarray(0.0, dtype)
-    n_row = jnp.zeros((m,), dtype).at[rows].add(1.0)
-    n_col = jnp.zeros((n,), dtype).at[cols].add(1.0)
-    # objective l2 sum_i w_i ||u_i||^2 + ...: w = 1 (lecture) or n_i (Funk);
-    # each of row i's n_i ratings carries l2 w_i / n_i of it
-    w_row = jnp.where(weighted_l2, n_row, 1.0)
-    w_col = jnp.where(weighted_l2, n_col, 1.0)
-    reg_row_all = l2 * w_row / jnp.maximum(n_row, 1.0)
-    reg_col_all = l2 * w_col / jnp.maximum(n_col, 1.0)
-    reg_stacked = jnp.concatenate([reg_row_all, reg_col_all])  # per row of Z
-    w_stacked = jnp.concatenate([w_row, w_col])
-    l2_weights = (w_row, w_col)
+class SGDInfo(NamedTuple):
+    """Diagnostics of one SGD epoch.
 
-    # the epoch's order: a keyed bijection of the slots [0, a b) (a b >= nnz,
-    # see _feistel); slots >= nnz, and the tail that fills the last batch,
-    # are masked-out entries (row 0, column 0, weight 0: no-ops)
-    a, b = _order_domain(nnz)
-    slots = a * b
-    nb = -(-slots // batch_size)
-    total = nb * batch_size
-    pad = total - nnz
-    ent_i = jnp.concatenate([rows, jnp.zeros((pad,), rows.dtype)])
-    ent_j = jnp.concatenate([cols + m, jnp.full((pad,), m, cols.dtype)])
-    ent_x = jnp.concatenate([vals, jnp.zeros((pad,), dtype)])
+    Attributes:
+      loss: training objective after the epoch (``"exact"``) or the running
+        estimate (``"running"``; module docstring).
+      lr: the step size at the epoch's first minibatch.
+    """
 
-    def epoch(carry, epoch_key):
-        Z, step0, ep = carry
-        keys = jax.random.bits(epoch_key, (4,), jnp.uint32)
+    loss: jax.Array
+    lr: jax.Array
+
+
+@functools.lru_cache(maxsize=None)
+def _epoch_step(batch_size: int, schedule, loss_trace: str):
+    """The cached ``step`` of :func:`sgd_solver` (one epoch; static settings only)."""
+
+    def step(state: SGDState, problem):
+        problem = as_sgd_problem(problem)
+        obj = problem.objective
+        params = state.params
+        m, _ = obj.shape
+        Z0 = _stack(params)
+        dtype = Z0.dtype
+        biased = isinstance(params, BiasedFactors)
+        mean = params.mean if biased else jnp.asarray(0.0, dtype)
+        reg_f, reg_b = _regularisers(problem, dtype)
+
+        # the epoch's order: a keyed bijection of the slots [0, a b) (a b >= N,
+        # see _feistel); slots >= N, the tail that fills the last batch and
+        # the problem's padding (weight 0) are masked-out entries (no-ops:
+        # they read entry N - 1 with weight 0)
+        nnz = obj.num_entries
+        a, b = _order_domain(nnz)
+        slots = a * b
+        nb = -(-slots // batch_size)
+        total = nb * batch_size
+        keys = jax.random.bits(jax.random.fold_in(state.key, state.epoch), (4,), jnp.uint32)
         perm = _feistel(jnp.arange(slots, dtype=jnp.uint32), keys, a, b).astype(jnp.int32)
         perm = jnp.concatenate([perm, jnp.arange(slots, total, dtype=jnp.int32)])
         # the data of the whole epoch, gathered once into batch order
-        idx = jnp.concatenate([ent_i[perm].reshape(nb, batch_size),
-                               ent_j[perm].reshape(nb, batch_size)], axis=1)
-        xs = ent_x[perm].reshape(nb, batch_size)
-        msk = (perm < nnz).astype(dtype).reshape(nb, batch_size)
-        lr_epoch = lr * decay ** ep.astype(dtype)
+        at = jnp.minimum(perm, nnz - 1)
+        idx = jnp.concatenate([obj.rows[at].reshape(nb, batch_size),
+                               (obj.cols[at] + m).reshape(nb, batch_size)], axis=1)
+        xs = obj.values[at].astype(dtype).reshape(nb, batch_size)
+        msk = jnp.where(perm < nnz, obj.weights[at].astype(dtype), 0.0).reshape(nb, batch_size)
+        lr_epoch = state.lr * state.decay ** state.epoch.astype(dtype)
+        is_bias = jnp.arange(Z0.shape[1]) == Z0.shape[1] - 1
+
+        def lr_at(step):
+            return lr_epoch if schedule is None else jnp.asarray(schedule(step), dtype)
 
         def batch(c, inp):
             Z, step, sse = c
             ix, x, mk = inp
-            a_ = lr_epoch if schedule is None else jnp.asarray(schedule(step), dtype)
-            reg = reg_stacked[ix] * jnp.concatenate([mk, mk])
-            Z, e = _update(Z, ix, x, mk, a_, reg, mean, biased)
+            mk2 = jnp.concatenate([mk, mk])
+            reg = reg_f[ix] * mk2
+            if biased:  # the bias column carries l2_bias
+                reg = jnp.where(is_bias, (reg_b[ix] * mk2)[:, None], reg[:, None])
+            Z, e = _update(Z, ix, x, mk, lr_at(step), reg, mean, biased)
             return (Z, step + 1, sse + jnp.sum(e * e)), None
 
-        (Z, step, sse), _ = jax.lax.scan(batch, (Z, step0, jnp.zeros((), dtype)), (idx, xs, msk))
+        (Z, step, sse), _ = jax.lax.scan(batch, (Z0, state.step, jnp.zeros((), dtype)),
+                                         (idx, xs, msk))
         p = _unstack(Z, params, m)
         if loss_trace == "exact":
-            loss = masked_sq_loss(p, train, l2, scale="sum", l2_weights=l2_weights)
+            loss = _objective.value(obj, p)
         else:  # "running": residuals seen during the epoch + exact penalty at its end
-            loss = sse + l2 * jnp.sum(w_stacked * jnp.sum(Z * Z, axis=1))
-        ev = rmse(p, eval_set, clip=clip) if has_eval else jnp.asarray(jnp.nan, dtype)
-        return (Z, step, ep + 1), (loss, ev)
+            loss = obj.data_weight.astype(dtype) * sse + _objective.penalty(obj, p)
+        new = SGDState(p, state.key, step, state.epoch + 1, state.lr, state.decay)
+        return new, SGDInfo(loss, lr_at(state.step))
 
-    keys = jax.random.split(key, num_epochs)
-    (Z, _, _), (losses, evals) = jax.lax.scan(
-        epoch, (_stack(params), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32)), keys
-    )
-    return _unstack(Z, params, m), losses, evals
+    return step
+
+
+def sgd_solver(*, lr: float = 0.01, decay: float = 1.0, batch_size: int = 1,
+               schedule: Callable[[Any], Any] | None = None, loss_trace: str = "exact") -> Solver:
+    """SGD as a :class:`~mfjax.solvers.base.Solver`: one step is one shuffled epoch.
+
+    The problem is an :class:`SGDProblem` (:func:`sgd_problem`; the row
+    counts computed once) or an :class:`~mfjax.objective.MFObjective` (counted
+    every epoch).
+    ``lr`` and ``decay`` go into the state (traced); ``batch_size``,
+    ``schedule`` and ``loss_trace`` shape the compiled epoch (static; equal
+    settings share one compiled ``step``).
+
+    Args:
+      lr: constant step size ``a`` (> 0); decay: per-epoch factor in (0, 1].
+      batch_size: entries updated together (1 = sequential per-rating SGD).
+      schedule: optional optax-style ``step -> lr`` (hashable; replaces ``lr``, ``decay``).
+      loss_trace: ``"exact"`` or ``"running"`` (module docstring).
+
+    Returns:
+      ``Solver(init, step)``: ``init(params, problem, key) -> SGDState``,
+      ``step(state, problem) -> (SGDState, SGDInfo)``.
+
+    Example::
+
+        solver = sgd_solver(lr=0.05, batch_size=4096)
+        obj = sgd_problem(train, l2=0.05)
+        res = mfjax.solvers.run(solver, obj, solver.init(params, obj, key), 10, eval_set=test)
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if loss_trace not in LOSS_TRACES:
+        raise ValueError(f"loss_trace must be 'exact' or 'running', got {loss_trace!r}")
+    step = _epoch_step(int(batch_size), schedule, loss_trace)
+
+    def init(params: Params, problem=None, key=None) -> SGDState:
+        del problem
+        key = jax.random.key(0) if key is None else key
+        dtype = params.U.dtype
+        zero = jnp.asarray(0, jnp.int32)
+        return SGDState(params, key, zero, zero, jnp.asarray(0.0 if schedule is not None else lr,
+                                                             dtype), jnp.asarray(decay, dtype))
+
+    return Solver(init, step)
+
+
+def _initial_params(train, rank, biases, init, key, init_scale, dtype):
+    m, n = train.shape
+    if init is None:
+        if biases:
+            return init_biased_factors(key, (m, n), rank, mean=train.mean(), scale=init_scale,
+                                       dtype=dtype)
+        return init_factors(key, (m, n), rank, scale=init_scale, dtype=dtype)
+    U, V = jnp.asarray(init.U, dtype), jnp.asarray(init.V, dtype)
+    if U.shape != (m, rank) or V.shape != (n, rank):
+        raise ValueError(
+            f"init factors have shapes {U.shape}, {V.shape}; expected {(m, rank)}, {(n, rank)}")
+    if not biases:
+        if isinstance(init, BiasedFactors):
+            raise ValueError("init is BiasedFactors but biases=False")
+        return Factors(U, V)
+    if isinstance(init, BiasedFactors):
+        return BiasedFactors(U, V, jnp.asarray(init.row_bias, dtype),
+                             jnp.asarray(init.col_bias, dtype), jnp.asarray(init.mean, dtype))
+    return BiasedFactors(U, V, jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
+                         jnp.asarray(train.mean(), dtype))
 
 
 def sgd(
     train: Ratings,
     rank: int,
     *,
-    key,
+    key=None,
     lr: float = 0.01,
-    l2: float = 0.02,
-    num_epochs: int = 20,
+    l2=UNSET,
+    l2_bias=None,
+    num_steps: int = UNSET,
     batch_size: int = 1,
     biases: bool = False,
     weighted_l2: bool = False,
     decay: float = 1.0,
     schedule: Callable[[Any], Any] | None = None,
-    eval: Ratings | None = None,  # noqa: A002  (shared solver keyword)
+    eval_set: Ratings | None = None,
+    eval_every: int = 1,
     clip: tuple[float, float] | None = None,
     init: Factors | BiasedFactors | None = None,
     init_scale: float = 0.1,
     dtype=jnp.float32,
     loss_trace: str = "exact",
+    num_epochs: int = UNSET,
+    eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
     """Fit ``X ~ U V^T`` (optionally with biases) by shuffled-epoch SGD.
+
+    A thin alias: :func:`sgd_problem` + :func:`sgd_solver` + :func:`mfjax.solvers.run`.
 
     Args:
       train: observed training ratings.
       rank: number of latent factors ``r`` (``1 <= r <= min(m, n)``).
-      key: PRNG key (initialisation and the per-epoch permutations).
+      key: PRNG key (initialisation and the per-epoch permutations; default
+        ``jax.random.key(0)``).
       lr: constant step size ``a`` (> 0).
-      l2: regularisation ``lambda >= 0`` (see ``weighted_l2``).
-      num_epochs: passes over the training entries.
+      l2: regularisation ``lambda >= 0`` (see ``weighted_l2``).  Omitting it
+        keeps the old default 0.02 with a ``DeprecationWarning``; it will
+        become 0.0, the default of every solver.
+      l2_bias: ridge of the biases (default ``l2``).
+      num_steps: passes over the training entries (epochs); default 20.
       batch_size: entries updated together (1 = sequential per-rating SGD).
       biases: fit the biased model ``mean + b_i + c_j + u_i . v_j``.
       weighted_l2: ``False``: ``l2/n_i`` per rating (uniform objective, the
@@ -365,7 +328,8 @@ def sgd(
       decay: multiply the step by ``decay`` after each epoch (1 = constant).
       schedule: optional optax-style schedule ``step -> lr`` (step counts
         minibatches); replaces ``lr`` and ``decay``.
-      eval: optional held-out ratings; their RMSE is traced per epoch.
+      eval_set: optional held-out ratings; their RMSE is traced per epoch.
+      eval_every: trace the held-out RMSE every this many epochs.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       init: optional starting ``Factors`` / ``BiasedFactors``.
       init_scale: std of the random normal initial factors (biases start at 0).
@@ -379,88 +343,57 @@ def sgd(
         during the epoch; it lags the exact value, by more in early epochs),
         plus the exact regulariser of the parameters at the epoch's end.
         Both detect divergence.
+      num_epochs, eval: deprecated aliases of ``num_steps``, ``eval_set``.
 
     Returns:
       :class:`SolverResult` with ``params`` a :class:`Factors` (or
-      :class:`BiasedFactors` when ``biases``) and the per-epoch trace
-      (training objective without the 1/2, held-out RMSE or NaN).
+      :class:`BiasedFactors` when ``biases``), ``status`` ``MAX_STEPS`` and the
+      per-epoch trace (training objective without the 1/2, held-out RMSE
+      ``eval_metric`` or NaN).
 
     Raises:
-      ValueError: bad rank, ``lr <= 0``, ``l2 < 0``, ``num_epochs < 1``,
+      ValueError: bad rank, ``lr <= 0``, ``l2 < 0``, ``num_steps < 1``,
         ``batch_size < 1``, ``decay`` outside (0, 1], empty or non-finite data.
       FloatingPointError: the run diverged (non-finite loss); lower ``lr``.
 
     Example::
 
         res = mfjax.solvers.sgd(train, 10, key=jax.random.key(0), lr=0.01,
-                                l2=0.05, num_epochs=20, biases=True, eval=test)
-        res.trace.eval_rmse[-1]
+                                l2=0.05, num_steps=20, biases=True, eval_set=test)
+        res.trace.eval_metric[-1]
     """
-    m, n = train.shape
-    if not (isinstance(rank, (int, np.integer)) and 1 <= rank <= min(m, n)):
-        raise ValueError(f"rank must be an integer in 1..min(m, n) = {min(m, n)}, got {rank!r}")
+    num_steps = _args.renamed("sgd", "num_steps", num_steps, "num_epochs", num_epochs, 20)
+    eval_set = _args.eval_alias("sgd", eval_set, eval)
+    if l2 is UNSET:
+        _args.default_changed("sgd", "l2", _OLD_DEFAULT_L2, 0.0)
+        l2 = _OLD_DEFAULT_L2
+    rank = _args.check_rank(rank, train.shape)
     if schedule is None and not lr > 0:
         raise ValueError(f"lr (step size) must be > 0, got {lr}")
-    if not l2 >= 0:
-        raise ValueError(f"l2 (lambda) must be >= 0, got {l2}")
-    if num_epochs < 1:
-        raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
+    check_l2("l2", l2)
+    check_l2("l2_bias", l2_bias)
+    num_steps = _args.check_num_steps(num_steps, "num_epochs")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
-    if loss_trace not in ("exact", "running"):
+    if loss_trace not in LOSS_TRACES:
         raise ValueError(f"loss_trace must be 'exact' or 'running', got {loss_trace!r}")
     check_ratings(train, "training")
-    if eval is not None:
-        check_ratings(eval, "evaluation")
-        if tuple(eval.shape) != tuple(train.shape):
-            raise ValueError(f"eval shape {eval.shape} differs from train shape {train.shape}")
+    _args.check_eval_set(eval_set, train)
     # the epoch is cut from a ab >= nnz slots (see _feistel): a batch never needs more
     a, b = _order_domain(train.nnz)
     batch_size = int(min(batch_size, a * b))
 
+    key = jax.random.key(0) if key is None else key
     k_init, k_run = jax.random.split(key)
-    if init is None:
-        if biases:
-            params = init_biased_factors(k_init, (m, n), rank, mean=train.mean(),
-                                         scale=init_scale, dtype=dtype)
-        else:
-            params = init_factors(k_init, (m, n), rank, scale=init_scale, dtype=dtype)
-    else:
-        U, V = jnp.asarray(init.U, dtype), jnp.asarray(init.V, dtype)
-        if U.shape != (m, rank) or V.shape != (n, rank):
-            raise ValueError(
-                f"init factors have shapes {U.shape}, {V.shape}; expected {(m, rank)}, {(n, rank)}"
-            )
-        if biases:
-            if isinstance(init, BiasedFactors):
-                params = BiasedFactors(U, V, jnp.asarray(init.row_bias, dtype),
-                                       jnp.asarray(init.col_bias, dtype),
-                                       jnp.asarray(init.mean, dtype))
-            else:
-                params = BiasedFactors(U, V, jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
-                                       jnp.asarray(train.mean(), dtype))
-        else:
-            if isinstance(init, BiasedFactors):
-                raise ValueError("init is BiasedFactors but biases=False")
-            params = Factors(U, V)
-
-    train_d = train.astype(np.dtype(dtype)).device_put()
-    eval_d = eval.astype(np.dtype(dtype)).device_put() if eval is not None else None
-    params, losses, evals = _run(
-        params, train_d, eval_d, k_run,
-        jnp.asarray(lr if schedule is None else 0.0, dtype), jnp.asarray(decay, dtype),
-        jnp.asarray(l2, dtype), jnp.asarray(bool(weighted_l2)),
-        num_epochs=int(num_epochs), batch_size=batch_size, schedule=schedule,
-        has_eval=eval is not None, clip=None if clip is None else tuple(map(float, clip)),
-        loss_trace=loss_trace,
-    )
-    finite = np.isfinite(np.asarray(losses))
-    if not finite.all():
-        first = int(np.argmin(finite))
-        raise FloatingPointError(
-            f"SGD diverged: training loss became non-finite at epoch {first} "
-            f"(lr={lr}, batch_size={batch_size}); lower the step size"
-        )
-    return SolverResult(params, SolverTrace(losses, evals))
+    params = _initial_params(train, rank, biases, init, k_init, init_scale, dtype)
+    problem = sgd_problem(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2,
+                         dtype=np.dtype(dtype))
+    solver = sgd_solver(lr=lr, decay=decay, batch_size=batch_size, schedule=schedule,
+                        loss_trace=loss_trace)
+    eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
+    res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=eval_d,
+              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))))
+    return _args.raise_if_nonfinite(res, "SGD diverged", "epoch",
+                                    f" (lr={lr}, batch_size={batch_size}); lower the step size")

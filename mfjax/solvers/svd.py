@@ -52,14 +52,20 @@ import numpy as np
 
 from mfjax.data.ratings import Ratings
 from mfjax.losses.masked import Factors, masked_sq_loss
-from mfjax.metrics import rmse
-from mfjax.solvers.base import SolverResult, SolverTrace
+from mfjax.solvers import _args
+from mfjax.solvers._args import UNSET
+from mfjax.solvers.base import RMSE, Solver, SolverResult, run
 
 __all__ = [
     "TruncatedSVD",
     "power_iteration_svd",
     "power_iteration_svd_operator",
     "svd_complete",
+    "svd_solver",
+    "svd_fill",
+    "SVDProblem",
+    "SVDState",
+    "SVDInfo",
     "FILLS",
 ]
 
@@ -250,27 +256,83 @@ def _to_factors(t: TruncatedSVD) -> Factors:
     return Factors(t.U * r, t.Vt.T * r)
 
 
-@functools.partial(jax.jit, static_argnames=("rank", "num_iters", "num_refits", "clip"))
-def _run_complete(train, eval_set, Ub, Vb, tol, key, *, rank, num_iters, num_refits, clip):
-    def record(params):
-        loss = masked_sq_loss(params, train, 0.0)
-        ev = (rmse(params, eval_set, clip=clip) if eval_set is not None
-              else jnp.full((), jnp.nan, loss.dtype))
-        return loss, ev
+class SVDProblem(NamedTuple):
+    """The observed ratings and the power-iteration tolerance (traced)."""
 
-    keys = jax.random.split(key, num_refits + 1)
-    params = _to_factors(_filled_svd(train, Ub, Vb, rank, num_iters, tol, keys[0]))
-    first = record(params)
-    if num_refits == 0:
-        return params, (first[0][None], first[1][None])
+    train: Ratings
+    tol: jax.Array
 
-    def refit(p, k):
-        p = _to_factors(_filled_svd(train, p.U, p.V, rank, num_iters, tol, k))
-        return p, record(p)
 
-    params, (losses, evals) = jax.lax.scan(refit, params, keys[1:])
-    return params, (jnp.concatenate([first[0][None], losses]),
-                    jnp.concatenate([first[1][None], evals]))
+class SVDState(NamedTuple):
+    """State of :func:`svd_solver`.
+
+    Attributes:
+      params: the current rank-``r`` model; before the first step, the fill
+        baseline ``Ub Vb^T`` (zero-padded to ``r`` columns).
+      key: PRNG key of the run; step ``t`` starts its power iterations from
+        ``fold_in(key, t)``.
+      refit: int32 steps done.
+    """
+
+    params: Factors
+    key: jax.Array
+    refit: jax.Array
+
+
+class SVDInfo(NamedTuple):
+    """Diagnostics of one SVD (re)fit: ``loss``, the unregularised masked loss on ``train``."""
+
+    loss: jax.Array
+
+
+def svd_fill(train: Ratings, rank: int, fill: str = "mean", dtype=None) -> Factors:
+    """The fill rule as rank-``rank`` factors (the rank-1 baseline, zero-padded).
+
+    The starting ``params`` of :func:`svd_solver`: the first step fills the
+    missing entries with their product.
+    """
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    Ub, Vb = _baseline(train, fill, _args.float_dtype(train, dtype))
+    return Factors(jnp.pad(Ub, ((0, 0), (0, rank - 1))), jnp.pad(Vb, ((0, 0), (0, rank - 1))))
+
+
+def _svd_init(params, problem=None, key=None) -> SVDState:
+    del problem
+    key = jax.random.key(0) if key is None else key
+    return SVDState(Factors(*params), key, jnp.asarray(0, jnp.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def _refit_step(num_iters: int):
+    """The cached ``step`` of :func:`svd_solver`."""
+
+    def step(state: SVDState, problem: SVDProblem):
+        p = state.params
+        k = jax.random.fold_in(state.key, state.refit)
+        t = _filled_svd(problem.train, p.U, p.V, p.U.shape[1], num_iters, problem.tol, k)
+        p = _to_factors(t)
+        info = SVDInfo(masked_sq_loss(p, problem.train, 0.0))
+        return SVDState(p, state.key, state.refit + 1), info
+
+    return step
+
+
+def svd_solver(num_iters: int = 300) -> Solver:
+    """SVD-impute as a :class:`~mfjax.solvers.base.Solver`: one step = one truncated SVD.
+
+    A step takes the top ``r`` singular triplets (``r`` = the columns of
+    ``params``) of ``F = P U V^T + P_Omega(X - P U V^T)`` -- the ratings with
+    the missing entries filled by the current model -- by power iteration
+    (``num_iters`` per triplet, stop at ``problem.tol``) and returns
+    ``Factors(U sqrt(s), V sqrt(s))``.  From :func:`svd_fill` the first step
+    is the classic fill-and-truncate baseline; later steps are the
+    "hard impute" refits.
+
+    Returns:
+      ``Solver(init, step)`` on an :class:`SVDProblem`.
+    """
+    return Solver(_svd_init, _refit_step(int(num_iters)))
 
 
 def svd_complete(
@@ -282,10 +344,16 @@ def svd_complete(
     num_iters: int = 300,
     tol: float = 1e-5,
     key=None,
-    eval: Ratings | None = None,  # noqa: A002  (shared solver keyword)
+    eval_set: Ratings | None = None,
     clip: tuple[float, float] | None = None,
+    eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
     """Classic SVD completion: fill the missing entries, truncate the SVD.
+
+    A thin alias: :func:`svd_fill` + :func:`svd_solver` + :func:`mfjax.solvers.run`
+    with ``1 + num_refits`` steps.  (``num_iters`` keeps its meaning, the
+    power-iteration budget per triplet; the number of solver steps is
+    ``1 + num_refits``.)
 
     Args:
       train: observed ratings (m x n).
@@ -296,23 +364,26 @@ def svd_complete(
         the current rank-``r`` prediction); 0 is the classic one-shot baseline.
       num_iters, tol: power-iteration budget per singular triplet.
       key: PRNG key of the starting vectors (default ``jax.random.key(0)``).
-      eval: held-out ratings; their RMSE is traced.
+      eval_set: held-out ratings; their RMSE is traced.
       clip: clip predictions to ``(lo, hi)`` in the traced RMSE.
+      eval: deprecated alias of ``eval_set``.
 
     Returns:
       :class:`~mfjax.solvers.base.SolverResult` with ``params =
       Factors(U sqrt(s), V sqrt(s))`` (so ``U @ V.T`` is the truncated SVD)
       and a trace of length ``1 + num_refits``: the unregularised masked
-      loss on ``train`` and the held-out RMSE (NaN without ``eval``).
+      loss on ``train`` and the held-out RMSE (``eval_metric``; NaN without
+      ``eval_set``).
 
     Raises:
       ValueError: unknown ``fill``, rank out of range, non-finite ratings,
-        ``num_refits < 0``, ``eval`` of another shape.
+        ``num_refits < 0``, ``eval_set`` of another shape.
 
     Example::
 
-        res = svd_complete(train, rank=10, fill="row_mean", eval=test, clip=(1, 5))
+        res = svd_complete(train, rank=10, fill="row_mean", eval_set=test, clip=(1, 5))
     """
+    eval_set = _args.eval_alias("svd_complete", eval_set, eval)
     if not isinstance(train, Ratings):
         raise TypeError(f"train must be a mfjax.data.Ratings, got {type(train).__name__}")
     if fill not in FILLS:
@@ -321,25 +392,21 @@ def svd_complete(
     _check_iters(num_iters, tol)
     if int(num_refits) < 0:
         raise ValueError(f"num_refits must be >= 0, got {num_refits}")
-    for what, r in (("training", train), ("evaluation", eval)):
+    for what, r in (("training", train), ("evaluation", eval_set)):
         if r is None:
             continue
         vals = np.asarray(r.values)
         if not np.all(np.isfinite(vals)):
             raise ValueError(f"{what} ratings contain a non-finite value "
                              f"{vals[~np.isfinite(vals)][0]}")
-    if eval is not None and tuple(eval.shape) != tuple(train.shape):
-        raise ValueError(f"eval shape {tuple(eval.shape)} differs from train shape "
+    if eval_set is not None and tuple(eval_set.shape) != tuple(train.shape):
+        raise ValueError(f"eval shape {tuple(eval_set.shape)} differs from train shape "
                          f"{tuple(train.shape)}")
-    dtype = np.asarray(train.values).dtype
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.dtype(np.float32)
-    dtype = jax.dtypes.canonicalize_dtype(dtype)  # float64 only when x64 is enabled
-    Ub, Vb = _baseline(train, fill, dtype)
-    key = jax.random.key(0) if key is None else key
-    params, (losses, evals) = _run_complete(
-        train.device_put(), None if eval is None else eval.device_put(), Ub, Vb,
-        jnp.asarray(tol, dtype), key, rank=int(rank), num_iters=int(num_iters),
-        num_refits=int(num_refits), clip=None if clip is None else (float(clip[0]), float(clip[1])),
-    )
-    return SolverResult(params, SolverTrace(losses, evals))
+    dtype = _args.float_dtype(train)
+    start = svd_fill(train, int(rank), fill, dtype)
+    problem = SVDProblem(train.device_put(), jnp.asarray(tol, dtype))
+    solver = svd_solver(int(num_iters))
+    res = run(solver, problem, solver.init(start, problem, key), 1 + int(num_refits),
+              eval_set=None if eval_set is None else eval_set.device_put(),
+              metric=RMSE(None if clip is None else (float(clip[0]), float(clip[1]))))
+    return _args.raise_if_nonfinite(res, "SVD completion", "refit")

@@ -1,0 +1,341 @@
+"""Running a comparison: one spec (:func:`run_one`) and a resumable grid (:func:`run_grid`).
+
+Variants are chosen by name through the registries (the one place where
+names, not objects, pick them): direction rules from
+:data:`mfjax.optim.REGISTRY` and :data:`DATA_DIRECTIONS`, step rules from
+:data:`mfjax.linesearch.REGISTRY`, classical solvers from :data:`SOLVERS`.
+
+Every run is one record of a :class:`mfjax.store.ResultStore` in
+``out_dir/runs/``: written atomically as soon as it finishes, tagged with the
+hash of (problem, spec, steps, eval interval, seed), the data checksum and a
+content checksum, reused on a re-run only when all of them match and the
+record is complete (:func:`mfjax.compare.records.validate_record`).  Any
+other file is named with its reason and recomputed.  A run that raises is
+stored as an error record, the grid goes on, and the next resume retries it.
+
+The "clipped" RMSE clips predictions to the problem's rating scale
+(``Problem.rating_scale``, recorded in every record), and a run that
+diverged shows ``diverged`` whatever its fit reported
+(:func:`mfjax.compare.records.classify_status`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from mfjax import metrics
+from mfjax.compare.records import FAILED_STATUSES, classify_status, error_record, validate_record
+from mfjax.compare.spec import Problem, RunSpec
+from mfjax.core import Status, status_name
+from mfjax.losses import init_factors, masked_sq_loss
+from mfjax.store import ResultStore
+
+__all__ = ["DATA_DIRECTIONS", "SOLVERS", "trace_record", "run_one", "run_grid", "run_config"]
+
+
+# --------------------------------------------------------------- registries
+def _gauss_newton(kind: str, refresh_every: int):
+    def make(train, l2, scale):
+        import optax
+
+        from mfjax import optim
+
+        pre = optim.mf_preconditioner(train, l2, kind=kind, scale=scale, refresh_every=refresh_every)
+        return optax.chain(pre, optim.gd_direction())
+
+    return make
+
+
+DATA_DIRECTIONS: dict[str, Callable] = {
+    "gn_block": _gauss_newton("block", 3),
+    "gn_diagonal": _gauss_newton("diagonal", 1),
+}
+"""Direction rules that need the problem's ratings: ``factory(train, l2, scale)``.
+``gn_block``: the per-row Gauss-Newton blocks of the masked loss, refreshed
+every 3 steps (a simultaneous ALS step when fresh); ``gn_diagonal``: their
+diagonal (Jacobi).  See :func:`mfjax.optim.mf_preconditioner`."""
+
+
+def _kw(fn, unified: str, legacy: str, value) -> dict:
+    """``{unified: value}`` when the solver takes the unified keyword (``num_steps``, ``eval_set``), else
+    ``{legacy: value}`` (the keyword before the solvers' vocabulary was unified)."""
+    return {unified: value} if unified in inspect.signature(fn).parameters else {legacy: value}
+
+
+def _call(fn, legacy_budget: str, problem, budget: int, **kwargs):
+    """``fn(train, rank, **kwargs)`` with the step budget and the held-out set in ``fn``'s vocabulary."""
+    return fn(problem.train, problem.rank, **_kw(fn, "num_steps", legacy_budget, budget),
+              **_kw(fn, "eval_set", "eval", problem.test), **kwargs)
+
+
+def _sweeps(num_steps: int) -> int:
+    return max(1, num_steps // 10)
+
+
+def _als(problem, l2, num_steps, key):
+    from mfjax import solvers
+
+    return _call(solvers.als, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key)
+
+
+def _sgd(problem, l2, num_steps, key):  # l2 / n_i per rating: the same objective as the masked loss
+    from mfjax import solvers
+
+    return _call(solvers.sgd, "num_epochs", problem, _sweeps(num_steps), l2=l2, key=key)
+
+
+def _vector_descent(problem, l2, num_steps, key):
+    from mfjax import solvers
+
+    return _call(solvers.vector_descent, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key)
+
+
+def _nmf(problem, l2, num_steps, key):  # unregularised masked NMF (its own constraint set)
+    from mfjax import solvers
+
+    return _call(solvers.nmf, "num_iters", problem, num_steps, key=key)
+
+
+SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "vector_descent": _vector_descent, "nmf": _nmf}
+"""Classical solvers by name: ``factory(problem, l2_sum, num_steps, key) -> result`` (held out: ``problem.test``)
+(``l2`` in the solvers' "sum" scaling; ALS / SGD / vector descent run
+``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates)."""
+
+
+# --------------------------------------------------------------------- runs
+def _optimizer(spec: RunSpec, problem: Problem):
+    import optax
+
+    from mfjax import linesearch, optim
+
+    if spec.direction.startswith("optax:"):
+        name = spec.direction.split(":", 1)[1]
+        if name == "lbfgs":
+            return optax.lbfgs()
+        if name == "adam":
+            return optax.adam(1e-2)
+        raise ValueError(f"unknown optax baseline {name!r} (known: lbfgs, adam)")
+    known = sorted(optim.REGISTRY) + sorted(DATA_DIRECTIONS)
+    if spec.direction not in optim.REGISTRY and spec.direction not in DATA_DIRECTIONS:
+        raise ValueError(f"unknown direction rule {spec.direction!r}; known: {known}")
+    if spec.step not in linesearch.REGISTRY:
+        raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
+    if spec.direction in DATA_DIRECTIONS:
+        direction = DATA_DIRECTIONS[spec.direction](problem.train.device_put(), problem.l2, problem.scale)
+    else:
+        direction = optim.REGISTRY[spec.direction]()
+    if spec.step_options:  # explicit settings: call the rule's constructor
+        options = dict(spec.step_options)
+        if spec.step == "exact_mf":
+            step = linesearch.exact_mf(problem.train.device_put(), problem.l2, scale=problem.scale, **options)
+        else:
+            step = getattr(linesearch, spec.step)(**options)
+    else:  # registry defaults; factories take the problem (only ``exact_mf`` uses it)
+        step = linesearch.REGISTRY[spec.step](problem.train.device_put(), problem.l2, problem.scale)
+    return optax.chain(direction, step)
+
+
+def trace_record(trace) -> dict:
+    """A :class:`mfjax.loop.FitTrace` as the numpy arrays of a result record
+    (keys ``loss, step_size, fun_evals, grad_evals, grad_norm, eval_rmse``)."""
+    return {
+        "loss": np.asarray(trace.loss),
+        "step_size": np.asarray(trace.step_size),
+        "fun_evals": np.asarray(trace.num_fun_evals),
+        "grad_evals": np.asarray(trace.num_grad_evals),
+        "grad_norm": np.asarray(trace.grad_norm),
+        "eval_rmse": np.asarray(trace.eval_metric),
+    }
+
+
+def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key):
+    from mfjax import loop
+
+    # data enter the compiled loop as traced arguments, not as embedded constants
+    loss = functools.partial(masked_sq_loss, scale=problem.scale)
+    train = problem.train.device_put()
+    test = problem.test.device_put()
+    params0 = init_factors(key, problem.train.shape, problem.rank)
+    opt = _optimizer(spec, problem)
+
+    # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart)
+    args = (params0, (train, problem.l2), (test,))
+    t0 = time.perf_counter()
+    compiled = loop.compile_fit(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
+                                eval_every=eval_every)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = compiled(*args)
+    jax.block_until_ready(res.params)
+    wall = time.perf_counter() - t0
+    return res.params, trace_record(res.trace), wall, compile_s, int(res.status)
+
+
+def _solver_trace(trace) -> dict:
+    """A solver's trace in the record format (missing fields NaN: solvers count sweeps, not evaluations)."""
+    loss = np.asarray(trace.loss)
+    T = len(loss)
+    ev = getattr(trace, "eval_metric", None)
+    if ev is None:
+        ev = getattr(trace, "eval_rmse")
+    return {
+        "loss": loss,
+        "eval_rmse": np.asarray(ev),
+        "step_size": np.full(T, np.nan),
+        "fun_evals": np.arange(1, T + 1),
+        "grad_evals": np.arange(1, T + 1),
+        "grad_norm": np.full(T, np.nan),
+    }
+
+
+def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
+    if spec.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {spec.solver!r} (known: {', '.join(SOLVERS)})")
+    make = SOLVERS[spec.solver]
+    l2 = problem.l2 if problem.scale == "sum" else problem.l2 * problem.train.nnz
+
+    def call():
+        t0 = time.perf_counter()
+        res = make(problem, l2, num_steps, key)
+        jax.block_until_ready(res.params)
+        return res, time.perf_counter() - t0
+
+    # the first call compiles; the second (cached) call is the one timed
+    _, first = call()
+    res, wall = call()
+    status = getattr(res, "status", None)
+    status = int(Status.MAX_STEPS if status is None else status)  # no status reported: the sweep budget ran out
+    return res.params, _solver_trace(res.trace), wall, max(first - wall, 0.0), status
+
+
+def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
+            seed: int = 0) -> dict:
+    """Run one spec on the problem; return a JSON-ready record with the trace.
+
+    The record's ``status`` is the stop reason's name (``max_steps``,
+    ``diverged``, ...; :func:`mfjax.core.status_name`) after the compare
+    side's divergence test (:func:`~mfjax.compare.records.classify_status`),
+    ``reported_status`` what the fit itself said, ``status_code`` the
+    :class:`mfjax.core.Status` code of ``status``.  ``initial_loss`` /
+    ``final_loss`` are the problem's objective at the common initialisation
+    ``init_factors(key(seed), shape, rank)`` and at the final parameters,
+    whatever the run.  ``test_rmse_clipped`` clips to ``rating_scale``
+    (``None`` for a diverged or non-finite run).
+    """
+    key = jax.random.key(seed)
+    if spec.kind == "solver":
+        params, trace, wall, compile_s, code = _run_solver(spec, problem, num_steps, key)
+    else:
+        params, trace, wall, compile_s, code = _run_opt(spec, problem, num_steps, eval_every, key)
+    test = problem.test.device_put()
+    train = problem.train.device_put()
+    initial_loss = float(masked_sq_loss(init_factors(key, problem.train.shape, problem.rank), train,
+                                        problem.l2, scale=problem.scale))
+    final_loss = float(masked_sq_loss(params, train, problem.l2, scale=problem.scale))
+    reported = status_name(code)
+    status = classify_status(reported, initial_loss, final_loss)
+    scale = tuple(problem.rating_scale) if problem.rating_scale is not None else None
+    clipped = None if status in FAILED_STATUSES else float(metrics.rmse(params, test, clip=scale))
+    return {
+        "name": spec.name,
+        "spec": dataclasses.asdict(spec),
+        "status": status,
+        "status_code": int(Status[status.upper()]),
+        "reported_status": reported,
+        "initial_loss": initial_loss,
+        "final_loss": final_loss,
+        "train_rmse": float(metrics.rmse(params, train)),
+        "test_rmse": float(metrics.rmse(params, test)),
+        "test_rmse_clipped": clipped,
+        "rating_scale": None if scale is None else list(scale),
+        "fun_evals": int(np.nanmax(trace["fun_evals"])) if len(trace["fun_evals"]) else 0,
+        "grad_evals": int(np.nanmax(trace["grad_evals"])) if len(trace["grad_evals"]) else 0,
+        "wall_s": wall,
+        "compile_s": compile_s,
+        "trace": trace,
+    }
+
+
+def run_config(problem: Problem, spec: RunSpec, num_steps: int, eval_every: int, seed: int) -> dict:
+    """What determines a run's record (hashed by the store: a change recomputes the run)."""
+    return {"problem": problem.describe(), "spec": dataclasses.asdict(spec),
+            "num_steps": num_steps, "eval_every": eval_every, "seed": seed}
+
+
+def _tally(summary: dict | None, what: str, name: str, reason: str | None = None) -> None:
+    if summary is None:
+        return
+    summary.setdefault(what, []).append(name if reason is None else (name, reason))
+
+
+def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: int = 100,
+             eval_every: int = 10, seed: int = 0, resume: bool = True, progress: bool = True,
+             log: Callable[[str], None] = print, summary: dict | None = None) -> list[dict]:
+    """Run every spec, writing ``out_dir/runs/<name>.json`` atomically as each finishes.
+
+    With ``resume=True`` a run whose file holds a complete record with the
+    same configuration hash (:func:`run_config`), data checksum and content
+    checksum is loaded instead of recomputed; any other existing file is
+    reported through ``log`` (its path and the reason) and recomputed, as is
+    a stored failed run.  A run that raises becomes a record with ``error``
+    set; the grid goes on.
+
+    Args:
+      summary: optional dict filled with ``"resumed"`` (names),
+        ``"computed"`` (names) and ``"refused"`` (``(name, reason)`` pairs).
+
+    Returns:
+      The records, in the order of ``specs`` (JSON types, as stored).
+    """
+    import pathlib
+
+    store = ResultStore(pathlib.Path(out_dir) / "runs", resume=resume, require_checksum=True,
+                        retry_errors=True)
+    store.root.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = _progress(specs, progress)
+    for spec in bar:
+        h = store.hash(run_config(problem, spec, num_steps, eval_every, seed))
+        rec, reason = store.inspect(spec.name, config_hash=h, expect={"data_checksum": problem.checksum},
+                                    validate=functools.partial(validate_record, name=spec.name))
+        if rec is not None:
+            _tally(summary, "resumed", spec.name)
+        else:
+            if reason not in ("missing", "not resuming"):
+                log(f"{store.path(spec.name)}: {reason}; recomputing")
+                _tally(summary, "refused", spec.name, reason)
+            _set_desc(bar, spec.name)
+            try:
+                rec = run_one(spec, problem, num_steps=num_steps, eval_every=eval_every, seed=seed)
+                rec["error"] = None
+            except Exception as e:  # noqa: BLE001  (a bad combination is reported, not fatal for the grid)
+                rec = error_record(spec, e, log)
+            rec.update(problem=problem.describe(), num_steps=num_steps, seed=seed,
+                       data_checksum=problem.checksum)
+            rec = store.save(spec.name, rec, config_hash=h)
+            _tally(summary, "computed", spec.name)
+        results.append(rec)
+    return results
+
+
+def _progress(items, enabled):
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(items, desc="runs", unit="run")
+        except ImportError:
+            pass
+    return items
+
+
+def _set_desc(bar, text):
+    if hasattr(bar, "set_description"):
+        bar.set_description(text)

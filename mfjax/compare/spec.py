@@ -1,0 +1,253 @@
+"""What a comparison runs: the :class:`Problem` and the :class:`RunSpec` grid.
+
+A run's name is its spec (``gd+armijo``, ``gd+inverse_lipschitz(growth=2.0)``,
+``optax-lbfgs``, ``solver-als``) and :func:`parse_run` reads the name back.
+
+>>> parse_run("gd+inverse_lipschitz(growth=2)").name
+'gd+inverse_lipschitz(growth=2)'
+>>> split_runs("gd+armijo,adam+constant(step_size=0.01,x=1),solver:als")
+['gd+armijo', 'adam+constant(step_size=0.01,x=1)', 'solver:als']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from mfjax import data as mfdata
+
+__all__ = ["Problem", "RunSpec", "make_problem", "parse_rating_scale", "data_rating_scale", "parse_run",
+           "split_runs", "default_grid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One masked MF problem: data, split, rank and regularisation (slides' scaling by default).
+
+    Attributes:
+      name: the data set (``"synthetic"``, ``"ml-1m"``, a file path).
+      train, test: the split's :class:`mfjax.data.Ratings`.
+      rank: factorization rank ``r``.
+      l2: regularisation ``lambda``.
+      scale: ``"sum"`` (``||W o (X - U V^T)||^2 + lambda (||U||^2 + ||V||^2)``) or ``"mean"``.
+      seed: seed of the split and of the initialisation.
+      split: the split's fractions.
+      checksum: :func:`mfjax.data.data_checksum` of the whole ratings.
+      rating_scale: ``(lo, hi)``: the "clipped" RMSE clips predictions to it
+        (:func:`data_rating_scale` unless given).
+    """
+
+    name: str
+    train: Any
+    test: Any
+    rank: int
+    l2: float
+    scale: str
+    seed: int
+    split: tuple
+    checksum: str
+    rating_scale: tuple | None = None
+
+    def describe(self) -> dict:
+        """The JSON description written next to every result (and hashed into its configuration)."""
+        return {
+            "data": self.name,
+            "shape": list(self.train.shape),
+            "train_nnz": self.train.nnz,
+            "test_nnz": self.test.nnz,
+            "rank": self.rank,
+            "l2": self.l2,
+            "scale": self.scale,
+            "seed": self.seed,
+            "split": list(self.split),
+            "data_checksum": self.checksum,
+            "rating_scale": None if self.rating_scale is None else [float(v) for v in self.rating_scale],
+        }
+
+
+def parse_rating_scale(text) -> tuple[float, float]:
+    """``"LO,HI"`` (or a pair) -> ``(lo, hi)``, finite with ``lo < hi``.
+
+    >>> parse_rating_scale("0.5,5")
+    (0.5, 5.0)
+
+    Raises:
+      ValueError: not two finite numbers in increasing order (the message says which).
+    """
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    if len(parts) != 2:
+        raise ValueError(f"rating scale {text!r}: expected LO,HI (e.g. 1,5 or 0.5,5)")
+    try:
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating scale {text!r}: LO and HI must be numbers (e.g. 1,5)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ValueError(f"rating scale {text!r}: need finite LO < HI, got ({lo}, {hi})")
+    return lo, hi
+
+
+def data_rating_scale(name: str, train) -> tuple[float, float]:
+    """The rating scale of a data set: a MovieLens set's documented scale (ML-10M: 0.5..5),
+    else the training ratings' ``(min, max)``."""
+    spec = getattr(mfdata, "MOVIELENS", {}).get(name)
+    if spec is not None and getattr(spec, "rating_scale", None) is not None:
+        return tuple(float(v) for v in spec.rating_scale)
+    values = np.asarray(train.values, dtype=float)
+    return float(values.min()), float(values.max())
+
+
+def _check_inside(data: str, values: np.ndarray, scale) -> None:
+    out = (values < scale[0]) | (values > scale[1])
+    if out.any():
+        k = int(np.argmax(out))
+        raise mfdata.RatingsError(f"{data}: rating #{k} = {values[k]} is outside the rating scale "
+                                  f"[{scale[0]}, {scale[1]}] (--rating-scale); {int(out.sum())} ratings are")
+
+
+def _load(data: str, data_dir, synthetic_kwargs, rating_scale):
+    if data == "synthetic":
+        return mfdata.synthetic(**(synthetic_kwargs or {}))
+    if data.startswith("ml-"):
+        return mfdata.load_movielens(data, data_dir=data_dir)
+    return mfdata.load_triplets(data, rating_scale=rating_scale)
+
+
+def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
+                 scale: str = "sum", seed: int = 0, test_fraction: float = 0.1,
+                 data_dir=None, synthetic_kwargs: dict | None = None, rating_scale=None) -> Problem:
+    """Build the problem: ``data`` is ``"synthetic"``, a MovieLens name (``"ml-1m"``) or a triplet file path.
+
+    ``rating_scale``: ``(lo, hi)`` or ``"LO,HI"`` for the clipped RMSE; every
+    rating must lie inside it (:class:`mfjax.data.RatingsError` names the
+    first one outside).  ``None``: :func:`data_rating_scale` of the split's
+    training ratings.
+    """
+    explicit = None if rating_scale is None else parse_rating_scale(rating_scale)
+    ratings = _load(data, data_dir, synthetic_kwargs, explicit)
+    if explicit is not None:
+        _check_inside(data, np.asarray(ratings.values), explicit)
+    fractions = (1.0 - test_fraction, test_fraction)
+    train, test = mfdata.split(ratings, fractions=fractions, seed=seed)
+    used = explicit if explicit is not None else data_rating_scale(data, train)
+    return Problem(data, train, test, rank, float(l2), scale, seed, fractions,
+                   mfdata.data_checksum(ratings), used)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid.
+
+    ``kind="opt"``: ``direction`` (name in :data:`mfjax.optim.REGISTRY`, in
+    :data:`mfjax.compare.DATA_DIRECTIONS`, or ``"optax:<name>"``) and
+    ``step`` (name in :data:`mfjax.linesearch.REGISTRY`).
+    ``kind="solver"``: ``solver`` names a classical solver.
+    """
+
+    kind: str
+    direction: str | None = None
+    step: str | None = None
+    solver: str | None = None
+    step_options: tuple = ()  # ((key, value), ...) passed to the step rule's factory
+
+    @property
+    def name(self) -> str:
+        """The run's name (its file name in ``runs/``; :func:`parse_run` reads it back)."""
+        if self.kind == "solver":
+            return f"solver-{self.solver}"
+        if self.direction.startswith("optax:"):
+            return self.direction.replace(":", "-")
+        opts = ",".join(f"{k}={v}" for k, v in self.step_options)
+        return f"{self.direction}+{self.step}" + (f"({opts})" if opts else "")
+
+
+def _literal(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_run(text: str) -> RunSpec:
+    """``"gd+armijo"``, ``"gd+inverse_lipschitz(growth=2)"``, ``"optax:lbfgs"`` or ``"solver:als"`` -> :class:`RunSpec`.
+
+    Keyword options in parentheses go to the step rule's constructor
+    (e.g. ``constant(step_size=1e-5)``, ``armijo(initial_step=1e-3)``).
+
+    Raises:
+      ValueError: not of one of these forms.
+    """
+    text = text.strip()
+    if text.startswith("solver:"):
+        return RunSpec("solver", solver=text.split(":", 1)[1])
+    if text.startswith("optax:"):
+        return RunSpec("opt", direction=text)
+    if "+" not in text:
+        raise ValueError(f"run {text!r}: expected 'direction+step', 'optax:NAME' or 'solver:NAME'")
+    d, s = text.split("+", 1)
+    options = ()
+    if "(" in s:
+        if not s.endswith(")"):
+            raise ValueError(f"run {text!r}: unbalanced parentheses in the step options")
+        s, inner = s[:-1].split("(", 1)
+        pairs = []
+        for item in filter(None, (t.strip() for t in inner.split(","))):
+            if "=" not in item:
+                raise ValueError(f"run {text!r}: step option {item!r} is not key=value")
+            k, v = item.split("=", 1)
+            pairs.append((k.strip(), _literal(v.strip())))
+        options = tuple(pairs)
+    return RunSpec("opt", direction=d, step=s, step_options=options)
+
+
+def split_runs(text: str) -> list[str]:
+    """Split a comma-separated run list, keeping commas inside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [t.strip() for t in out if t.strip()]
+
+
+def default_grid(directions: Sequence[str] | None = None, steps: Sequence[str] | None = None,
+                 solvers: Sequence[str] = ("als",), optax_baselines: Sequence[str] = ("lbfgs",),
+                 *, full: bool = False, default_step: str = "armijo") -> list[RunSpec]:
+    """The comparison grid, plus optax baselines and classical solvers.
+
+    ``full=True``: every direction rule x every step rule.  Default (the
+    main job's size): every direction rule with ``default_step``, GD with
+    every step rule (every rule once at a fraction of the cost), nonlinear
+    CG with the exact step, and the Gauss-Newton block direction with the
+    exact step (the fastest combination in ``BENCHMARKS.md``'s race against
+    ``optax.lbfgs``).
+    """
+    from mfjax import linesearch, optim
+
+    directions = list(directions) if directions is not None else list(optim.REGISTRY)
+    steps = list(steps) if steps is not None else list(linesearch.REGISTRY)
+    if full:
+        pairs = [(d, s) for d in directions for s in steps]
+    else:
+        pairs = [(d, default_step if default_step in steps else steps[0]) for d in directions]
+        pairs += [("gd" if "gd" in directions else directions[0], s) for s in steps]
+        if "cg" in directions and "exact_mf" in steps:
+            pairs.append(("cg", "exact_mf"))
+        if "exact_mf" in steps:
+            pairs.append(("gn_block", "exact_mf"))
+    seen, specs = set(), []
+    for d, s in pairs:
+        if (d, s) not in seen:
+            seen.add((d, s))
+            specs.append(RunSpec("opt", direction=d, step=s))
+    specs += [RunSpec("opt", direction=f"optax:{o}") for o in optax_baselines]
+    specs += [RunSpec("solver", solver=s) for s in solvers]
+    return specs
