@@ -82,8 +82,8 @@ def main(argv=None):
     for r in (10, 64):
         one = lambda: als(train, r, l2=0.1, key=jax.random.key(0), **_steps_kw(als, 1, "num_sweeps")).params
         out[f"als_compile_r{r}_s"] = _first_call(one)
-        five = lambda: als(train, r, l2=0.1, key=jax.random.key(0), **_steps_kw(als, 6, "num_sweeps")).params
-        t1, t6 = _median(one, args.repeats), _median(five, args.repeats)
+        six = lambda: als(train, r, l2=0.1, key=jax.random.key(0), **_steps_kw(als, 6, "num_sweeps")).params
+        t1, t6 = _median(one, args.repeats), _median(six, args.repeats)
         out[f"als_sweep_r{r}_s"] = (t6 - t1) / 5
 
     sgd = mf.solvers.sgd

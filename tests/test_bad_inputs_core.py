@@ -18,7 +18,6 @@ import pytest
 
 import mfjax as mf
 import mfjax.models as mm
-from mfjax.core import Status
 from mfjax.data import ChecksumError, load_movielens
 from mfjax.data import download as dl
 
@@ -200,3 +199,12 @@ def test_a_cached_archive_without_any_checksum_is_not_trusted(cached):
         load_movielens("ml-latest-small", cache_dir=cache)
     # the user's own folder is used as it is
     assert load_movielens("ml-latest-small", cache).nnz == 3
+
+
+def test_vector_descent_refuses_a_nan_rating(problem):
+    train, _ = problem
+    vals = np.asarray(train.values).copy()
+    vals[3] = np.nan
+    bad = mf.data.Ratings(train.rows, train.cols, vals, train.shape)
+    with pytest.raises(ValueError, match=r"non-finite value nan at entry 3"):
+        mf.solvers.vector_descent(bad, 3, l2=0.1, num_steps=1, key=jax.random.key(0))

@@ -23,7 +23,7 @@ from mfjax.objective.problem import check_factor_shapes
 from mfjax.objective.rows import BlockLayout, block_statistics, build_block_layout, build_row_layout
 from mfjax.solvers import _args
 from mfjax.solvers._args import UNSET
-from mfjax.solvers.base import Solver, run
+from mfjax.solvers.base import Solver, check_ratings, run
 from mfjax.solvers.rowwise.bfgs import quadratic_bfgs
 from mfjax.solvers.rowwise.fixed import fixed_count
 from mfjax.solvers.rowwise.info import RowInfo
@@ -260,6 +260,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
       ``eval_metric`` and per-sweep :class:`SweepInfo`; and the info if asked).
 
     Raises:
+      ValueError: empty or non-finite training / evaluation ratings (naming
+        the entry), shapes that disagree, ``num_steps < 1``.
       FloatingPointError: the training loss became non-finite (drive
         :func:`vector_descent_solver` with :func:`mfjax.solvers.run` for the
         ``nonfinite`` status and the last finite factors instead).
@@ -272,10 +274,12 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
     """
     m, n = train.shape
     num_steps = _args.renamed("vector_descent", "num_steps", num_steps, "num_sweeps", num_sweeps, 10)
-    if eval is not UNSET:
-        eval_set = _args.eval_alias("vector_descent", eval_set, eval)
-    if int(num_steps) != num_steps or num_steps < 1:
+    eval_set = _args.eval_alias("vector_descent", eval_set, eval)
+    if int(num_steps) != num_steps:
         raise ValueError(f"num_steps (num_sweeps) must be an integer >= 1, got {num_steps!r}")
+    num_steps = _args.check_num_steps(num_steps, "num_sweeps")
+    check_ratings(train, "training")
+    _args.check_eval_set(eval_set, train)
     problem = vector_descent_problem(train, l2, schedule=schedule, k_u=k_u, k_v=k_v, complete=complete)
     if init is None:
         if key is None:
