@@ -38,8 +38,9 @@ from mfjax.losses import init_biased_factors, init_factors
 from mfjax.metrics import rmse
 from mfjax.solvers.als import als, als_sweep
 from mfjax.solvers.svd import svd_complete
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+DEFAULT_DIR = pathlib.Path(ml1m_dir())
 
 # (weighted_l2, biases, lambdas); lambda is in the "sum" scaling of masked_sq_loss
 GRID = [

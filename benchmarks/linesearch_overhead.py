@@ -33,8 +33,9 @@ import optax
 import mfjax.linesearch as ls
 from mfjax.data import Ratings
 from mfjax.losses import init_factors, masked_mse
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-ML1M = os.environ.get("MFJAX_ML1M", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ml-1m"))
+ML1M = ml1m_dir()
 
 
 def load(synthetic: bool) -> tuple[Ratings, str]:

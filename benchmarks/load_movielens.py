@@ -30,8 +30,9 @@ import numpy as np
 
 import mfjax.data as mdata
 from mfjax.data import loaders
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+DEFAULT_DIR = pathlib.Path(ml1m_dir())
 
 
 def best_of(fn, repeats):

@@ -32,8 +32,9 @@ from mfjax.losses import (
     masked_sq_loss_dense,
     masked_sq_value_and_grad,
 )
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+DEFAULT_DIR = pathlib.Path(ml1m_dir())
 
 
 def load_ml1m(path: pathlib.Path) -> Ratings:

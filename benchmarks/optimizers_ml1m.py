@@ -40,6 +40,7 @@ from mfjax.data import load_movielens, split
 from mfjax.loop import fit
 from mfjax.losses import init_factors, masked_mse
 from mfjax.metrics import rmse
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
 ROOT = pathlib.Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -74,7 +75,7 @@ STEP_NAMES = [
 
 
 def problem(grad="autodiff"):
-    ratings = load_movielens("ml-1m", data_dir=os.environ.get("MFJAX_ML1M", "/work/shared/data/ml-1m"))
+    ratings = load_movielens("ml-1m", data_dir=ml1m_dir())
     train, test = split(ratings, (0.9, 0.1), seed=SEED)
     train, test = train.device_put(), test.device_put()
     loss = masked_mse(train, L2, scale=SCALE, grad=grad)

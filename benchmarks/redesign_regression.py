@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import mfjax as mf
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-DEFAULT_DIR = pathlib.Path(os.environ.get("MFJAX_ML1M", "/work/shared/data/ml-1m"))
+DEFAULT_DIR = pathlib.Path(ml1m_dir())
 
 
 def _median(fn, repeats):

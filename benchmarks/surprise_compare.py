@@ -47,9 +47,10 @@ from mfjax.metrics import rmse
 from mfjax.solvers.als import als
 from mfjax.solvers.nmf import nmf
 from mfjax.solvers.sgd import sgd
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
 TARGET = 0.873
-DATA_DIR = os.environ.get("MFJAX_ML1M", "/work/shared/data/ml-1m")
+DATA_DIR = ml1m_dir()
 
 # chosen on the validation split (see --tune and benchmarks/results/sgd_nmf_surprise.md)
 # session 2 (--tune-grid ... --tune-seeds 4): the cheapest rank x epochs whose worst-of-4-keys

@@ -45,8 +45,9 @@ from mfjax.optim import directions as dirs
 from mfjax import objective as mfobj  # row layouts and row quadratics (the MF objective)
 from mfjax import solvers as vd  # vector descent and its row solvers / searches
 from mfjax.solvers.als import als, als_half_sweep
+from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+DEFAULT_DIR = pathlib.Path(ml1m_dir())
 
 
 CPU_TIMES: dict = {}

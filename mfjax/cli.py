@@ -288,7 +288,10 @@ def cmd_data(args) -> int:
     from mfjax import data as mfdata
 
     if args.data_command == "download":
-        path = mfdata.download_movielens(args.name, cache_dir=args.cache_dir)
+        try:
+            path = mfdata.download_movielens(args.name, cache_dir=args.cache_dir)
+        except mfdata.RatingsError as e:  # DownloadError (offline), ChecksumError
+            raise SystemExit(f"mfjax data download {args.name}: {e}") from None
         print(f"{args.name}: downloaded and verified -> {path}")
         return 0
     if args.name == "synthetic":

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from mfjax.core.checks import check_not_all_zero
 from mfjax.core.status import STATUS_NAMES, Status
 from mfjax.core.status import status_name as _status_name
 
@@ -356,6 +357,17 @@ def _check_common(num, name, eval_every):
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
 
 
+def _start_status(value, grad) -> jax.Array:
+    """``NONFINITE`` when the initial value or gradient is not finite, else running.
+
+    A non-finite start (NaN in traced data, an invalid traced ``l2``, whose
+    objective value is NaN, or an overflowing initialisation) stops the run
+    before its first step instead of being reported as a line-search failure.
+    """
+    ok = jnp.isfinite(value) & _tree_all_finite(grad)
+    return jnp.where(ok, _RUNNING, STATUS_NONFINITE).astype(jnp.int32)
+
+
 def _carry0(params, state, value, grad, status, divergence_factor) -> _Carry:
     """The initial carry; ``diverge_at = factor * max(|f0|, tiny)`` (``+inf`` when f0 is not finite)."""
     tiny = jnp.finfo(value.dtype).tiny
@@ -401,7 +413,7 @@ def _fit_jit(params, loss_args, eval_args, divergence_factor=10.0, *, loss_fn, o
             return c, pad
         return lax.cond(c.status == _RUNNING, step, skip, c)
 
-    c0 = _carry0(params, state, value, grad, _RUNNING, divergence_factor)
+    c0 = _carry0(params, state, value, grad, _start_status(value, grad), divergence_factor)
     c, trace = lax.scan(body, c0, None, length=num_steps)
     return _result(c, trace, _final_status(c))
 
@@ -464,6 +476,7 @@ def fit(
         res = mfjax.fit(loss, opt, params, 200, eval_fn=lambda p: mfjax.metrics.rmse(p, test))
     """
     _check_common(num_steps, "num_steps", eval_every)
+    check_not_all_zero(params)
     loss_fn, loss_args = _as_loss(loss_fn, loss_args)
     return _fit_jit(
         params, tuple(loss_args), tuple(eval_args), _factor(divergence_factor),
@@ -521,7 +534,9 @@ def _fit_until_jit(params, tol, rtol, loss_args, eval_args, divergence_factor=10
     pad = _pad_record(dtype)
     buf = jax.tree.map(lambda x: jnp.full((max_steps,), x, x.dtype), pad)
 
-    status0 = jnp.where(_norm(grad) <= tol, STATUS_CONVERGED, _RUNNING).astype(jnp.int32)
+    start = _start_status(value, grad)  # NONFINITE wins over an (all-NaN) gradient test
+    status0 = jnp.where((start == _RUNNING) & (_norm(grad) <= tol), STATUS_CONVERGED,
+                        start).astype(jnp.int32)
     c0 = _carry0(params, state, value, grad, status0, divergence_factor)
 
     def cond(cb):
@@ -569,6 +584,7 @@ def fit_until(
         ``|f_prev - f| <= rtol |f|`` after an accepted step; 0 disables it.
     """
     _check_common(max_steps, "max_steps", eval_every)
+    check_not_all_zero(params)
     if not tol >= 0 or not rtol >= 0:
         raise ValueError(f"tol and rtol must be >= 0, got tol={tol}, rtol={rtol}")
     loss_fn, loss_args = _as_loss(loss_fn, loss_args)

@@ -208,3 +208,78 @@ def test_vector_descent_refuses_a_nan_rating(problem):
     bad = mf.data.Ratings(train.rows, train.cols, vals, train.shape)
     with pytest.raises(ValueError, match=r"non-finite value nan at entry 3"):
         mf.solvers.vector_descent(bad, 3, l2=0.1, num_steps=1, key=jax.random.key(0))
+
+
+# ------------------------------------------------- values that arrive traced
+@pytest.mark.parametrize("l2", [-1.0, float("nan")])
+def test_traced_invalid_lambda_stops_nonfinite_before_a_step(problem, l2):
+    """A lambda passed through ``loss_args`` is traced: the objective returns NaN, ``fit`` stops."""
+    train, _ = problem
+    p0 = mf.init_factors(jax.random.key(0), train.shape, 3)
+    for run in (lambda: mf.fit(mf.losses.masked_sq_loss, mf.optim.gd(), p0, 50, loss_args=(train, l2)),
+                lambda: mf.fit_until(mf.losses.masked_sq_loss, mf.optim.gd(), p0, max_steps=50,
+                                     loss_args=(train, l2))):
+        res = run()
+        assert res.status_name == "nonfinite" and int(res.num_steps) == 0
+        assert not np.isfinite(float(res.value))
+    obj = mf.objective.mf_objective(train, 0.5)
+    bad = jax.jit(lambda o, lam: mf.objective.value(o.replace(l2=lam), p0))(obj, jnp.float32(l2))
+    good = jax.jit(lambda o, lam: mf.objective.value(o.replace(l2=lam), p0))(obj, jnp.float32(0.5))
+    assert np.isnan(float(bad)) and np.isfinite(float(good))
+    assert float(good) == pytest.approx(float(mf.objective.value(obj, p0)), rel=1e-6)
+
+
+def test_traced_nan_data_is_reported_nonfinite_not_linesearch_failed(problem):
+    train, _ = problem
+    p0 = mf.init_factors(jax.random.key(0), train.shape, 3)
+    vals = np.asarray(train.values).copy()
+    vals[3] = np.nan
+
+    def loss(p, v):
+        return mf.losses.masked_sq_loss(p, train._replace(values=v), 1.0)
+
+    opt = mf.optim.gd(linesearch=mf.linesearch.armijo())
+    res = mf.fit(loss, opt, p0, 20, loss_args=(jnp.asarray(vals),))
+    assert res.status_name == "nonfinite" and int(res.num_steps) == 0
+    ok = mf.fit(loss, opt, p0, 5, loss_args=(jnp.asarray(train.values),))
+    assert ok.status_name == "max_steps" and int(ok.num_steps) == 5
+
+
+def test_all_zero_initial_factors_are_refused(problem):
+    """U = V = 0 is a stationary point: every entry point says so instead of 'converged'."""
+    train, _ = problem
+    p0 = mf.init_factors(jax.random.key(0), train.shape, 3)
+    zero = mf.Factors(jnp.zeros_like(p0.U), jnp.zeros_like(p0.V))
+    loss = mf.losses.masked_mse(train, 1.0)
+    calls = (lambda: mf.fit(loss, mf.optim.gd(), zero, 5),
+             lambda: mf.fit_until(loss, mf.optim.gd(), zero, max_steps=5),
+             lambda: mf.solvers.als(train, 3, l2=0.1, num_steps=1, init=zero),
+             lambda: mf.solvers.sgd(train, 3, l2=0.1, num_steps=1, init=zero, key=jax.random.key(0)),
+             lambda: mf.solvers.vector_descent(train, 3, l2=0.1, num_steps=1, init=zero))
+    for call in calls:
+        with pytest.raises(ValueError, match="all zero .*stationary point"):
+            call()
+    with pytest.raises(ValueError, match="scale .* positive finite"):
+        mf.init_factors(jax.random.key(0), train.shape, 3, scale=0.0)
+    # one zero side is not a stationary point: it runs and moves
+    half = mf.Factors(jnp.zeros_like(p0.U), p0.V)
+    res = mf.fit(loss, mf.optim.gd(linesearch=mf.linesearch.armijo()), half, 5)
+    assert float(res.value) < float(loss(half))
+
+
+def test_offline_download_says_what_to_do(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from mfjax import cli
+    from mfjax.data import DownloadError
+
+    def offline(url):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(DownloadError, match=r"could not download .*ml-100k.zip.*No network"):
+        mf.data.download_movielens("ml-100k", cache_dir=tmp_path, opener=offline)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    monkeypatch.setattr(dl, "_default_opener", offline)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["data", "download", "ml-100k", "--cache-dir", str(tmp_path)])
+    assert "could not download" in str(exit_.value) and "MFJAX_DATA_DIR" in str(exit_.value)

@@ -6,7 +6,7 @@ Imports point down only: ``data`` -> ``core`` -> ``objective`` / ``losses``
 here imports another mfjax package.
 """
 
-from mfjax.core.checks import check_l2
+from mfjax.core.checks import check_l2, check_not_all_zero
 from mfjax.core.status import STATUS_NAMES, Status, status_name
 from mfjax.core.trees import tree_all_finite, tree_norm, tree_vdot, tree_where
 
@@ -15,6 +15,7 @@ __all__ = [
     "STATUS_NAMES",
     "status_name",
     "check_l2",
+    "check_not_all_zero",
     "tree_where",
     "tree_all_finite",
     "tree_norm",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["check_l2"]
+from mfjax.core.factors import Factors
+
+__all__ = ["check_l2", "check_not_all_zero"]
 
 
 def check_l2(name: str, value) -> None:
@@ -29,3 +31,32 @@ def check_l2(name: str, value) -> None:
         raise ValueError(f"{name} (lambda) must be finite and >= 0, got {value}")
     if np.any(v < 0):
         raise ValueError(f"{name} (lambda) must be >= 0, got {value}")
+
+
+def check_not_all_zero(params, name: str = "initial factors") -> None:
+    """Raise ``ValueError`` if ``params`` are plain factors with ``U = 0`` and ``V = 0``.
+
+    ``U = V = 0`` is a stationary point of every masked MF loss (the
+    gradients ``-2 s E V + 2 l2 U`` and ``-2 s E^T U + 2 l2 V`` both vanish)
+    and a fixed point of ALS (a ridge solve against ``V = 0`` gives
+    ``U = 0``) and of SGD: a run started there reports ``converged`` after
+    0 steps or never moves.  Only concrete :class:`Factors` are checked;
+    :class:`BiasedFactors` with ``U = V = 0`` are a biases-only start (the
+    biases learn, the interaction stays 0, which is sometimes wanted), and
+    other pytrees and traced values pass.
+
+    >>> from mfjax.core.factors import Factors
+    >>> check_not_all_zero(Factors(np.zeros((3, 2)), np.zeros((4, 2))))
+    Traceback (most recent call last):
+    ...
+    ValueError: initial factors: all zero (U = 0 and V = 0), a stationary point of the MF loss that no gradient method, ALS or SGD leaves; initialise with mfjax.init_factors(key, ratings.shape, rank)
+    """
+    if type(params) is not Factors:
+        return
+    U, V = params.U, params.V
+    if isinstance(U, jax.core.Tracer) or isinstance(V, jax.core.Tracer):
+        return
+    if np.size(U) and not np.any(np.asarray(U)) and not np.any(np.asarray(V)):
+        raise ValueError(f"{name}: all zero (U = 0 and V = 0), a stationary point of the MF "
+                         "loss that no gradient method, ALS or SGD leaves; initialise with "
+                         "mfjax.init_factors(key, ratings.shape, rank)")

@@ -66,9 +66,14 @@ def init_factors(key, shape, rank: int, *, scale: float | None = None,
     The default ``scale = 1/sqrt(rank)`` gives predictions of order 1.
 
     Raises:
-      ValueError: ``rank <= 0`` or ``rank > min(m, n)``.
+      ValueError: ``rank <= 0`` or ``rank > min(m, n)``; ``scale`` not a
+        positive finite number (``scale=0`` would start at the saddle
+        ``U = V = 0``, see :func:`mfjax.core.check_not_all_zero`).
     """
     m, n = shape
+    if scale is not None and not (isinstance(scale, jax.core.Tracer) or 0 < float(scale) < float("inf")):
+        raise ValueError(f"scale (the initial factors' std) must be a positive finite number, "
+                         f"got {scale!r}")
     if rank <= 0 or rank > min(m, n):
         raise ValueError(
             f"rank must be in 1..min(m, n) = {min(m, n)} for shape {tuple(shape)}, got {rank}"

@@ -33,7 +33,7 @@ synthetic, splits}.
 (True, (30, 20))
 """
 
-from mfjax.data.errors import ChecksumError, DataNotFoundError, MalformedFileError, RatingsError
+from mfjax.data.errors import ChecksumError, DataNotFoundError, DownloadError, MalformedFileError, RatingsError
 from mfjax.data.ratings import IdMap, Ratings
 from mfjax.data.validation import data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
@@ -59,6 +59,7 @@ __all__ = [
     "MalformedFileError",
     "ChecksumError",
     "DataNotFoundError",
+    "DownloadError",
     # loaders
     "MOVIELENS",
     "load_movielens",

@@ -28,7 +28,7 @@ import urllib.request
 import zipfile
 from typing import Callable, Iterable
 
-from mfjax.data.errors import ChecksumError, RatingsError
+from mfjax.data.errors import ChecksumError, DownloadError, RatingsError
 from mfjax.store import atomic_write_text
 
 __all__ = [
@@ -190,6 +190,18 @@ def _default_opener(url: str):
     return urllib.request.urlopen(url, timeout=60)  # noqa: S310 (only the URLs we are given)
 
 
+def _open(opener, url: str, dest) -> object:
+    """``opener(url)``; a network failure becomes a :class:`DownloadError` that says what to do."""
+    try:
+        return opener(url)
+    except OSError as e:  # urllib.error.URLError, socket timeouts, refused connections
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(
+            f"could not download {url}: {reason}. No network? Download the file on a machine "
+            f"that has one and put it at {dest} (or pass its folder as data_dir= / "
+            "$MFJAX_DATA_DIR)") from None
+
+
 def download_file(
     url: str,
     dest,
@@ -227,7 +239,7 @@ def download_file(
         h_md5, h_sha = hashlib.md5(), hashlib.sha256()
         nbytes = 0
         with os.fdopen(fd, "wb") as out:
-            response = opener(url)
+            response = _open(opener, url, dest)
             try:
                 while True:
                     block = response.read(chunk_size)
@@ -257,7 +269,7 @@ def download_file(
 
 def fetch_text(url: str, opener: Callable[[str], object] | None = None, limit: int = 1 << 16) -> str:
     """Small text resource (e.g. a published ``.md5`` file), at most ``limit`` bytes."""
-    response = (opener or _default_opener)(url)
+    response = _open(opener or _default_opener, url, "the cache")
     try:
         return response.read(limit).decode("utf-8", errors="replace")
     finally:

@@ -19,7 +19,7 @@ checks, the parsers, the downloads) can depend on it without a cycle.
 
 from __future__ import annotations
 
-__all__ = ["RatingsError", "MalformedFileError", "ChecksumError", "DataNotFoundError"]
+__all__ = ["RatingsError", "MalformedFileError", "ChecksumError", "DataNotFoundError", "DownloadError"]
 
 
 class RatingsError(ValueError):
@@ -36,3 +36,11 @@ class ChecksumError(RatingsError):
 
 class DataNotFoundError(RatingsError, FileNotFoundError):
     """A data set that was not found; the message lists every place looked at."""
+
+
+class DownloadError(RatingsError, OSError):
+    """A download that could not be made (no network, a refused or failed request).
+
+    The message names the URL, the reason and the manual route (download the
+    archive elsewhere and pass its folder as ``data_dir`` / ``$MFJAX_DATA_DIR``).
+    """

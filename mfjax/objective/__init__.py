@@ -39,6 +39,7 @@ from mfjax.objective.curvature import (
 from mfjax.objective.directional import grad_from_products, quartic_coefficients, quartic_with_products
 from mfjax.objective.formulas import (
     grad,
+    hyperparameters_valid,
     l2_penalty,
     l2_penalty_grad,
     loss,
@@ -75,6 +76,7 @@ __all__ = [
     "SCALES",
     "value",
     "value_and_grad",
+    "hyperparameters_valid",
     "grad",
     "loss",
     "penalty",

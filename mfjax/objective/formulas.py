@@ -39,6 +39,7 @@ __all__ = [
     "penalty",
     "penalty_grad",
     "sum_sq_residuals",
+    "hyperparameters_valid",
     "value",
     "value_and_grad",
     "grad",
@@ -129,9 +130,33 @@ def _local_sum_sq_residuals(obj: MFObjective, params: Params, chunk_size):
     return out
 
 
+def hyperparameters_valid(obj: MFObjective) -> jax.Array:
+    """``True`` iff ``l2`` and ``l2_bias`` are finite and ``>= 0`` (a traced check).
+
+    :func:`mf_objective` refuses bad concrete values with a ``ValueError``;
+    values that arrive traced (``loss_args`` of ``mf.fit``, a ``jit``-ed
+    sweep over ``lambda``) cannot be checked in Python, so :func:`value` and
+    :func:`value_and_grad` return NaN for them instead of a plausible number
+    of a problem that is unbounded below, and ``mf.fit`` stops with
+    ``Status.NONFINITE`` before its first step.
+    """
+    return (jnp.isfinite(obj.l2) & (obj.l2 >= 0) & jnp.isfinite(obj.l2_bias)
+            & (obj.l2_bias >= 0))
+
+
+def _guard(obj: MFObjective, x):
+    """``x`` where the hyperparameters are valid, NaN (same structure) elsewhere."""
+    ok = hyperparameters_valid(obj)
+    return jax.tree.map(lambda a: jnp.where(ok, a, jnp.asarray(jnp.nan, a.dtype)), x)
+
+
 def value(obj: MFObjective, params: Params) -> jax.Array:
-    """``f(params)`` (module docstring); JAX can differentiate it (autodiff)."""
-    return obj.data_weight * sum_sq_residuals(obj, params) + penalty(obj, params)
+    """``f(params)`` (module docstring); JAX can differentiate it (autodiff).
+
+    NaN when a traced ``l2`` / ``l2_bias`` is negative or non-finite
+    (:func:`hyperparameters_valid`).
+    """
+    return _guard(obj, obj.data_weight * sum_sq_residuals(obj, params) + penalty(obj, params))
 
 
 def _data_value_and_grad(obj: MFObjective, params: Params):
@@ -176,14 +201,15 @@ def value_and_grad(obj: MFObjective, params: Params):
     """``(f, df/dparams)`` by the closed form, one pass sharing the residual.
 
     Returns:
-      ``(value, grad)`` with ``grad`` of the same type as ``params``.
+      ``(value, grad)`` with ``grad`` of the same type as ``params`` (both NaN
+      when a traced ``l2`` is invalid, :func:`hyperparameters_valid`).
     """
     s = obj.data_weight
     sse, gdata = _data_value_and_grad(obj, params)
     val = s * sse + penalty(obj, params)
     greg = penalty_grad(obj, params)
     g = type(params)(*((s * a + b).astype(b.dtype) for a, b in zip(gdata, greg)))
-    return val, g
+    return _guard(obj, (val, g))
 
 
 def grad(obj: MFObjective, params: Params) -> Params:

@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 
 from mfjax import objective as _objective
-from mfjax.core import check_l2
+from mfjax.core import check_l2, check_not_all_zero
 from mfjax.core.factors import BiasedFactors, Factors, init_biased_factors, init_factors, swap_factors
 from mfjax.data.ratings import Ratings
 from mfjax.objective import MFObjective, mf_objective
@@ -295,6 +295,7 @@ def _initial_params(train, rank, biases, init, key, dtype):
     if biases != isinstance(init, BiasedFactors):
         raise ValueError(f"init is {type(init).__name__} but biases={biases}")
     _objective.check_factor_shapes((m, n), init, rank)
+    check_not_all_zero(init, "init")
     return init
 
 

@@ -90,7 +90,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mfjax import objective as _objective
-from mfjax.core import check_l2
+from mfjax.core import check_l2, check_not_all_zero
 from mfjax.data.ratings import Ratings
 from mfjax.losses.masked import BiasedFactors, Factors, init_biased_factors, init_factors
 from mfjax.solvers import _args
@@ -267,6 +267,7 @@ def _initial_params(train, rank, biases, init, key, init_scale, dtype):
             return init_biased_factors(key, (m, n), rank, mean=train.mean(), scale=init_scale,
                                        dtype=dtype)
         return init_factors(key, (m, n), rank, scale=init_scale, dtype=dtype)
+    check_not_all_zero(init, "init")
     U, V = jnp.asarray(init.U, dtype), jnp.asarray(init.V, dtype)
     if U.shape != (m, rank) or V.shape != (n, rank):
         raise ValueError(

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.core import check_l2
+from mfjax.core import check_l2, check_not_all_zero
 from mfjax.core.factors import Factors, init_factors
 from mfjax.losses import masked_sq_loss
 from mfjax.objective.problem import check_factor_shapes
@@ -288,6 +288,7 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
     else:
         init = Factors(jnp.asarray(init[0]), jnp.asarray(init[1]))
         check_factor_shapes((m, n), init, rank)
+        check_not_all_zero(init, "init")
     if row_solver is None:
         steps = rank if inner_steps is None else inner_steps
         row_solver = quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
