@@ -176,7 +176,7 @@ def test_padding_does_not_change_the_solution():
 def test_aliases_are_the_driver():
     train, test = _data()
     res = als(train, 3, l2=0.5, num_steps=4, key=jax.random.key(2), eval_set=test)
-    obj = als_objective(train, l2=0.5)
+    obj = mf.solvers.als_problem(als_objective(train, l2=0.5))  # the alias's Gram path
     p0 = mf.init_factors(jax.random.key(2), train.shape, 3)
     ref = run(als_solver(), obj, als_solver().init(p0, obj), 4, eval_set=test)
     np.testing.assert_array_equal(np.asarray(res.params.U), np.asarray(ref.params.U))

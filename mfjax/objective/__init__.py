@@ -51,6 +51,7 @@ from mfjax.objective.formulas import (
 )
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
                                      check_factors, mf_objective, row_counts)
+from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows
 from mfjax.objective.sharded import entry_map, shard_objective, unshard_objective
 from mfjax.objective.rows import (
     BlockLayout,
@@ -93,6 +94,9 @@ __all__ = [
     "gauss_newton_blocks",
     "ridge_weights",
     "NORMAL_EQUATIONS_CHUNK",
+    "GramLayout",
+    "build_gram_layout",
+    "solve_rows",
     "shard_objective",
     "unshard_objective",
     "entry_map",

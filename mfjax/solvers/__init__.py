@@ -34,6 +34,7 @@ from mfjax.solvers.als import (
     normal_equations,
     solve_ridge_rows,
 )
+from mfjax.solvers.als_gram import ALSProblem, als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
@@ -101,6 +102,8 @@ __all__ = [
     "als",
     "als_solver",
     "als_objective",
+    "als_problem",
+    "ALSProblem",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",

@@ -80,6 +80,7 @@ from mfjax.objective.curvature import normal_equations as _normal_equations
 from mfjax.objective.curvature import solve_ridge_rows
 from mfjax.solvers import _args
 from mfjax.solvers._args import UNSET
+from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_sweep
 from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
 __all__ = [
@@ -253,7 +254,10 @@ def _als_init(params, problem=None, key=None) -> ALSState:
 def _sweep_step(chunk_size: int):
     """The cached ``step`` of :func:`als_solver` (equal settings: the same function, no recompile)."""
 
-    def step(state: ALSState, problem: MFObjective):
+    def step(state: ALSState, problem):
+        if isinstance(problem, ALSProblem):  # the Gram-layout fast path (same systems)
+            p = gram_sweep(state.params, problem)
+            return ALSState(p), ALSInfo(_objective.value(problem.objective, p))
         s = problem.data_weight
         p = als_sweep(state.params, problem, problem.l2 / s, l2_bias=problem.l2_bias / s,
                       weighted_l2=problem.row_weights is not None, chunk_size=chunk_size)
@@ -266,7 +270,8 @@ def als_solver(*, chunk_size: int = CHUNK_SIZE) -> Solver:
     r"""ALS as a :class:`~mfjax.solvers.base.Solver`: one step is one sweep (rows, then columns).
 
     The problem is an :class:`~mfjax.objective.MFObjective` (build it with
-    :func:`als_objective`); a step minimises ``f`` exactly over ``U`` (and
+    :func:`als_objective`), or that objective with its Gram layouts
+    (:func:`~mfjax.solvers.als_gram.als_problem`: the same sweep, faster); a step minimises ``f`` exactly over ``U`` (and
     the row biases), then over ``V``: the normal equations
     ``(A_i + (l2 / s) w_i I) u_i = b_i`` of :func:`als_update_rows` with the
     objective's data weight ``s``, ``l2``, ``l2_bias`` and entry weights
@@ -314,13 +319,14 @@ def als(
     eval_every: int = 1,
     clip: tuple[float, float] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    gram: bool = True,
     num_sweeps: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
     """Alternating least squares on the observed entries (see the module docstring).
 
-    A thin alias: :func:`als_objective` + :func:`als_solver` +
-    :func:`mfjax.solvers.run`.
+    A thin alias: :func:`als_objective` + :func:`~mfjax.solvers.als_gram.als_problem`
+    + :func:`als_solver` + :func:`mfjax.solvers.run`.
 
     Args:
       train: training ratings (m x n).
@@ -341,7 +347,12 @@ def als(
       eval_set: held-out ratings; their RMSE after each sweep is traced.
       eval_every: trace the held-out RMSE every this many sweeps.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
-      chunk_size: entries per chunk when building the normal equations.
+      chunk_size: entries per chunk when building the normal equations
+        (the scatter-add path, ``gram=False``).
+      gram: build the normal equations from dense batched Gram products over
+        segments of each row's entries (:func:`~mfjax.solvers.als_gram.als_problem`;
+        the same systems, ~4-5x faster at rank 64) instead of scatter-adding
+        per-entry outer products.
       num_sweeps, eval: deprecated aliases of ``num_steps``, ``eval_set``
         (``l2`` and ``num_sweeps`` by position too).
 
@@ -380,6 +391,8 @@ def als(
     dtype = _args.float_dtype(train)
     params = _initial_params(train, rank, biases, init, key, dtype)
     problem = als_objective(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
+    if gram:
+        problem = als_problem(problem)
     solver = als_solver(chunk_size=int(chunk_size))
     res = run(solver, problem, solver.init(params, problem),
               num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
