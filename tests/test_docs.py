@@ -47,6 +47,7 @@ PUBLIC_MODULES = (
     "mfjax.objective",
     "mfjax.losses",
     "mfjax.metrics",
+    "mfjax.eval",
     "mfjax.linesearch",
     "mfjax.optim",
     "mfjax.loop",

@@ -12,7 +12,7 @@ of a lower layer; peers of one layer only in the direction listed in
     0  data, store (+ the deprecated _io shim)  numpy / stdlib only
     1  core                                     statuses, trees, checks
     2  objective, losses                        the MF objective; losses -> objective
-    3  metrics
+    3  metrics, eval                             eval: top-k lists, ranking metrics
     4  linesearch, optim                        optim -> linesearch
     5  loop
     6  solvers
@@ -40,7 +40,7 @@ LAYERS = {
     "data": 0, "store": 0, "_io": 0,
     "core": 1,
     "objective": 2, "losses": 2,
-    "metrics": 3,
+    "metrics": 3, "eval": 3,
     "linesearch": 4, "optim": 4,
     "loop": 5,
     "solvers": 6,
