@@ -14,7 +14,9 @@
   :func:`triplets_to_ratings`
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
 - splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
-  (:class:`ExtendabilitySplit`), :func:`coverage_report`
+  (:class:`ExtendabilitySplit`), :func:`coverage_report`; by time (from
+  ``Ratings.timestamps``, kept by the MovieLens loaders):
+  :func:`leave_last_out`, :func:`temporal_split`
 - validation and provenance: :class:`RatingsError` (a ``ValueError``) and its
   subclasses :class:`MalformedFileError`, :class:`ChecksumError`,
   :class:`DataNotFoundError` (in :mod:`~mfjax.data.errors`, which imports
@@ -47,7 +49,9 @@ from mfjax.data.splits import (
     coverage_report,
     extendability_split,
     kfold,
+    leave_last_out,
     split,
+    temporal_split,
 )
 
 __all__ = [
@@ -82,6 +86,8 @@ __all__ = [
     "extendability_split",
     "ExtendabilitySplit",
     "coverage_report",
+    "leave_last_out",
+    "temporal_split",
     # provenance and downloads
     "data_checksum",
     "file_sha256",

@@ -319,7 +319,7 @@ def download_movielens(name: str, cache_dir=None, *, url: str | None = None,
 
 
 def load_movielens(name: str, data_dir=None, *, download: bool = False, cache_dir=None,
-                   id_maps=None, unknown: str = "error") -> Ratings:
+                   id_maps=None, unknown: str = "error", timestamps: bool = True) -> Ratings:
     """Load a MovieLens release as :class:`Ratings` (users are rows, movies columns).
 
     Supported: ``"ml-100k"`` (``u.data``, tab-separated), ``"ml-1m"``,
@@ -339,10 +339,16 @@ def load_movielens(name: str, data_dir=None, *, download: bool = False, cache_di
     in them raise, or with ``unknown="drop"`` are dropped with a warning, see
     :func:`~mfjax.data.triplets.apply_id_maps`).
 
+    ``timestamps`` (default True) keeps every rating's time, the fourth
+    field of each release (int64 seconds since the epoch), as
+    ``Ratings.timestamps`` for :func:`~mfjax.data.splits.leave_last_out` /
+    :func:`~mfjax.data.splits.temporal_split`; ``False`` skips it.
+
     Returns:
       :class:`Ratings` with user/movie ids remapped to ``0..k-1`` (sorted
       original ids in ``row_ids`` / ``col_ids``).  ML-1M: 1,000,209 ratings,
-      shape (6040, 3706), mean 3.5816.
+      shape (6040, 3706), mean 3.5816, timestamps from 956703932 to
+      1046454590 (April 2000 to February 2003).
 
     Raises:
       DataNotFoundError: not found (the message lists where it looked and
@@ -371,7 +377,7 @@ def load_movielens(name: str, data_dir=None, *, download: bool = False, cache_di
         path, member = _download_or_explain(spec, cache_dir, str(bad), ChecksumError, force=True)
     source = f"{path}:{member}" if member else str(path)
     data = _read(path, member, spec)
-    parsed = parse_triplets(data, spec.sep, header=spec.header, source=source)
+    parsed = parse_triplets(data, spec.sep, header=spec.header, source=source, timestamps=timestamps)
     return triplets_to_ratings(parsed, rating_scale=spec.rating_scale, source=source,
                                id_maps=id_maps, unknown=unknown)
 

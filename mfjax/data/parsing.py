@@ -15,8 +15,9 @@ Two parsers with one result type, :class:`ParsedTriplets`:
   naming the file, the line number and the line.
 
 :func:`parse_triplets` detects the separator and the header and runs the fast
-parser with the precise one as fallback.  Fields after the third (e.g.
-timestamps) are not parsed.
+parser with the precise one as fallback.  Fields after the third are not
+parsed, except the fourth as an integer timestamp with ``timestamps=True``
+(MovieLens: seconds since the epoch).
 
 >>> p = parse_triplets(b"user::item::rating\\n1::10::5\\n2::11::3\\n")
 >>> p.users.tolist(), p.items.tolist(), p.values.tolist(), p.lines.tolist()
@@ -45,12 +46,22 @@ _AUTO_SEPS = ("::", "\t", ",", ";", " ")
 
 
 class ParsedTriplets(NamedTuple):
-    """Raw parse of a triplet file: original ids, ratings, 1-based line numbers."""
+    """Raw parse of a triplet file: original ids, ratings, 1-based line numbers (and timestamps).
+
+    ``timestamps`` (int64, the fourth field) is ``None`` unless asked for.
+    """
 
     users: np.ndarray   # int64
     items: np.ndarray   # int64
     values: np.ndarray  # float64
     lines: np.ndarray   # int64, the file line of each entry
+    timestamps: np.ndarray | None = None  # int64, the fourth field, when parsed
+
+    def subset(self, index) -> "ParsedTriplets":
+        """The triplets at ``index`` (a boolean mask or integer index)."""
+        ts = None if self.timestamps is None else self.timestamps[index]
+        return ParsedTriplets(self.users[index], self.items[index], self.values[index],
+                              self.lines[index], ts)
 
 
 def _sep_name(sep: str) -> str:
@@ -112,8 +123,11 @@ def _parse_column(a: np.ndarray, starts: np.ndarray, ends: np.ndarray, integer: 
     return val / np.power(10.0, frac)
 
 
-def parse_triplets_fast(data: bytes, sep: str, skip_header: bool) -> ParsedTriplets | None:
+def parse_triplets_fast(data: bytes, sep: str, skip_header: bool,
+                        timestamps: bool = False) -> ParsedTriplets | None:
     """Vectorised parse of triplet lines; ``None`` when the data needs :func:`parse_triplets_precise`.
+
+    ``timestamps=True`` also parses the fourth field as an integer.
 
     Works on a zero-copy uint8 view of ``data``.  A separator made of one
     repeated byte (``"::"``) is located as runs of that byte; other
@@ -176,15 +190,23 @@ def parse_triplets_fast(data: bytes, sep: str, skip_header: bool) -> ParsedTripl
     values = _parse_column(a, sep_hi[:, 1], vend, False)
     if values is None:
         return None
+    ts = None
+    if timestamps:
+        if nsep < 3:
+            return None
+        ts = _parse_column(a, sep_hi[:, 2], sep_lo[:, 3] if nsep >= 4 else ends, True)
+        if ts is None:
+            return None
     lines = np.arange(first_line, first_line + nlines, dtype=np.int64)
-    return ParsedTriplets(users, items, values.astype(np.float64), lines)
+    return ParsedTriplets(users, items, values.astype(np.float64), lines, ts)
 
 
 def _split_fields(line: str, sep: str):
     return line.split() if sep == " " else [f.strip() for f in line.split(sep)]
 
 
-def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str) -> ParsedTriplets:
+def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str,
+                           timestamps: bool = False) -> ParsedTriplets:
     """Line-by-line parse of triplet lines with precise errors (file, line number, line).
 
     The reference (and fallback) for :func:`parse_triplets_fast`: blank lines
@@ -195,7 +217,8 @@ def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str
     Args:
       data: the file's bytes; sep: the field separator (``" "`` splits on
         any whitespace); skip_header: drop the first non-blank line;
-      source: the file name used in error messages.
+      source: the file name used in error messages;
+      timestamps: also parse the fourth field as an integer timestamp.
 
     Returns:
       :class:`ParsedTriplets`.
@@ -208,7 +231,7 @@ def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str
     >>> p.users.tolist(), p.items.tolist(), p.values.tolist(), p.lines.tolist()
     ([1, 2], [10, 10], [4.0, 3.5], [2, 4])
     """
-    users, items, values, lines = [], [], [], []
+    users, items, values, lines, stamps = [], [], [], [], []
     nfields = first = None
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         line = raw.decode("latin-1").strip()
@@ -225,6 +248,11 @@ def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str
                 raise MalformedFileError(
                     f"malformed line: {where}: expected at least 3 fields (user, item, rating) "
                     f"separated by {_sep_name(sep)}, got {nfields}: {line[:200]!r}"
+                )
+            if timestamps and nfields < 4:
+                raise MalformedFileError(
+                    f"malformed line: {where}: timestamps were asked for but the line has no fourth "
+                    f"field (user, item, rating, timestamp) separated by {_sep_name(sep)}: {line[:200]!r}"
                 )
         elif len(fields) != nfields:
             raise MalformedFileError(
@@ -258,6 +286,16 @@ def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str
                 raise MalformedFileError(
                     f"malformed line: {where}: {what} id {v_id} does not fit in a 64-bit integer: {line[:200]!r}"
                 )
+        if timestamps:
+            try:
+                t = int(fields[3]) if "_" not in fields[3] else None
+            except ValueError:
+                t = None
+            if t is None or not -(2**63) <= t < 2**63:
+                raise MalformedFileError(
+                    f"malformed line: {where}: timestamp {fields[3]!r} is not a 64-bit integer: {line[:200]!r}"
+                )
+            stamps.append(t)
         users.append(u)
         items.append(i)
         values.append(v)
@@ -267,6 +305,7 @@ def parse_triplets_precise(data: bytes, sep: str, skip_header: bool, source: str
     return ParsedTriplets(
         np.asarray(users, np.int64), np.asarray(items, np.int64),
         np.asarray(values, np.float64), np.asarray(lines, np.int64),
+        np.asarray(stamps, np.int64) if timestamps else None,
     )
 
 
@@ -345,7 +384,7 @@ _looks_like_header = looks_like_header  # the former private name
 
 
 def parse_triplets(data: bytes, sep: str | None = None, *, header="auto",
-                   source: str = "<data>") -> ParsedTriplets:
+                   source: str = "<data>", timestamps: bool = False) -> ParsedTriplets:
     """Parse ``user<sep>item<sep>rating[<sep>...]`` lines from bytes.
 
     Args:
@@ -358,10 +397,16 @@ def parse_triplets(data: bytes, sep: str | None = None, *, header="auto",
         data and is reported as malformed).  A UTF-8 byte order mark is
         stripped first (:func:`strip_bom`).
       source: name used in error messages.
+      timestamps: also parse the fourth field as an integer timestamp
+        (``ParsedTriplets.timestamps``; a line without it, or with a
+        non-integer one, is malformed).
 
     Raises:
       MalformedFileError: naming the file, line number and line.
       RatingsError: for a file without ratings.
+
+    >>> parse_triplets(b"1,10,5,978300760\\n2,11,3,978302109\\n", timestamps=True).timestamps.tolist()
+    [978300760, 978302109]
     """
     data = strip_bom(data, source)
     if not data or data.isspace():
@@ -377,7 +422,7 @@ def parse_triplets(data: bytes, sep: str | None = None, *, header="auto",
         skip = header
     else:
         raise ValueError(f"header must be True, False or 'auto', got {header!r}")
-    parsed = parse_triplets_fast(data, sep, skip)
+    parsed = parse_triplets_fast(data, sep, skip, timestamps)
     if parsed is None:
-        parsed = parse_triplets_precise(data, sep, skip, source)
+        parsed = parse_triplets_precise(data, sep, skip, source, timestamps)
     return parsed

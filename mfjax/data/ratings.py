@@ -93,6 +93,12 @@ class Ratings:
       values: float array (nnz,), the ratings.
       shape: ``(m, n)``, static.
       row_ids, col_ids: optional :class:`IdMap` back to the original ids.
+      timestamps: optional array (nnz,) of each rating's time (MovieLens:
+        int seconds since the epoch), or None.  A host array that
+        :meth:`select` / :meth:`sort` subset with the entries; a pytree leaf
+        when present (``None`` adds no leaf), for the time-based splits
+        (:func:`~mfjax.data.splits.leave_last_out`,
+        :func:`~mfjax.data.splits.temporal_split`).
 
     Arrays may be numpy (host) or JAX arrays.  Direct construction checks
     the shape (two positive integers) and, for concrete (non-traced)
@@ -114,6 +120,7 @@ class Ratings:
     shape: tuple[int, int]
     row_ids: IdMap | None = None
     col_ids: IdMap | None = None
+    timestamps: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "shape", validation.check_shape(self.shape))
@@ -122,13 +129,17 @@ class Ratings:
         for name, ids, size in (("row_ids", self.row_ids, self.shape[0]), ("col_ids", self.col_ids, self.shape[1])):
             if ids is not None and len(ids) != size:
                 raise RatingsError(f"{name} maps {len(ids)} ids but the shape {self.shape} has {size}")
+        if (self.timestamps is not None and not isinstance(self.timestamps, jax.core.Tracer)
+                and _concrete(self.values)):
+            object.__setattr__(self, "timestamps",
+                               validation.check_timestamps(self.timestamps, int(np.shape(self.values)[0])))
 
     @classmethod
-    def _trusted(cls, rows, cols, values, shape, row_ids=None, col_ids=None) -> "Ratings":
+    def _trusted(cls, rows, cols, values, shape, row_ids=None, col_ids=None, timestamps=None) -> "Ratings":
         """Build without checks: for transforms of a valid ``Ratings`` and pytree unflattening."""
         obj = object.__new__(cls)
         for name, v in (("rows", rows), ("cols", cols), ("values", values), ("shape", shape),
-                        ("row_ids", row_ids), ("col_ids", col_ids)):
+                        ("row_ids", row_ids), ("col_ids", col_ids), ("timestamps", timestamps)):
             object.__setattr__(obj, name, v)
         return obj
 
@@ -151,6 +162,7 @@ class Ratings:
         rating_scale: tuple[float, float] | None = None,
         duplicates: str = "error",
         dtype=np.float32,
+        timestamps=None,
     ) -> "Ratings":
         """Validated constructor from host arrays.
 
@@ -162,6 +174,8 @@ class Ratings:
           duplicates: ``"error"`` (default) raises on a repeated (row, col)
             pair; ``"mean"``, ``"sum"``, ``"last"`` aggregate them.
           dtype: dtype of ``values``.
+          timestamps: optional time of each rating (see the class);
+            aggregated duplicates keep the latest (``"last"``: the last one's).
 
         Raises:
           RatingsError: naming the problem (empty data, NaN/inf value,
@@ -181,6 +195,9 @@ class Ratings:
         rows, cols, values, shape = validation.check_coo(
             rows, cols, values, shape, rating_scale=rating_scale
         )
+        if timestamps is not None:
+            timestamps = validation.check_timestamps(timestamps, rows.shape[0])
+            timestamps = validation.duplicate_timestamps(rows, cols, timestamps, shape, duplicates)
         rows, cols, values = validation.handle_duplicates(
             rows, cols, values, shape, duplicates
         )
@@ -191,6 +208,7 @@ class Ratings:
             (int(shape[0]), int(shape[1])),
             row_ids,
             col_ids,
+            timestamps,
         )
 
     @classmethod
@@ -269,13 +287,14 @@ class Ratings:
             rows=np.asarray(self.rows)[index],
             cols=np.asarray(self.cols)[index],
             values=np.asarray(self.values)[index],
+            timestamps=None if self.timestamps is None else np.asarray(self.timestamps)[index],
         )
 
     def transpose(self) -> "Ratings":
         """The n x m transposed ratings (columns become rows)."""
         return Ratings._trusted(
             self.cols, self.rows, self.values, (self.shape[1], self.shape[0]),
-            self.col_ids, self.row_ids,
+            self.col_ids, self.row_ids, self.timestamps,
         )
 
     @property
@@ -308,7 +327,7 @@ class Ratings:
         return f"Ratings(shape=({m}, {n}), nnz={self.nnz})"
 
 
-_FIELDS = ("rows", "cols", "values", "shape", "row_ids", "col_ids")
+_FIELDS = ("rows", "cols", "values", "shape", "row_ids", "col_ids", "timestamps")
 
 
 def _concrete(a) -> bool:
@@ -318,17 +337,21 @@ def _concrete(a) -> bool:
     return isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
 
 
+# children: rows, cols, values, timestamps (None -- no leaf -- when absent)
 def _flatten_with_keys(r: Ratings):
     keys = (jax.tree_util.GetAttrKey("rows"), jax.tree_util.GetAttrKey("cols"),
-            jax.tree_util.GetAttrKey("values"))
-    return tuple(zip(keys, (r.rows, r.cols, r.values))), (r.shape, r.row_ids, r.col_ids)
+            jax.tree_util.GetAttrKey("values"), jax.tree_util.GetAttrKey("timestamps"))
+    return (tuple(zip(keys, (r.rows, r.cols, r.values, r.timestamps))),
+            (r.shape, r.row_ids, r.col_ids))
 
 
 def _unflatten(aux, children) -> Ratings:
-    return Ratings._trusted(*children, *aux)
+    rows, cols, values, timestamps = children
+    shape, row_ids, col_ids = aux
+    return Ratings._trusted(rows, cols, values, shape, row_ids, col_ids, timestamps)
 
 
 jax.tree_util.register_pytree_with_keys(
     Ratings, _flatten_with_keys, _unflatten,
-    flatten_func=lambda r: ((r.rows, r.cols, r.values), (r.shape, r.row_ids, r.col_ids)),
+    flatten_func=lambda r: ((r.rows, r.cols, r.values, r.timestamps), (r.shape, r.row_ids, r.col_ids)),
 )

@@ -6,6 +6,10 @@
 - :func:`extendability_split`: the DMF paper's areas I-IV (rows and columns
   unseen during training), with "revealed" entries as post-training input.
 - :func:`coverage_report`: rows / columns without training entries.
+- time-based, from ``Ratings.timestamps``: :func:`leave_last_out` (each
+  user's latest ``n`` ratings are the test part, the protocol of sequential
+  and top-n evaluation) and :func:`temporal_split` (one global cut in time:
+  train on the past, test on the future).
 
 Every part keeps the full ``(m, n)`` shape and the id maps of its source, so
 indices mean the same in all parts; entries keep their original relative
@@ -16,6 +20,9 @@ References:
   Deep Learning", 2018 (areas I-IV; ML-1M protocol 75/5/20, 5 random splits).
   D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Extendable neural matrix
   completion", ICASSP 2018.
+  X. He, L. Liao, H. Zhang, L. Nie, X. Hu, T.-S. Chua, "Neural
+  Collaborative Filtering", WWW 2017 (leave-one-out: each user's latest
+  interaction is held out).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ __all__ = [
     "coverage_report",
     "extendability_split",
     "kfold",
+    "leave_last_out",
     "split",
+    "temporal_split",
 ]
 
 
@@ -292,3 +301,102 @@ def extendability_split(
         held_cols=held_cols,
         report=report,
     )
+
+
+def _timestamps(ratings: Ratings, what: str) -> np.ndarray:
+    if ratings.timestamps is None:
+        raise RatingsError(
+            f"{what} needs the time of each rating, but these ratings have no timestamps; load them "
+            "with load_movielens(...) (timestamps=True, the default), load_triplets(..., timestamps=True) "
+            "or pass timestamps= to Ratings.create / from_pandas")
+    return np.asarray(ratings.timestamps)
+
+
+def leave_last_out(ratings: Ratings, n: int = 1) -> tuple[Ratings, Ratings]:
+    """Per user (row), the latest ``n`` ratings are the test part; the rest train.
+
+    Entries of a row are ordered by ``(timestamp, column)``: equal timestamps
+    are broken by the column index (the larger index counts as later), so
+    the split does not depend on the order of the entries.  A row with at
+    most ``n`` ratings stays entirely in train (holding out all of it would
+    leave nothing to learn the user from).
+
+    Returns:
+      ``(train, test)`` (full shape, id maps and timestamps; entries in
+      their original relative order); ``test`` has ``n`` entries for each
+      row with more than ``n`` ratings.
+
+    Raises:
+      RatingsError: the ratings have no timestamps.
+      ValueError: ``n`` not a positive integer.
+
+    >>> r = Ratings.create([0, 0, 0, 1, 1, 2], [0, 1, 2, 0, 2, 1], [5, 4, 3, 2, 1, 5],
+    ...                    timestamps=[30, 10, 30, 7, 9, 1])
+    >>> train, test = leave_last_out(r)
+    >>> list(zip(test.rows.tolist(), test.cols.tolist())), train.nnz
+    ([(0, 2), (1, 2)], 4)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    t = _timestamps(ratings, "leave_last_out")
+    rows, cols = np.asarray(ratings.rows), np.asarray(ratings.cols)
+    order = np.lexsort((cols, t, rows))  # by row, then time, then column
+    counts = np.bincount(rows, minlength=ratings.shape[0])
+    end = np.cumsum(counts)  # one past each row's last sorted position
+    r_sorted = rows[order]
+    rank_from_end = end[r_sorted] - np.arange(order.size)  # 1 = the row's latest entry
+    test_sorted = (rank_from_end <= n) & (counts[r_sorted] > n)
+    is_test = np.zeros(order.size, bool)
+    is_test[order] = test_sorted
+    return ratings.select(np.flatnonzero(~is_test)), ratings.select(np.flatnonzero(is_test))
+
+
+def temporal_split(ratings: Ratings, test_fraction: float | None = None, *,
+                   cutoff=None) -> tuple[Ratings, Ratings]:
+    """One global cut in time: ratings before it train, the rest test.
+
+    Give exactly one of:
+
+    - ``cutoff``: train = ratings with ``timestamp < cutoff``, test = the
+      others (``timestamp >= cutoff``);
+    - ``test_fraction`` in ``[0, 1]``: the latest ``round(test_fraction *
+      nnz)`` ratings are the test part, ordered by ``(timestamp, row,
+      column)`` so that equal timestamps at the cut are split
+      deterministically.
+
+    Users and items that appear only after the cut have no training entries
+    (see :func:`coverage_report`); they are kept, not dropped.
+
+    Returns:
+      ``(train, test)``, full shape, id maps and timestamps; entries in their
+      original relative order.
+
+    Raises:
+      RatingsError: the ratings have no timestamps.
+      ValueError: neither or both of ``test_fraction`` / ``cutoff``; a
+        fraction outside ``[0, 1]``.
+
+    >>> r = Ratings.create([0, 0, 1, 1], [0, 1, 0, 1], [5, 4, 3, 2], timestamps=[4, 1, 3, 2])
+    >>> [p.timestamps.tolist() for p in temporal_split(r, cutoff=3)]
+    [[1, 2], [4, 3]]
+    >>> [p.timestamps.tolist() for p in temporal_split(r, 0.25)]
+    [[1, 3, 2], [4]]
+    """
+    if (test_fraction is None) == (cutoff is None):
+        raise ValueError("give exactly one of test_fraction (the latest share of ratings to test) "
+                         "or cutoff (a time: ratings at or after it are test)")
+    t = _timestamps(ratings, "temporal_split")
+    if cutoff is not None:
+        c = np.asarray(cutoff)
+        if np.issubdtype(c.dtype, np.datetime64):
+            c = c.astype("datetime64[s]").astype(np.int64)
+        is_test = t >= c
+    else:
+        f = float(test_fraction)
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction!r}")
+        k = int(np.rint(f * t.size))
+        order = np.lexsort((np.asarray(ratings.cols), np.asarray(ratings.rows), t))
+        is_test = np.zeros(t.size, bool)
+        is_test[order[t.size - k:]] = True
+    return ratings.select(np.flatnonzero(~is_test)), ratings.select(np.flatnonzero(is_test))

@@ -28,7 +28,7 @@ from mfjax.data.download import check_archive_names
 from mfjax.data.errors import RatingsError
 from mfjax.data.parsing import ParsedTriplets, parse_triplets
 from mfjax.data.ratings import IdMap, Ratings
-from mfjax.data.validation import check_rating_scale, handle_duplicates
+from mfjax.data.validation import check_rating_scale, duplicate_timestamps, handle_duplicates
 
 __all__ = ["UNKNOWN_ID_POLICIES", "UnknownIdsWarning", "apply_id_maps", "read_bytes",
            "triplets_to_ratings", "load_triplets"]
@@ -124,7 +124,7 @@ def apply_id_maps(parsed: ParsedTriplets, id_maps, *, unknown: str = "error",
     except (TypeError, ValueError):
         raise RatingsError(f"id_maps must be a pair (row_ids, col_ids), got {id_maps!r}") from None
     row_map, col_map = _as_id_map(row_map, "row (user)"), _as_id_map(col_map, "column (item)")
-    users, items, values, lines = parsed
+    users, items, values, lines = parsed[:4]
     rows, rk = row_map.lookup(users)
     cols, ck = col_map.lookup(items)
     bad = ~(rk & ck)
@@ -139,7 +139,7 @@ def apply_id_maps(parsed: ParsedTriplets, id_maps, *, unknown: str = "error",
             raise RatingsError(what + hint)
         warnings.warn(what + ": dropped", UnknownIdsWarning, stacklevel=3)
         keep = ~bad
-        parsed = ParsedTriplets(users[keep], items[keep], values[keep], lines[keep])
+        parsed = parsed.subset(keep)
         rows, cols = rows[keep], cols[keep]
     return parsed, rows, cols, (row_map, col_map)
 
@@ -148,6 +148,10 @@ def triplets_to_ratings(parsed: ParsedTriplets, *, rating_scale=None, duplicates
                         source: str = "<data>", dtype=np.float32, id_maps=None,
                         unknown: str = "error") -> Ratings:
     """Validate parsed triplets (errors name the line) and build :class:`Ratings`.
+
+    Parsed timestamps (``parsed.timestamps``) are kept as
+    ``Ratings.timestamps`` (aggregated duplicates keep the latest one, or
+    the last one's with ``"last"``).
 
     Ids are remapped to ``0..k-1`` in sorted order of the original ids, or,
     with ``id_maps=(row_ids, col_ids)`` (a training set's maps), mapped
@@ -164,7 +168,7 @@ def triplets_to_ratings(parsed: ParsedTriplets, *, rating_scale=None, duplicates
     >>> test.shape, test.rows.tolist(), test.cols.tolist()
     ((2, 2), [0], [0])
     """
-    users, items, values, lines = parsed
+    users, items, values, lines = parsed[:4]
     if users.size == 0:
         raise RatingsError(f"empty data: no ratings in {source}")
     bad = ~np.isfinite(values)
@@ -185,7 +189,8 @@ def triplets_to_ratings(parsed: ParsedTriplets, *, rating_scale=None, duplicates
     else:
         parsed, rows, cols, (row_map, col_map) = apply_id_maps(parsed, id_maps, unknown=unknown,
                                                                source=source)
-        users, items, values, lines = parsed
+        users, items, values, lines = parsed[:4]
+    stamps = parsed.timestamps
     shape = (len(row_map), len(col_map))
     key = rows * shape[1] + cols
     if shape[0] * shape[1] <= (1 << 26):  # bitmap: O(nnz), no sort
@@ -205,15 +210,18 @@ def triplets_to_ratings(parsed: ParsedTriplets, *, rating_scale=None, duplicates
                 f"{source}: duplicate (user, item) pair ({users[a]}, {items[a]}) on lines "
                 f"{lines[a]} and {lines[b]}; pass duplicates='mean'|'sum'|'last' to aggregate"
             )
+        if stamps is not None:
+            stamps = duplicate_timestamps(rows, cols, stamps, shape, duplicates)
         rows, cols, values = handle_duplicates(rows, cols, values, shape, duplicates)
     return Ratings(
         rows.astype(np.int32), cols.astype(np.int32), values.astype(dtype), shape,
-        row_map, col_map,
+        row_map, col_map, stamps,
     )
 
 
 def load_triplets(path, sep: str | None = None, *, header="auto", rating_scale=None,
-                  duplicates: str = "error", id_maps=None, unknown: str = "error") -> Ratings:
+                  duplicates: str = "error", id_maps=None, unknown: str = "error",
+                  timestamps: bool = False) -> Ratings:
     """Load a (user, item, rating[, ...]) CSV/TSV file, plain or gzip-compressed.
 
     Args:
@@ -231,6 +239,8 @@ def load_triplets(path, sep: str | None = None, *, header="auto", rating_scale=N
       unknown: with ``id_maps``: ``"error"`` (default) raises on ids not in
         the maps; ``"drop"`` drops those ratings with an
         :class:`UnknownIdsWarning` giving the count.
+      timestamps: read the fourth field as an integer timestamp into
+        ``Ratings.timestamps`` (a line without one is malformed).
 
     Returns:
       :class:`Ratings` with ids remapped to ``0..k-1`` (``row_ids`` /
@@ -247,6 +257,6 @@ def load_triplets(path, sep: str | None = None, *, header="auto", rating_scale=N
     path = pathlib.Path(path)
     source = str(path)
     data = read_bytes(path)
-    parsed = parse_triplets(data, sep, header=header, source=source)
+    parsed = parse_triplets(data, sep, header=header, source=source, timestamps=timestamps)
     return triplets_to_ratings(parsed, rating_scale=rating_scale, duplicates=duplicates,
                                source=source, id_maps=id_maps, unknown=unknown)

@@ -40,6 +40,8 @@ __all__ = [
     "check_fractions",
     "data_checksum",
     "handle_duplicates",
+    "duplicate_timestamps",
+    "check_timestamps",
 ]
 
 
@@ -227,6 +229,64 @@ def handle_duplicates(rows, cols, values, shape, duplicates="error"):
         if duplicates == "mean":
             agg = agg / counts
     return uniq // shape[1], uniq % shape[1], agg
+
+
+def duplicate_timestamps(rows, cols, timestamps, shape, duplicates="mean"):
+    """The timestamps that go with :func:`handle_duplicates`' aggregated entries.
+
+    For each (row, col) pair, in the order :func:`handle_duplicates` returns
+    the pairs: its timestamp if it is not repeated (then the input order is
+    kept, as there); for a repeated pair the latest timestamp of the group,
+    or with ``duplicates="last"`` the timestamp of its last occurrence.
+
+    >>> duplicate_timestamps(np.array([0, 1, 0]), np.array([1, 0, 1]), np.array([5, 7, 3]), (2, 2))
+    array([5, 7])
+    >>> duplicate_timestamps(np.array([0, 1, 0]), np.array([1, 0, 1]), np.array([5, 7, 3]), (2, 2), "last")
+    array([3, 7])
+    """
+    timestamps = np.asarray(timestamps)
+    key = rows.astype(np.int64) * int(shape[1]) + cols.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    if not (sk[1:] == sk[:-1]).any():
+        return timestamps
+    _, start, counts = np.unique(sk, return_index=True, return_counts=True)
+    st = timestamps[order]
+    if duplicates == "last":
+        return st[start + counts - 1]
+    return np.maximum.reduceat(st, start)
+
+
+def check_timestamps(timestamps, nnz: int) -> np.ndarray:
+    """``timestamps`` as a 1-d numeric host array of length ``nnz``, or :class:`RatingsError`.
+
+    Integers (e.g. seconds since the epoch) are kept as they are; floats
+    must be finite; ``datetime64`` values are stored as int64 seconds.
+
+    >>> check_timestamps([3, 1], 3)
+    Traceback (most recent call last):
+      ...
+    mfjax.data.errors.RatingsError: timestamps has 2 entries but there are 3 ratings (one timestamp per rating)
+    """
+    t = np.asarray(timestamps)
+    if np.issubdtype(t.dtype, np.datetime64):
+        if np.isnat(t).any():
+            k = int(np.argmax(np.isnat(t)))
+            raise RatingsError(f"missing timestamp (NaT) at entry {k}")
+        t = t.astype("datetime64[s]").astype(np.int64)
+    if t.ndim != 1:
+        raise RatingsError(f"timestamps must be a 1-d array, got shape {t.shape}")
+    if t.shape[0] != nnz:
+        raise RatingsError(f"timestamps has {t.shape[0]} entries but there are {nnz} ratings "
+                           "(one timestamp per rating)")
+    if t.dtype == np.bool_ or not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)):
+        raise RatingsError(f"timestamps must be integers or real numbers, got dtype {t.dtype}")
+    if np.issubdtype(t.dtype, np.floating):
+        bad = ~np.isfinite(t)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise RatingsError(f"non-finite timestamp {t[k]} at entry {k}")
+    return t
 
 
 def check_fractions(fractions, *, name="fractions") -> np.ndarray:
