@@ -21,13 +21,15 @@
   subclasses :class:`MalformedFileError`, :class:`ChecksumError`,
   :class:`DataNotFoundError` (in :mod:`~mfjax.data.errors`, which imports
   nothing); :func:`data_checksum`, :func:`file_sha256`
+- pandas in / out (pandas optional, imported on use): :func:`from_pandas`
+  (any hashable user / item ids, kept in the id maps), :func:`to_pandas`
 - download helpers: :func:`download_file`, :func:`safe_extract`,
   :func:`default_cache_dir`
 
 Layer: the bottom one.  Nothing here imports another mfjax package (numpy,
 JAX for the pytree registration, the standard library); inside, the imports
 go errors <- validation <- ratings <- {parsing, triplets, movielens,
-synthetic, splits}.
+synthetic, splits, frames}.
 
 >>> ratings = synthetic(30, 20, rank=2, density=0.3, seed=0)
 >>> train, test = split(ratings, fractions=(0.8, 0.2), seed=0)
@@ -44,6 +46,7 @@ from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fa
 from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets, triplets_to_ratings
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
 from mfjax.data.synthetic import LowRankTruth, synthetic
+from mfjax.data.frames import from_pandas, to_pandas
 from mfjax.data.splits import (
     ExtendabilitySplit,
     coverage_report,
@@ -77,6 +80,8 @@ __all__ = [
     "triplets_to_ratings",
     "apply_id_maps",
     "UnknownIdsWarning",
+    "from_pandas",
+    "to_pandas",
     # synthetic
     "synthetic",
     "LowRankTruth",
