@@ -215,3 +215,13 @@ def test_hits_ignore_excluded_items_in_the_test_set():
     tk = top_k(p, 2, exclude=train)
     hits, n_rel = hits_at_k(tk, test)
     assert tk.items.tolist() == [[1, 0]] and hits.tolist() == [[False, False]] and n_rel.tolist() == [1]
+
+
+def test_plain_pair_and_int_ks_are_accepted():
+    params, train, test = random_case(7)
+    a = top_k((params.U, params.V), 4, exclude=train)
+    b = top_k(params, 4, exclude=train)
+    np.testing.assert_array_equal(np.asarray(a.items), np.asarray(b.items))
+    assert ranking_metrics(params, train, test, ks=3) == ranking_metrics(params, train, test, ks=(3,))
+    with pytest.raises(ValueError, match="at least one"):
+        ranking_metrics(params, train, test, ks=())
