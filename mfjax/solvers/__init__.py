@@ -34,7 +34,7 @@ from mfjax.solvers.als import (
     normal_equations,
     solve_ridge_rows,
 )
-from mfjax.solvers.als_gram import ALSProblem, als_problem
+from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
@@ -104,6 +104,7 @@ __all__ = [
     "als_objective",
     "als_problem",
     "ALSProblem",
+    "shard_als_problem",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",
