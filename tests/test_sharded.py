@@ -77,3 +77,9 @@ def test_sharded_als_splits_rows_over_every_device_balanced_by_ratings(results):
                                                                                seed=1).nnz)
     assert min(slots) > 0.5 * max(slots), slots  # every device has work, none has most of it
     assert "rows" in results["als_layout_spec"]
+
+
+@pytest.mark.parametrize("ndev", [2, 4])
+@pytest.mark.parametrize("biases", [0, 1])
+def test_dsgd_on_a_mesh_equals_the_one_device_schedule(results, ndev, biases):
+    assert results[f"dsgd_{biases}_{ndev}"] < 1e-5

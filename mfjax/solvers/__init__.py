@@ -36,6 +36,7 @@ from mfjax.solvers.als import (
 )
 from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
+from mfjax.solvers.dsgd import DSGDProblem, dsgd, dsgd_problem, dsgd_solver
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
     NMFInfo,
@@ -105,6 +106,10 @@ __all__ = [
     "als_problem",
     "ALSProblem",
     "shard_als_problem",
+    "dsgd",
+    "dsgd_problem",
+    "dsgd_solver",
+    "DSGDProblem",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",
