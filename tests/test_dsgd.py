@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mfjax as mf
-from mfjax.solvers.dsgd import balanced_blocks
+balanced_blocks = mf.solvers.balanced_blocks
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from mfjax.solvers.als import (
 )
 from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
-from mfjax.solvers.dsgd import DSGDProblem, dsgd, dsgd_problem, dsgd_solver
+from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
     NMFInfo,
@@ -110,6 +110,8 @@ __all__ = [
     "dsgd_problem",
     "dsgd_solver",
     "DSGDProblem",
+    "DSGDLayout",
+    "balanced_blocks",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",
