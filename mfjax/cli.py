@@ -98,6 +98,9 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-density", type=float, default=0.05,
                    help="fraction of observed entries of the synthetic data (default 0.05)")
     p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
+                        "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
     p.add_argument("--rating-scale", type=_rating_scale, default=None, metavar="LO,HI",
                    help="rating scale for the clipped RMSE, e.g. 1,5 or 0.5,5; ratings outside it are an error "
                         "(default: a MovieLens set's documented scale, else the training ratings' min,max; "
@@ -250,7 +253,7 @@ def _problem(args):
     data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
                                                       "ChecksumError") if hasattr(mfdata, e))
     try:
-        return compare.make_problem(
+        problem = compare.make_problem(
             args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
             test_fraction=args.test_fraction, data_dir=args.data_dir, rating_scale=args.rating_scale,
             synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
@@ -258,6 +261,33 @@ def _problem(args):
         )
     except data_errors + (OSError,) as e:
         raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    return problem.with_mesh(_mesh(getattr(args, "devices", 1)))
+
+
+def _use_devices(n: int) -> None:
+    """Ask for ``n`` CPU devices before JAX starts its backends (no effect on GPUs/TPUs)."""
+    if n > 1:
+        import jax
+
+        try:
+            jax.config.update("jax_num_cpu_devices", max(n, int(jax.config.jax_num_cpu_devices)))
+        except RuntimeError:  # backends already started (e.g. an earlier main() in this process)
+            pass
+
+
+def _mesh(n: int):
+    """A 1-D mesh of ``n`` devices, or ``None`` for one device."""
+    if n is None or n <= 1:
+        return None
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    devices = jax.devices()
+    if len(devices) < n:
+        raise SystemExit(f"mfjax: --devices {n}: only {len(devices)} devices are available ({devices[0].platform}); "
+                         "on the CPU start a fresh process")
+    return Mesh(np.array(devices[:n]), ("devices",))
 
 
 def _split_list(text):
@@ -422,6 +452,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command in ("compare", "fit", "reproduce"):
+        _use_devices(getattr(args, "devices", 1))
         args.compile_cache = enable_compile_cache(getattr(args, "no_compile_cache", False))
         args.compile_timer = CompileTimer()
     handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data}
