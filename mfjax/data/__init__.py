@@ -12,6 +12,10 @@
   the steps: :func:`parse_triplets` (:func:`parse_triplets_fast` with
   :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
   :func:`triplets_to_ratings`
+- side tables (:mod:`~mfjax.data.side`): :func:`load_movies` (:class:`Movies`:
+  titles, years, 18-genre multi-hot), :func:`load_users` (:class:`Users`:
+  gender, age, occupation, zip), :func:`align_side` / :func:`align_to_ratings`
+  (row ``i`` of a table = index ``i`` of a ``Ratings`` id map)
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
 - splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
   (:class:`ExtendabilitySplit`), :func:`coverage_report`
@@ -42,6 +46,20 @@ from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fa
 from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets, triplets_to_ratings
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
 from mfjax.data.synthetic import LowRankTruth, synthetic
+from mfjax.data.side import (
+    AGE_CODES,
+    GENDERS,
+    GENRES,
+    N_OCCUPATIONS,
+    NO_YEAR,
+    Movies,
+    UnknownGenreWarning,
+    Users,
+    align_side,
+    align_to_ratings,
+    load_movies,
+    load_users,
+)
 from mfjax.data.splits import (
     ExtendabilitySplit,
     coverage_report,
@@ -73,6 +91,19 @@ __all__ = [
     "triplets_to_ratings",
     "apply_id_maps",
     "UnknownIdsWarning",
+    # side tables (ML-1M movies.dat / users.dat)
+    "load_movies",
+    "load_users",
+    "Movies",
+    "Users",
+    "align_side",
+    "align_to_ratings",
+    "UnknownGenreWarning",
+    "GENRES",
+    "GENDERS",
+    "AGE_CODES",
+    "N_OCCUPATIONS",
+    "NO_YEAR",
     # synthetic
     "synthetic",
     "LowRankTruth",
