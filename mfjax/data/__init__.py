@@ -12,10 +12,6 @@
   the steps: :func:`parse_triplets` (:func:`parse_triplets_fast` with
   :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
   :func:`triplets_to_ratings`
-- side tables (:mod:`~mfjax.data.side`): :func:`load_movies` (:class:`Movies`:
-  titles, years, 18-genre multi-hot), :func:`load_users` (:class:`Users`:
-  gender, age, occupation, zip), :func:`align_side` / :func:`align_to_ratings`
-  (row ``i`` of a table = index ``i`` of a ``Ratings`` id map)
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
 - splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
   (:class:`ExtendabilitySplit`), :func:`coverage_report`
