@@ -36,6 +36,7 @@ NO_COMPILE_CACHE_ENV = "MFJAX_NO_COMPILE_CACHE"
 REPRODUCIBLE = {
     "slides-best": ("experiments/slides_best_model.py", []),
     "slides-compare": ("experiments/slides_optimizer_comparison.py", []),
+    "slides-nn": ("experiments/side_mlp.py", []),
     "dmf-table1": ("experiments/dmf/run_tables.py", ["--tasks", "table1"]),
     "dmf-table2": ("experiments/dmf/run_tables.py", ["--tasks", "dmf", "dmfd", "als"]),
 }
@@ -46,6 +47,8 @@ REPRODUCIBLE_HELP = {
                    "target test RMSE <= 0.86) and a (rank, lambda) search",
     "slides-compare": "the slides' per-optimizer convergence plots (GD, heavy ball, Nesterov, RMSprop, AdaGrad, "
                       "Adam x step rules) and their comparison plot, ML-1M",
+    "slides-nn": "the slides' side-feature neural network on ML-1M (ids, genres, gender, age, occupation; "
+                 "target test MSE 1.1), and a variant with learned id embeddings",
     "dmf-table1": "Nguyen et al., Matrix Factorization via Deep Learning, Table 1: DMF RMSE on the "
                   "extendability areas I-IV of ML-1M",
     "dmf-table2": "the same paper's Table 2: DMF, DMF-D (learned quantizer) and an ALS baseline on a 75/5/20 "

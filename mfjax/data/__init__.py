@@ -42,6 +42,20 @@ from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fa
 from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets, triplets_to_ratings
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
 from mfjax.data.synthetic import LowRankTruth, synthetic
+from mfjax.data.side import (
+    AGE_CODES,
+    GENDERS,
+    GENRES,
+    N_OCCUPATIONS,
+    NO_YEAR,
+    Movies,
+    UnknownGenreWarning,
+    Users,
+    align_side,
+    align_to_ratings,
+    load_movies,
+    load_users,
+)
 from mfjax.data.splits import (
     ExtendabilitySplit,
     coverage_report,
@@ -73,6 +87,19 @@ __all__ = [
     "triplets_to_ratings",
     "apply_id_maps",
     "UnknownIdsWarning",
+    # side tables (ML-1M movies.dat / users.dat)
+    "load_movies",
+    "load_users",
+    "Movies",
+    "Users",
+    "align_side",
+    "align_to_ratings",
+    "UnknownGenreWarning",
+    "GENRES",
+    "GENDERS",
+    "AGE_CODES",
+    "N_OCCUPATIONS",
+    "NO_YEAR",
     # synthetic
     "synthetic",
     "LowRankTruth",
