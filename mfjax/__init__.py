@@ -8,6 +8,7 @@ Public API (explicit; each submodule lists its own ``__all__``):
 - :mod:`mfjax.objective`   the masked MF objective pytree and its formulas
 - :mod:`mfjax.losses`      masked MF losses (dense-mask and COO), NMF divergences
 - :mod:`mfjax.metrics`     RMSE / MAE (clipped, discrete)
+- :mod:`mfjax.ranking`     top-k with seen-item exclusion; precision / recall / NDCG / MAP / MRR / hit rate
 - :mod:`mfjax.linesearch`  step-size rules as optax transforms
 - :mod:`mfjax.optim`       direction rules and optimizers (direction + step rule)
 - :mod:`mfjax.loop`        ``fit`` (lax.scan) / ``fit_until`` (while_loop)
@@ -34,7 +35,7 @@ Example::
 
 import importlib
 
-from mfjax import core, data, linesearch, loop, losses, metrics, objective, optim, solvers, store
+from mfjax import core, data, linesearch, loop, losses, metrics, objective, optim, ranking, solvers, store
 from mfjax.losses import Factors, init_factors
 from mfjax.loop import FitResult, FitTrace, fit, fit_until
 
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "data",
+    "ranking",
     "store",
     "core",
     "objective",

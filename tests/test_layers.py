@@ -40,7 +40,7 @@ LAYERS = {
     "data": 0, "store": 0, "_io": 0,
     "core": 1,
     "objective": 2, "losses": 2,
-    "metrics": 3,
+    "metrics": 3, "ranking": 3,
     "linesearch": 4, "optim": 4,
     "loop": 5,
     "solvers": 6,
