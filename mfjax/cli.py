@@ -21,7 +21,14 @@ import pathlib
 import sys
 import time
 
-__all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCIBLE_HELP"]
+__all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCIBLE_HELP",
+           "COMPILE_CACHE_ENV", "NO_COMPILE_CACHE_ENV", "compile_cache_dir", "enable_compile_cache",
+           "CompileTimer"]
+
+#: Environment variable naming the persistent compilation cache directory.
+COMPILE_CACHE_ENV = "MFJAX_COMPILE_CACHE_DIR"
+#: Environment variable that, set to a non-empty value other than ``0``, turns the cache off.
+NO_COMPILE_CACHE_ENV = "MFJAX_NO_COMPILE_CACHE"
 
 # table -> (script, arguments put before the user's own).  Each script is an experiment module of the
 # source checkout with a public entry point ``main(argv) -> int`` (it parses, then calls ``run(config,
@@ -29,6 +36,7 @@ __all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCI
 REPRODUCIBLE = {
     "slides-best": ("experiments/slides_best_model.py", []),
     "slides-compare": ("experiments/slides_optimizer_comparison.py", []),
+    "slides-nn": ("experiments/side_mlp.py", []),
     "dmf-table1": ("experiments/dmf/run_tables.py", ["--tasks", "table1"]),
     "dmf-table2": ("experiments/dmf/run_tables.py", ["--tasks", "dmf", "dmfd", "als"]),
 }
@@ -39,6 +47,8 @@ REPRODUCIBLE_HELP = {
                    "target test RMSE <= 0.86) and a (rank, lambda) search",
     "slides-compare": "the slides' per-optimizer convergence plots (GD, heavy ball, Nesterov, RMSprop, AdaGrad, "
                       "Adam x step rules) and their comparison plot, ML-1M",
+    "slides-nn": "the slides' side-feature neural network on ML-1M (ids, genres, gender, age, occupation; "
+                 "target test MSE 1.1), and a variant with learned id embeddings",
     "dmf-table1": "Nguyen et al., Matrix Factorization via Deep Learning, Table 1: DMF RMSE on the "
                   "extendability areas I-IV of ML-1M",
     "dmf-table2": "the same paper's Table 2: DMF, DMF-D (learned quantizer) and an ALS baseline on a 75/5/20 "
@@ -91,10 +101,89 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-density", type=float, default=0.05,
                    help="fraction of observed entries of the synthetic data (default 0.05)")
     p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
+                        "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
     p.add_argument("--rating-scale", type=_rating_scale, default=None, metavar="LO,HI",
                    help="rating scale for the clipped RMSE, e.g. 1,5 or 0.5,5; ratings outside it are an error "
                         "(default: a MovieLens set's documented scale, else the training ratings' min,max; "
                         "recorded in the results)")
+
+
+def compile_cache_dir() -> pathlib.Path:
+    """Where compiled XLA programs are kept: ``$MFJAX_COMPILE_CACHE_DIR``, else ``<user cache>/jax``."""
+    env = os.environ.get(COMPILE_CACHE_ENV)
+    if env:
+        return pathlib.Path(env).expanduser()
+    from mfjax.data.download import default_cache_dir
+    return default_cache_dir() / "jax"
+
+
+def _cache_disabled_by_env() -> bool:
+    return os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0")
+
+
+def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.2) -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache (``jax_compilation_cache_dir``) for this process.
+
+    A second run of the same program then loads its compiled programs from disk instead of compiling
+    them again.  Off when ``disabled`` or ``$MFJAX_NO_COMPILE_CACHE`` is set; returns the directory used,
+    or ``None`` when off.  Programs that compile in under ``min_compile_secs`` are not written (not worth
+    a file).
+    """
+    if disabled or _cache_disabled_by_env():
+        return None
+    import jax
+    path = compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only home, full disk: run uncached, say so once
+        print(f"mfjax: compilation cache off ({path}: {exc.strerror})", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compile_totals = {"seconds": 0.0, "count": 0, "listening": False}
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == _COMPILE_EVENT:
+        _compile_totals["seconds"] += float(duration)
+        _compile_totals["count"] += 1
+
+
+class CompileTimer:
+    """Seconds XLA spent compiling in this process since the timer was made (``jax.monitoring`` events).
+
+    Counts backend compilation only: programs loaded from the persistent cache cost none.  Used to report
+    first-run compilation time per ``mfjax`` run.  One listener is registered per process, however many
+    timers are made.
+    """
+
+    def __init__(self):
+        if not _compile_totals["listening"]:
+            import jax.monitoring
+            jax.monitoring.register_event_duration_secs_listener(_on_duration)
+            _compile_totals["listening"] = True
+        self._start = (_compile_totals["seconds"], _compile_totals["count"])
+
+    @property
+    def seconds(self) -> float:
+        return _compile_totals["seconds"] - self._start[0]
+
+    @property
+    def count(self) -> int:
+        return _compile_totals["count"] - self._start[1]
+
+
+def _add_cache_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help=f"do not read or write the on-disk compilation cache (also ${NO_COMPILE_CACHE_ENV}=1; "
+                        f"directory: ${COMPILE_CACHE_ENV}, default <user cache>/mfjax/jax)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-resume", action="store_true", help="recompute runs whose results exist")
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cache_flag(c)
 
     f = sub.add_parser("fit", help="fit one configuration and print its metrics")
     _add_problem_args(f)
@@ -133,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eval-every", type=int, default=10,
                    help="held-out RMSE every k iterations in the trace (default 10; optimizer runs)")
     f.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    _add_cache_flag(f)
 
     r = sub.add_parser("reproduce", help="reproduce a table/figure of the source documents",
                        epilog=_reproduce_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,7 +256,7 @@ def _problem(args):
     data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
                                                       "ChecksumError") if hasattr(mfdata, e))
     try:
-        return compare.make_problem(
+        problem = compare.make_problem(
             args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
             test_fraction=args.test_fraction, data_dir=args.data_dir, rating_scale=args.rating_scale,
             synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
@@ -173,6 +264,33 @@ def _problem(args):
         )
     except data_errors + (OSError,) as e:
         raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    return problem.with_mesh(_mesh(getattr(args, "devices", 1)))
+
+
+def _use_devices(n: int) -> None:
+    """Ask for ``n`` CPU devices before JAX starts its backends (no effect on GPUs/TPUs)."""
+    if n > 1:
+        import jax
+
+        try:
+            jax.config.update("jax_num_cpu_devices", max(n, int(jax.config.jax_num_cpu_devices)))
+        except RuntimeError:  # backends already started (e.g. an earlier main() in this process)
+            pass
+
+
+def _mesh(n: int):
+    """A 1-D mesh of ``n`` devices, or ``None`` for one device."""
+    if n is None or n <= 1:
+        return None
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    devices = jax.devices()
+    if len(devices) < n:
+        raise SystemExit(f"mfjax: --devices {n}: only {len(devices)} devices are available ({devices[0].platform}); "
+                         "on the CPU start a fresh process")
+    return Mesh(np.array(devices[:n]), ("devices",))
 
 
 def _split_list(text):
@@ -204,8 +322,17 @@ def cmd_compare(args) -> int:
     print(compare.summarize(results))
     print(_tally_line(tally))
     print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", PNG plots"))
-    print(f"total wall time {time.perf_counter() - t0:.1f} s")
+    print(f"total wall time {time.perf_counter() - t0:.1f} s, of which compilation {_compile_line(args)}")
     return 0 if all(not r.get("error") for r in results) else 1
+
+
+def _compile_line(args) -> str:
+    timer = getattr(args, "compile_timer", None)
+    cache = getattr(args, "compile_cache", None)
+    where = f"cache {cache}" if cache else "cache off"
+    if timer is None:
+        return f"not measured ({where})"
+    return f"{timer.seconds:.1f} s in {timer.count} programs ({where})"
 
 
 def _tally_line(tally: dict) -> str:
@@ -226,6 +353,8 @@ def cmd_fit(args) -> int:
                                    "test_rmse", "test_rmse_clipped", "rating_scale", "fun_evals", "grad_evals",
                                    "wall_s")}
     summary["train_rmse"] = train_rmse
+    timer = getattr(args, "compile_timer", None)
+    summary["compile_s"] = None if timer is None else round(timer.seconds, 3)
     summary["problem"] = problem.describe()
     if args.json:
         from mfjax.store import to_jsonable
@@ -239,6 +368,7 @@ def cmd_fit(args) -> int:
               f"(clipped to [{lo:g}, {hi:g}]: {clipped}), final loss {summary['final_loss']:.6g} "
               f"(initial {summary['initial_loss']:.6g}), {summary['fun_evals']} f-evals, "
               f"{summary['wall_s']:.2f} s, status {summary['status']}")
+        print(f"compilation {_compile_line(args)}", file=sys.stderr)
     return 0
 
 
@@ -324,6 +454,10 @@ def main(argv=None) -> int:
         argv = ["compare"] + argv
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command in ("compare", "fit", "reproduce"):
+        _use_devices(getattr(args, "devices", 1))
+        args.compile_cache = enable_compile_cache(getattr(args, "no_compile_cache", False))
+        args.compile_timer = CompileTimer()
     handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data}
     return handlers[args.command](args)
 

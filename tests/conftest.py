@@ -5,6 +5,9 @@ import pathlib
 
 import pytest
 
+# Tests compile many one-off programs: keep them out of the user's persistent compilation cache.
+os.environ.setdefault("MFJAX_NO_COMPILE_CACHE", "1")
+
 def _ml1m_dir() -> pathlib.Path:
     """``$MFJAX_TEST_ML1M``, else ``$MFJAX_DATA_DIR/ml-1m``, else ``../shared/data/ml-1m`` beside the checkout."""
     if os.environ.get("MFJAX_TEST_ML1M"):

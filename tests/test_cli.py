@@ -173,3 +173,64 @@ def test_fit_prints_status_names(capsys):
                      "--run", "gd+armijo", "--iters", "4"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"status (max_steps|converged)$", line) and "clipped to [1, 5]" in line
+
+
+def _fit_in_fresh_process(tmp_path, *extra, env_extra=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != cli.NO_COMPILE_CACHE_ENV}
+    env[cli.COMPILE_CACHE_ENV] = str(tmp_path / "xla")
+    env.update(env_extra or {})
+    out = subprocess.run([sys.executable, "-m", "mfjax", "fit", *SMALL, "--iters", "20", "--json", *extra],
+                         capture_output=True, text=True, env=env, timeout=300, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_persistent_compilation_cache_is_on_by_default_and_can_be_turned_off(tmp_path):
+    cache = tmp_path / "xla"
+    first = _fit_in_fresh_process(tmp_path)
+    assert first["compile_s"] > 0
+    written = sorted(p.name for p in cache.iterdir())
+    assert written, "the first run wrote no compiled programs"
+    second = _fit_in_fresh_process(tmp_path)
+    assert second["final_loss"] == first["final_loss"]  # a cached program computes the same thing
+    assert second["compile_s"] < first["compile_s"]     # programs came from disk, not the compiler
+    for how in (["--no-compile-cache"], []):
+        env = {} if how else {cli.NO_COMPILE_CACHE_ENV: "1"}
+        (tmp_path / "off").mkdir(exist_ok=True)
+        off = _fit_in_fresh_process(tmp_path / "off", *how, env_extra=env)
+        assert off["final_loss"] == first["final_loss"]
+        assert not (tmp_path / "off" / "xla").exists()
+
+
+def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(cli.COMPILE_CACHE_ENV, str(tmp_path / "c"))
+    assert cli.compile_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv(cli.COMPILE_CACHE_ENV)
+    monkeypatch.setenv("MFJAX_CACHE_DIR", str(tmp_path / "user"))
+    assert cli.compile_cache_dir() == tmp_path / "user" / "jax"
+    monkeypatch.setenv(cli.NO_COMPILE_CACHE_ENV, "1")
+    assert cli.enable_compile_cache() is None
+
+
+def test_devices_flag_runs_the_main_job_on_a_mesh_with_the_same_results(tmp_path):
+    """``mfjax compare --devices 2``: optimizer runs on the sharded objective, ALS on split rows (fresh processes:
+    the CPU device count is fixed when JAX starts)."""
+    import os
+    import subprocess
+    import sys
+
+    finals = {}
+    for d in (1, 2):
+        out = tmp_path / f"d{d}"
+        subprocess.run([sys.executable, "-m", "mfjax", "compare", "--synthetic-size", "120x90", "--synthetic-density",
+                        "0.15", "--devices", str(d), "--runs", "gd+armijo,gd+exact_mf,solver:als", "--iters", "12",
+                        "--out", str(out), "--no-plots", "--no-progress"],
+                       check=True, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+        recs = json.loads((out / "results.json").read_text())
+        assert recs[0]["problem"].get("devices", 1) == d
+        finals[d] = {r["name"]: r["final_loss"] for r in recs}
+    for name, v in finals[1].items():
+        assert abs(finals[2][name] - v) <= 1e-4 * abs(v), (name, v, finals[2][name])

@@ -84,3 +84,55 @@ def test_larger_runs():
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         synthetic(**kw)
+
+
+# ------------------------------------------------------------ the "rows" sampler (large data)
+import importlib
+
+_syn = importlib.import_module("mfjax.data.synthetic")
+
+
+def test_alias_table_reproduces_the_distribution_exactly():
+    rng = np.random.default_rng(3)
+    q = rng.dirichlet(np.full(37, 0.3))
+    prob, alias = _syn._alias_table(q)
+    n = q.size
+    recon = prob / n + np.bincount(alias, weights=(1.0 - prob) / n, minlength=n)
+    np.testing.assert_allclose(recon, q, atol=1e-12)
+    draws = _syn._alias_draw(np.random.default_rng(0), (prob, alias), 400_000)
+    freq = np.bincount(draws, minlength=n) / draws.size
+    assert np.max(np.abs(freq - q) / np.sqrt(q * (1 - q) / draws.size + 1e-300)) < 5.0  # within 5 sigma
+
+
+def test_rows_sampler_gives_a_valid_pattern_of_the_requested_size():
+    m, n, density = 500, 300, 0.04
+    r = synthetic(m, n, rank=4, density=density, seed=5, sampler="rows")
+    keys = np.asarray(r.rows, np.int64) * n + np.asarray(r.cols)
+    assert np.all(np.diff(keys) > 0)                      # sorted by (row, col), no duplicates
+    assert r.nnz >= round(density * m * n) and r.nnz < 1.05 * density * m * n  # top-up adds few
+    assert np.bincount(r.rows, minlength=m).min() >= 3 and np.bincount(r.cols, minlength=n).min() >= 3
+    assert set(np.unique(r.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0} and abs(float(np.mean(r.values)) - 3.6) < 0.05
+    again = synthetic(m, n, rank=4, density=density, seed=5, sampler="rows")
+    np.testing.assert_array_equal(np.asarray(again.cols), np.asarray(r.cols))
+    np.testing.assert_array_equal(np.asarray(again.values), np.asarray(r.values))
+
+
+def test_rows_and_pairs_samplers_draw_the_same_degree_distribution():
+    m, n, density = 2000, 500, 0.03
+    deg = {}
+    for s in ("pairs", "rows"):
+        deg[s] = [np.sort(np.bincount(np.asarray(r.rows), minlength=m))[::-1] for r in
+                  (synthetic(m, n, rank=2, density=density, seed=k, sampler=s) for k in range(3))]
+    for part in (slice(0, 20), slice(0, 200), slice(1000, 2000)):  # head, top decile, tail: mean degrees agree
+        a = np.mean([d[part].mean() for d in deg["pairs"]])
+        b = np.mean([d[part].mean() for d in deg["rows"]])
+        assert abs(a - b) / a < 0.08, (part, a, b)
+
+
+def test_auto_sampler_keeps_the_original_data_below_the_threshold():
+    a = synthetic(120, 80, rank=3, density=0.1, seed=9)
+    b = synthetic(120, 80, rank=3, density=0.1, seed=9, sampler="pairs")
+    np.testing.assert_array_equal(np.asarray(a.cols), np.asarray(b.cols))
+    np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
+    with pytest.raises(ValueError, match="sampler"):
+        synthetic(10, 10, sampler="fast")

@@ -17,7 +17,7 @@ of a lower layer; peers of one layer only in the direction listed in
     5  loop
     6  solvers
     7  models
-    8  compare, cli                             cli -> compare
+    8  compare, cli, __main__                   cli -> compare, __main__ -> cli
     9  mfjax (the package root re-exports everything; nothing inside imports it)
 
 ``store`` sits at the bottom, beside ``data``: atomic result files and the
@@ -45,12 +45,12 @@ LAYERS = {
     "loop": 5,
     "solvers": 6,
     "models": 7,
-    "compare": 8, "cli": 8,
+    "compare": 8, "cli": 8, "__main__": 8,
     "": 9,  # the package root, mfjax/__init__.py
 }
 # allowed imports between different packages of one layer: (importer, imported)
 PEERS = {("data", "store"), ("data", "_io"), ("_io", "store"), ("losses", "objective"),
-         ("optim", "linesearch"), ("cli", "compare")}
+         ("optim", "linesearch"), ("cli", "compare"), ("__main__", "cli")}
 
 
 # ------------------------------------------------------------------ parsing

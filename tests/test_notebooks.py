@@ -31,6 +31,7 @@ EXPERIMENTS = [
     "nnmf",
     "sgd_vs_als",
     "svd_power_iteration",
+    "side_mlp",
 ]
 REQUIRED_NOTEBOOKS = {"quickstart", "optimizers_linesearch", "dmf_extendability", "nmf_losses"}
 KERNEL_NAME = "mfjax-test-python3"

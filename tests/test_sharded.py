@@ -63,3 +63,23 @@ def test_bad_sharding_requests():
     p = mf.init_factors(jax.random.key(0), r.shape, 2)
     np.testing.assert_allclose(float(O.value(back, p)), float(O.value(O.mf_objective(r), p)),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("ndev", [1, 2, 4])
+@pytest.mark.parametrize("biases", [0, 1])
+def test_sharded_als_equals_single_device(results, ndev, biases):
+    assert results[f"als_{biases}_{ndev}"] < 1e-5
+
+
+def test_sharded_als_splits_rows_over_every_device_balanced_by_ratings(results):
+    slots = results["als_slots_per_device"]
+    assert len(slots) == 4 and sum(slots) == pytest.approx(mf.data.synthetic(m=200, n=150, rank=3, density=0.12,
+                                                                               seed=1).nnz)
+    assert min(slots) > 0.5 * max(slots), slots  # every device has work, none has most of it
+    assert "rows" in results["als_layout_spec"]
+
+
+@pytest.mark.parametrize("ndev", [2, 4])
+@pytest.mark.parametrize("biases", [0, 1])
+def test_dsgd_on_a_mesh_equals_the_one_device_schedule(results, ndev, biases):
+    assert results[f"dsgd_{biases}_{ndev}"] < 1e-5

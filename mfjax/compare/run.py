@@ -79,10 +79,18 @@ def _sweeps(num_steps: int) -> int:
     return max(1, num_steps // 10)
 
 
-def _als(problem, l2, num_steps, key):
+def _als(problem, l2, num_steps, key):  # on a mesh: each device solves its own rows
     from mfjax import solvers
 
-    return _call(solvers.als, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key)
+    mesh = {} if problem.mesh is None else {"mesh": problem.mesh}
+    return _call(solvers.als, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key, **mesh)
+
+
+def _dsgd(problem, l2, num_steps, key):  # one block per device of the mesh (1 block without one)
+    from mfjax import solvers
+
+    return solvers.dsgd(problem.train, problem.rank, l2=l2, key=key, num_steps=_sweeps(num_steps),
+                        eval_set=problem.test, mesh=problem.mesh)
 
 
 def _sgd(problem, l2, num_steps, key):  # l2 / n_i per rating: the same objective as the masked loss
@@ -103,10 +111,12 @@ def _nmf(problem, l2, num_steps, key):  # unregularised masked NMF (its own cons
     return _call(solvers.nmf, "num_iters", problem, num_steps, key=key)
 
 
-SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "vector_descent": _vector_descent, "nmf": _nmf}
+SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "dsgd": _dsgd, "vector_descent": _vector_descent,
+                                 "nmf": _nmf}
 """Classical solvers by name: ``factory(problem, l2_sum, num_steps, key) -> result`` (held out: ``problem.test``)
 (``l2`` in the solvers' "sum" scaling; ALS / SGD / vector descent run
-``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates)."""
+``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates).  On a
+problem with a mesh ALS and DSGD use it; SGD, vector descent and NMF run on one device."""
 
 
 # --------------------------------------------------------------------- runs
@@ -127,18 +137,22 @@ def _optimizer(spec: RunSpec, problem: Problem):
         raise ValueError(f"unknown direction rule {spec.direction!r}; known: {known}")
     if spec.step not in linesearch.REGISTRY:
         raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
+    # on a mesh the data-dependent rules read the (sharded) objective from the loss arguments
+    data = None if problem.mesh is not None else problem.train.device_put()
     if spec.direction in DATA_DIRECTIONS:
-        direction = DATA_DIRECTIONS[spec.direction](problem.train.device_put(), problem.l2, problem.scale)
+        direction = DATA_DIRECTIONS[spec.direction](data, problem.l2, problem.scale)
     else:
         direction = optim.REGISTRY[spec.direction]()
     if spec.step_options:  # explicit settings: call the rule's constructor
         options = dict(spec.step_options)
         if spec.step == "exact_mf":
-            step = linesearch.exact_mf(problem.train.device_put(), problem.l2, scale=problem.scale, **options)
+            step = linesearch.exact_mf(data, problem.l2, scale=problem.scale, **options)
         else:
             step = getattr(linesearch, spec.step)(**options)
+    elif spec.step == "exact_mf" and data is None:
+        step = linesearch.exact_mf()
     else:  # registry defaults; factories take the problem (only ``exact_mf`` uses it)
-        step = linesearch.REGISTRY[spec.step](problem.train.device_put(), problem.l2, problem.scale)
+        step = linesearch.REGISTRY[spec.step](data, problem.l2, problem.scale)
     return optax.chain(direction, step)
 
 
@@ -164,9 +178,16 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     test = problem.test.device_put()
     params0 = init_factors(key, problem.train.shape, problem.rank)
     opt = _optimizer(spec, problem)
+    loss_args = (train, problem.l2)
+    if problem.mesh is not None:  # the same objective, its entries split over the mesh
+        from mfjax import objective
+
+        loss = objective.loss
+        loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
+                                               problem.mesh),)
 
     # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart)
-    args = (params0, (train, problem.l2), (test,))
+    args = (params0, loss_args, (test,))
     t0 = time.perf_counter()
     compiled = loop.compile_fit(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
                                 eval_every=eval_every)

@@ -38,6 +38,9 @@ class Problem:
       checksum: :func:`mfjax.data.data_checksum` of the whole ratings.
       rating_scale: ``(lo, hi)``: the "clipped" RMSE clips predictions to it
         (:func:`data_rating_scale` unless given).
+      mesh: ``None`` (one device), or a :class:`jax.sharding.Mesh`: optimizer
+        runs use the sharded objective (:func:`mfjax.objective.shard_objective`),
+        ALS splits its rows and DSGD its blocks over it (:func:`with_mesh`).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Problem:
     split: tuple
     checksum: str
     rating_scale: tuple | None = None
+    mesh: Any = None
 
     def describe(self) -> dict:
         """The JSON description written next to every result (and hashed into its configuration)."""
@@ -65,7 +69,12 @@ class Problem:
             "split": list(self.split),
             "data_checksum": self.checksum,
             "rating_scale": None if self.rating_scale is None else [float(v) for v in self.rating_scale],
+            **({} if self.mesh is None else {"devices": int(self.mesh.devices.size)}),
         }
+
+    def with_mesh(self, mesh) -> "Problem":
+        """The same problem run on ``mesh`` (``None``: one device)."""
+        return dataclasses.replace(self, mesh=mesh)
 
 
 def parse_rating_scale(text) -> tuple[float, float]:

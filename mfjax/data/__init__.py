@@ -47,6 +47,20 @@ from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets,
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
 from mfjax.data.synthetic import LowRankTruth, synthetic
 from mfjax.data.frames import from_pandas, to_pandas
+from mfjax.data.side import (
+    AGE_CODES,
+    GENDERS,
+    GENRES,
+    N_OCCUPATIONS,
+    NO_YEAR,
+    Movies,
+    UnknownGenreWarning,
+    Users,
+    align_side,
+    align_to_ratings,
+    load_movies,
+    load_users,
+)
 from mfjax.data.splits import (
     ExtendabilitySplit,
     coverage_report,
@@ -82,6 +96,19 @@ __all__ = [
     "UnknownIdsWarning",
     "from_pandas",
     "to_pandas",
+    # side tables (ML-1M movies.dat / users.dat)
+    "load_movies",
+    "load_users",
+    "Movies",
+    "Users",
+    "align_side",
+    "align_to_ratings",
+    "UnknownGenreWarning",
+    "GENRES",
+    "GENDERS",
+    "AGE_CODES",
+    "N_OCCUPATIONS",
+    "NO_YEAR",
     # synthetic
     "synthetic",
     "LowRankTruth",

@@ -21,6 +21,20 @@
 
 Everything is vectorised numpy driven by one :class:`numpy.random.Generator`
 seeded with ``seed``: the same arguments give the same data on every machine.
+
+Two samplers draw the same distribution of patterns.  ``sampler="pairs"``
+draws (row, column) pairs as two shuffled multinomial streams; it is the
+original one and stays the default up to ``2**24`` entries, so every data
+set made before keeps its values.  ``sampler="rows"`` (the default above
+that size) draws each row's count from the row multinomial and the columns
+i.i.d. from ``q`` with Walker's alias method (no shuffle: the rows come out
+in order), then tops up the distinct entries in small rounds merged into the
+sorted keys; the values are computed in chunks.  Netflix size (480,189 x
+17,770, 100M ratings) then builds in about 25 s and 5 GB instead of minutes
+and 10 GB (``benchmarks/synthetic_netflix.py``).
+
+Reference: A. J. Walker, "An efficient method for generating discrete random
+variables with general distributions", ACM TOMS 3(3), 1977 (alias method).
 """
 
 from __future__ import annotations
@@ -35,6 +49,8 @@ __all__ = ["synthetic", "LowRankTruth"]
 
 _INTERACTION_STD = 0.8
 _BIAS_STD = 0.5
+_ROWS_SAMPLER_ABOVE = 2 ** 24  # entries; below it the original "pairs" sampler (same data as before)
+_VALUE_CHUNK = 1 << 22          # entries per chunk when computing the values
 
 
 class LowRankTruth(NamedTuple):
@@ -103,8 +119,84 @@ def _sample_pattern(rng, m, n, target, p_row, p_col, max_rounds=64):
     return keys
 
 
+def _alias_table(q: np.ndarray):
+    """Walker's alias table of the distribution ``q``: ``(prob, alias)`` with ``P(j) = q_j``.
+
+    Draw: ``u ~ U[0, n)``, ``j = floor(u)``; take ``j`` if ``frac(u) < prob[j]``, else ``alias[j]``.
+    Built in O(n) (Vose's small/large worklists).
+    """
+    n = q.size
+    scaled = q * n
+    prob = np.ones(n)
+    alias = np.arange(n, dtype=np.int64)
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s_, l_ = small.pop(), large.pop()
+        prob[s_], alias[s_] = scaled[s_], l_
+        scaled[l_] -= 1.0 - scaled[s_]
+        (small if scaled[l_] < 1.0 else large).append(l_)
+    return prob, alias
+
+
+def _alias_draw(rng, table, size: int) -> np.ndarray:
+    prob, alias = table
+    u = rng.random(size) * prob.size
+    j = u.astype(np.int64)
+    np.minimum(j, prob.size - 1, out=j)
+    return np.where(u - j < prob[j], j, alias[j])
+
+
+def _merge_new(keys: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insert the distinct ``new`` keys not already in the sorted ``keys``; return (keys, inserted)."""
+    new = _sorted_unique(new)
+    new = new[~_in_sorted(new, keys)]
+    return np.insert(keys, np.searchsorted(keys, new), new), new
+
+
+def _sample_pattern_rows(rng, m, n, target, p_row, p_col, max_rounds=64):
+    """``target`` distinct sorted keys ``i n + j`` with row counts ~ Multinomial(p) and columns ~ q.
+
+    The first round draws ``target`` pairs (rows in order, no shuffle), the later
+    rounds draw only the shortfall left by duplicates; when the last round
+    overshoots, a uniformly random subset of its new keys is dropped.
+    """
+    table = _alias_table(p_col)
+    keys = np.zeros(0, np.int64)
+    for _ in range(max_rounds):
+        need = target - keys.size
+        if need <= 0:
+            break
+        k = need if keys.size == 0 else int(need * 1.1) + 16
+        rows = np.repeat(np.arange(m, dtype=np.int64), rng.multinomial(k, p_row))
+        new = rows * n
+        del rows
+        new += _alias_draw(rng, table, k)
+        if keys.size == 0:
+            keys = _sorted_unique(new)
+            continue
+        merged, added = _merge_new(keys, new)
+        if merged.size > target:  # keep a random subset of this round's additions
+            keep = np.sort(rng.choice(added.size, size=target - keys.size, replace=False))
+            merged, _ = _merge_new(keys, added[keep])
+        keys = merged
+    return keys
+
+
+def _in_sorted(x: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.isin(x, sorted_keys)`` for sorted ``sorted_keys``, by binary search (no sort of the big side)."""
+    pos = np.searchsorted(sorted_keys, x)
+    hit = np.zeros(x.size, bool)
+    inside = pos < sorted_keys.size
+    hit[inside] = sorted_keys[pos[inside]] == x[inside]
+    return hit
+
+
 def _top_up(rng, keys, m, n, min_count, axis, max_rounds=200):
-    """Add uniformly drawn entries until every row (axis 0) / column (axis 1) has min_count."""
+    """Add uniformly drawn entries until every row (axis 0) / column (axis 1) has min_count.
+
+    ``keys`` must be sorted; the result is sorted.
+    """
     size, other = (m, n) if axis == 0 else (n, m)
     need_each = min(min_count, other)
     for _ in range(max_rounds):
@@ -116,7 +208,7 @@ def _top_up(rng, keys, m, n, min_count, axis, max_rounds=200):
         owner = np.repeat(np.arange(size), deficit)
         partner = rng.integers(0, other, size=owner.size)
         new = owner * n + partner if axis == 0 else partner * n + owner
-        new = _unique_in_order(new[~np.isin(new, keys)])
+        new = _unique_in_order(new[~_in_sorted(new, keys)])
         # keep at most the deficit per owner, first draws first
         own = new // n if axis == 0 else new % n
         order = np.argsort(own, kind="stable")
@@ -125,7 +217,8 @@ def _top_up(rng, keys, m, n, min_count, axis, max_rounds=200):
         rank = np.arange(so.size) - start
         keep = np.zeros(new.size, bool)
         keep[order] = rank < deficit[so]
-        keys = np.concatenate([keys, new[keep]])
+        add = np.sort(new[keep])
+        keys = np.insert(keys, np.searchsorted(keys, add), add)  # stays sorted
     raise RuntimeError("synthetic: could not reach the minimum count per row/column")
 
 
@@ -143,6 +236,7 @@ def synthetic(
     row_exponent: float = 0.5,
     col_exponent: float = 0.7,
     mean: float | None = None,
+    sampler: str = "auto",
 ):
     """MovieLens-like low-rank ratings (see the module docstring for the model).
 
@@ -159,6 +253,8 @@ def synthetic(
       row_exponent, col_exponent: Zipf exponents of the row / column
         propensities (0 = uniform; larger = more skewed).
       mean: target mean rating (default ``lo + 0.65 (hi - lo)``; 3 without levels).
+      sampler: ``"pairs"``, ``"rows"`` or ``"auto"`` (``"rows"`` above ``2**24`` entries); the
+        two draw the same distribution, the second fast and lean at Netflix size (module docstring).
 
     Returns:
       :class:`Ratings` (float32 values, entries sorted by (row, col), identity
@@ -195,7 +291,12 @@ def synthetic(
     p_row = _zipf_propensity(rng, m, row_exponent)
     p_col = _zipf_propensity(rng, n, col_exponent)
     target = min(max(int(round(density * m * n)), 1), m * n)
-    keys = _sample_pattern(rng, m, n, target, p_row, p_col)
+    if sampler not in ("auto", "pairs", "rows"):
+        raise ValueError(f"sampler must be 'auto', 'pairs' or 'rows', got {sampler!r}")
+    if sampler == "auto":
+        sampler = "rows" if target > _ROWS_SAMPLER_ABOVE else "pairs"
+    draw = _sample_pattern_rows if sampler == "rows" else _sample_pattern
+    keys = draw(rng, m, n, target, p_row, p_col)
     keys = _top_up(rng, keys, m, n, min_count, axis=0)
     keys = _top_up(rng, keys, m, n, min_count, axis=1)
     keys = np.sort(keys)
@@ -210,8 +311,14 @@ def synthetic(
         U[:, 1:] = rng.standard_normal((m, rank - 1))
         V[:, 1:] = rng.standard_normal((n, rank - 1)) * (_INTERACTION_STD / np.sqrt(rank - 1))
     eps = noise * rng.standard_normal(keys.size)
-    inter = np.einsum("kr,kr->k", U[rows, 1:], V[cols, 1:]) if rank > 1 else 0.0
-    base = bias[cols] + inter + eps
+    base = bias[cols]  # (bias + interaction) + noise, chunked: never holds (nnz, rank) gathers
+    if rank > 1:
+        U1, V1 = np.ascontiguousarray(U[:, 1:]), np.ascontiguousarray(V[:, 1:])
+        for a in range(0, keys.size, _VALUE_CHUNK):
+            b = min(a + _VALUE_CHUNK, keys.size)
+            base[a:b] += np.einsum("kr,kr->k", U1[rows[a:b]], V1[cols[a:b]])
+    base += eps
+    del eps
 
     def observe(mu):
         x = mu + base

@@ -7,6 +7,8 @@ This subpackage is the only part of mfjax that imports flax.
 - :mod:`mfjax.models.train`      sub-block minibatch training, model selection, resume
   (its pieces: :mod:`~mfjax.models.config`, :mod:`~mfjax.models.state`,
   :mod:`~mfjax.models.blocks`, :mod:`~mfjax.models.epoch`, :mod:`~mfjax.models.predict`)
+- :mod:`mfjax.models.side_mlp`   the slides' side-feature MLP (ids, genres, gender, age, occupation -> rating),
+  early stopping on validation, optional id embeddings
 - :mod:`mfjax.models.checkpoint` atomic, verified msgpack checkpoints
 - :mod:`mfjax.models.resume`     a checkpoint's run identity (configs, data checksums) and the resume policy
 """
@@ -43,6 +45,24 @@ from mfjax.models.quantizer import (
     smooth_quantize,
     uniform_boundaries,
 )
+from mfjax.models.side_mlp import (
+    FEATURES,
+    EarlyStopping,
+    SideMLP,
+    SideMLPConfig,
+    SideMLPResult,
+    SideMLPState,
+    SideTables,
+    SideTrainConfig,
+    build_inputs,
+    early_stopping_init,
+    early_stopping_update,
+    min_max,
+    predict_side_mlp,
+    side_mlp_mse,
+    side_tables,
+    train_side_mlp,
+)
 from mfjax.models.train import (
     DMFResult,
     DMFState,
@@ -65,6 +85,10 @@ __all__ = [
     # training
     "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "predict",
     "predict_areas", "train_dmf",
+    # side-feature MLP
+    "FEATURES", "EarlyStopping", "SideMLP", "SideMLPConfig", "SideMLPResult", "SideMLPState", "SideTables",
+    "SideTrainConfig", "build_inputs", "early_stopping_init", "early_stopping_update", "min_max",
+    "predict_side_mlp", "side_mlp_mse", "side_tables", "train_side_mlp",
     # checkpoints
     "load_checkpoint", "save_checkpoint", "read_checkpoint", "CorruptCheckpointError",
     # resume

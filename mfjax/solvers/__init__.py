@@ -34,8 +34,9 @@ from mfjax.solvers.als import (
     normal_equations,
     solve_ridge_rows,
 )
-from mfjax.solvers.als_gram import ALSProblem, als_problem
+from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
+from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
     NMFInfo,
@@ -104,6 +105,13 @@ __all__ = [
     "als_objective",
     "als_problem",
     "ALSProblem",
+    "shard_als_problem",
+    "dsgd",
+    "dsgd_problem",
+    "dsgd_solver",
+    "DSGDProblem",
+    "DSGDLayout",
+    "balanced_blocks",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",

@@ -80,7 +80,7 @@ from mfjax.objective.curvature import normal_equations as _normal_equations
 from mfjax.objective.curvature import solve_ridge_rows
 from mfjax.solvers import _args
 from mfjax.solvers._args import UNSET
-from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_sweep
+from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_sweep, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
 __all__ = [
@@ -320,6 +320,7 @@ def als(
     clip: tuple[float, float] | None = None,
     chunk_size: int = CHUNK_SIZE,
     gram: bool = True,
+    mesh=None,
     num_sweeps: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
 ) -> SolverResult:
@@ -353,6 +354,8 @@ def als(
         segments of each row's entries (:func:`~mfjax.solvers.als_gram.als_problem`;
         the same systems, ~4-5x faster at rank 64) instead of scatter-adding
         per-entry outer products.
+      mesh: a :class:`jax.sharding.Mesh`: each device solves its own rows
+        (:func:`~mfjax.solvers.als_gram.shard_als_problem`; implies ``gram``).
       num_sweeps, eval: deprecated aliases of ``num_steps``, ``eval_set``
         (``l2`` and ``num_sweeps`` by position too).
 
@@ -391,7 +394,9 @@ def als(
     dtype = _args.float_dtype(train)
     params = _initial_params(train, rank, biases, init, key, dtype)
     problem = als_objective(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
-    if gram:
+    if mesh is not None:
+        problem = shard_als_problem(problem, mesh)
+    elif gram:
         problem = als_problem(problem)
     solver = als_solver(chunk_size=int(chunk_size))
     res = run(solver, problem, solver.init(params, problem),

@@ -11,25 +11,39 @@ products over segments of its entries and solves chunk by chunk
 (``benchmarks/als_ml1m.py``), and the ``(m, r, r)`` array of all Gram
 matrices is never held.  The results equal the scatter-add path to float32
 rounding (``tests/test_gram.py``).
+
+On a device mesh (:func:`shard_als_problem`) each device holds a contiguous
+block of the layout's chunks -- whole rows, balanced by number of ratings
+because every chunk holds about the same number of entry slots -- and solves
+only its own rows; the factor matrix being solved for is summed over the
+devices with one ``psum`` (each row is non-zero on exactly one device), and
+the fixed factor matrix is replicated (``V`` for the row half sweep, ``U``
+for the column half).  Same sweep, same numbers as on one device
+(``tests/test_sharded.py``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+import dataclasses
+from typing import Any, Optional, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mfjax.core.factors import BiasedFactors, Factors, swap_factors
 from mfjax.objective import MFObjective
 from mfjax.objective.gram import CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_layout, solve_rows
 
-__all__ = ["ALSProblem", "als_problem", "gram_sweep"]
+__all__ = ["ALSProblem", "als_problem", "gram_sweep", "shard_als_problem"]
 
 Params = Union[Factors, BiasedFactors]
 
 
-class ALSProblem(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class ALSProblem:
     """An ALS problem with the Gram layouts of both sides (a pytree; pass it traced).
 
     Attributes:
@@ -37,11 +51,26 @@ class ALSProblem(NamedTuple):
         ``l2_bias``, data weight, entry weights and row weights are used).
       rows: :class:`~mfjax.objective.gram.GramLayout` of the objective's rows.
       cols: the same for its columns (``objective.T``).
+      mesh: ``None``, or the :class:`jax.sharding.Mesh` whose ``axis`` the
+        layouts' chunks are split over (:func:`shard_als_problem`; static).
+      axis: that mesh axis (static).
     """
 
     objective: MFObjective
     rows: GramLayout
     cols: GramLayout
+    mesh: Optional[Any] = None
+    axis: Optional[str] = None
+
+    def replace(self, **changes) -> "ALSProblem":
+        """A copy with some fields replaced (like :meth:`MFObjective.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+    _replace = replace  # the NamedTuple spelling it had before
+
+
+jax.tree_util.register_dataclass(ALSProblem, data_fields=["objective", "rows", "cols"],
+                                 meta_fields=["mesh", "axis"])
 
 
 def _round_up(x: int, to: int) -> int:
@@ -81,11 +110,72 @@ def als_problem(objective: MFObjective, *, segment: int = SEGMENT,
                       _padded(build_gram_layout(cols, rows, n, **kw), n))
 
 
+def _pad_chunks(layout: GramLayout, multiple: int, num_rows: int) -> GramLayout:
+    """Append empty chunks (rows ``num_rows``: dropped; mask 0) up to a multiple of ``multiple``."""
+    extra = _round_up(layout.entry.shape[0], multiple) - layout.entry.shape[0]
+    if not extra:
+        return layout
+    pad = lambda a, v=0: jnp.pad(a, ((0, extra),) + ((0, 0),) * (a.ndim - 1), constant_values=v)  # noqa: E731
+    return GramLayout(pad(layout.rows, num_rows), *(pad(a) for a in layout[1:]))
+
+
+def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str | None = None, *,
+                      segment: int = SEGMENT, chunk_entries: int = CHUNK_ENTRIES) -> ALSProblem:
+    """Lay an ALS problem out over ``mesh``'s ``axis``: each device solves its own block of rows.
+
+    The Gram layouts are rebuilt with chunks of at most
+    ``min(chunk_entries, slots / (2 D))`` entry slots (so every one of the
+    ``D`` devices gets chunks), padded with empty chunks to a multiple of
+    ``D`` and split into ``D`` contiguous blocks: balanced by number of
+    ratings, not of rows.  The objective (values, weights) is replicated.
+    :func:`gram_sweep` (and so :func:`mfjax.solvers.als` with ``mesh=``)
+    then runs each half sweep under :func:`jax.shard_map`.
+
+    Args:
+      problem: an :class:`ALSProblem` or the objective ALS minimises (concrete).
+      mesh: the device mesh.
+      axis: the mesh axis the rows are split over (default: its first axis).
+      segment, chunk_entries: as in :func:`als_problem`.
+
+    Raises:
+      ValueError: ``axis`` is not an axis of ``mesh``, or the objective is itself sharded.
+    """
+    obj = problem.objective if isinstance(problem, ALSProblem) else problem
+    if obj.mesh is not None:
+        raise ValueError("shard_als_problem takes an unsharded objective (its entries stay replicated)")
+    axis = mesh.axis_names[0] if axis is None else axis
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh {tuple(mesh.axis_names)}")
+    d = int(mesh.shape[axis])
+    m, n = obj.shape
+    slots = int(np.count_nonzero(np.asarray(obj.weights))) + max(m, n) * segment // 2
+    per = max(segment, min(int(chunk_entries), -(-slots // (2 * d))))
+    base = als_problem(obj, segment=segment, chunk_entries=per)
+    split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+    place = lambda lay, k: jax.device_put(_pad_chunks(lay, d, k), split)  # noqa: E731
+    return ALSProblem(jax.device_put(obj, whole), place(base.rows, m), place(base.cols, n), mesh=mesh, axis=axis)
+
+
+def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int):
+    """:func:`~mfjax.objective.gram.solve_rows`, per device and summed when the problem is sharded."""
+    if problem.mesh is None:
+        return solve_rows(layout, F, y, w, ridge, m)
+    ax = problem.axis
+
+    def local(layout, F, y, w, ridge):
+        return jax.lax.psum(solve_rows(layout, F, y, w, ridge, m), ax)
+
+    spec = GramLayout(*(P(ax),) * len(layout))
+    # check_vma=False: the scan's zero-initialised solution is a per-device partial result
+    return jax.shard_map(local, mesh=problem.mesh, in_specs=(spec, P(), P(), P(), P()), out_specs=P(),
+                         check_vma=False)(layout, F, y, w, ridge)
+
+
 def _ridge_scale(weights, m):
     return 1.0 if weights is None else weights[:, None]
 
 
-def _update_rows(params: Params, obj: MFObjective, layout: GramLayout) -> Params:
+def _update_rows(params: Params, obj: MFObjective, layout: GramLayout, problem: ALSProblem) -> Params:
     """Exact minimisation over ``U`` (and the row biases): the systems of ``als_update_rows``."""
     s = obj.data_weight
     lam = (obj.l2 / s).astype(params.U.dtype)
@@ -93,18 +183,18 @@ def _update_rows(params: Params, obj: MFObjective, layout: GramLayout) -> Params
     m = obj.shape[0]
     V = params.V
     if not isinstance(params, BiasedFactors):
-        U = solve_rows(layout, V, obj.values, obj.weights, lam * scale, m)
+        U = _solve(problem, layout, V, obj.values, obj.weights, lam * scale, m)
         return Factors(U.astype(params.U.dtype), V)
     lb = (obj.l2_bias / s).astype(V.dtype)
     F = jnp.concatenate([V, jnp.ones((V.shape[0], 1), V.dtype)], axis=1)
     y = obj.values.astype(V.dtype) - params.mean - params.col_bias[obj.cols]
     diag = jnp.concatenate([jnp.full((V.shape[1],), lam, V.dtype), jnp.reshape(lb, (1,))])
-    sol = solve_rows(layout, F, y, obj.weights, diag[None, :] * scale, m)
+    sol = _solve(problem, layout, F, y, obj.weights, diag[None, :] * scale, m)
     return BiasedFactors(sol[:, :-1], V, sol[:, -1], params.col_bias, params.mean)
 
 
 def gram_sweep(params: Params, problem: ALSProblem) -> Params:
     """One exact ALS sweep (rows, then columns) on an :class:`ALSProblem`."""
     obj = problem.objective
-    params = _update_rows(params, obj, problem.rows)
-    return swap_factors(_update_rows(swap_factors(params), obj.T, problem.cols))
+    params = _update_rows(params, obj, problem.rows, problem)
+    return swap_factors(_update_rows(swap_factors(params), obj.T, problem.cols, problem))
