@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -23,7 +24,7 @@ import time
 
 __all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCIBLE_HELP",
            "COMPILE_CACHE_ENV", "NO_COMPILE_CACHE_ENV", "compile_cache_dir", "enable_compile_cache",
-           "CompileTimer"]
+           "CompileTimer", "configure_logging"]
 
 #: Environment variable naming the persistent compilation cache directory.
 COMPILE_CACHE_ENV = "MFJAX_COMPILE_CACHE_DIR"
@@ -186,6 +187,47 @@ def _add_cache_flag(p: argparse.ArgumentParser) -> None:
                         f"directory: ${COMPILE_CACHE_ENV}, default <user cache>/mfjax/jax)")
 
 
+def _add_verbose_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log progress to stderr (each finished run; an optimizer run's loss every --eval-every steps)")
+
+
+def configure_logging(verbose: bool = False) -> logging.Logger:
+    """Send the ``mfjax`` logger to stderr (``mfjax: message``), INFO with ``verbose`` else WARNING."""
+    log = logging.getLogger("mfjax")
+    h = next((h for h in log.handlers if getattr(h, "_mfjax_cli", False)), None)
+    if h is None:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("mfjax: %(message)s"))
+        h._mfjax_cli = True
+        log.addHandler(h)
+        log.propagate = False
+    h.setStream(sys.stderr)  # the current stderr (main() may be called with a redirected one)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    return log
+
+
+_SOLVER_UNITS = {"als": "sweeps", "vector_descent": "sweeps", "sgd": "epochs", "dsgd": "epochs",
+                 "nmf": "multiplicative updates"}
+
+
+def _fit_progress(args, spec, problem):
+    """The progress hook of ``mfjax fit``: a tqdm bar on a terminal, log lines with ``--verbose``, else none."""
+    from mfjax.core.progress import LogProgress, TqdmProgress
+
+    if spec.kind == "solver":
+        from mfjax.compare.run import solver_steps
+
+        print(f"{spec.name}: --iters {args.iters} -> {solver_steps(spec.solver, args.iters)} "
+              f"{_SOLVER_UNITS.get(spec.solver, 'steps')}", file=sys.stderr)
+        return None
+    if args.verbose:
+        return LogProgress(spec.name)
+    if not args.no_progress and not args.json and sys.stderr.isatty():
+        return TqdmProgress(args.iters, desc=spec.name, leave=False)
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mfjax`` command (subcommands compare, fit, reproduce, data)."""
     parser = argparse.ArgumentParser(prog="mfjax", description="Masked matrix factorization research toolkit (JAX).")
@@ -210,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-resume", action="store_true", help="recompute runs whose results exist")
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_verbose_flag(c)
     _add_cache_flag(c)
 
     f = sub.add_parser("fit", help="fit one configuration and print its metrics")
@@ -223,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eval-every", type=int, default=10,
                    help="held-out RMSE every k iterations in the trace (default 10; optimizer runs)")
     f.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    f.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (shown on a terminal for optimizer runs: loss and held-out RMSE "
+                        "every --eval-every steps; such a run is not stored in the compilation cache)")
+    _add_verbose_flag(f)
     _add_cache_flag(f)
 
     r = sub.add_parser("reproduce", help="reproduce a table/figure of the source documents",
@@ -347,7 +394,13 @@ def cmd_fit(args) -> int:
 
     problem = _problem(args)
     spec = compare.parse_run(args.run)
-    rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed)
+    bar = _fit_progress(args, spec, problem)
+    try:
+        rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed,
+                              callback=bar)
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
     train_rmse = rec["train_rmse"]
     summary = {k: rec[k] for k in ("name", "status", "status_code", "reported_status", "initial_loss", "final_loss",
                                    "test_rmse", "test_rmse_clipped", "rating_scale", "fun_evals", "grad_evals",
@@ -454,6 +507,7 @@ def main(argv=None) -> int:
         argv = ["compare"] + argv
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure_logging(getattr(args, "verbose", False))
     if args.command in ("compare", "fit", "reproduce"):
         _use_devices(getattr(args, "devices", 1))
         args.compile_cache = enable_compile_cache(getattr(args, "no_compile_cache", False))

@@ -57,6 +57,7 @@ import optax
 from jax import lax
 
 from mfjax.core.checks import check_not_all_zero
+from mfjax.core.progress import Progress, check_callback_every, emit_progress
 from mfjax.core.status import STATUS_NAMES, Status
 from mfjax.core.status import status_name as _status_name
 
@@ -286,7 +287,8 @@ def _init(value_fn, optimizer, params):
     return state, value, grad, dtype
 
 
-def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtype):
+def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtype,
+               callback=None, callback_every=1, num_steps=0):
     """The body shared by ``fit`` and ``fit_until``: ``carry -> (carry, record)``."""
     vg = _value_and_grad(value_fn, stored)
 
@@ -335,6 +337,11 @@ def _make_step(value_fn, optimizer, eval_fn, eval_every, tol, rtol, stored, dtyp
         )
         new_c = c._replace(params=params, state=state, value=value, grad=grad, status=status,
                            step=c.step + 1, fe=fe, ge=ge)
+        if callback is not None:
+            last = (status == _RUNNING) & (new_c.step == num_steps)
+            shown = jnp.where(last, _final_status(new_c), status)
+            emit_progress(callback, callback_every, num_steps, new_c.step, rec.loss, rec.grad_norm,
+                          metric, shown, force=status != _RUNNING)
         return new_c, rec
 
     return step
@@ -397,15 +404,17 @@ def _result(c: _Carry, trace: FitTrace, final_status) -> FitResult:
 
 # ---------------------------------------------------------------------- fit
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps", "eval_fn", "eval_every")
+    jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps", "eval_fn", "eval_every",
+                              "callback", "callback_every")
 )
 def _fit_jit(params, loss_args, eval_args, divergence_factor=10.0, *, loss_fn, optimizer,
-             num_steps, eval_fn, eval_every):
+             num_steps, eval_fn, eval_every, callback=None, callback_every=1):
     value_fn = _bind(loss_fn, loss_args)
     efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
     state, value, grad, dtype = _init(value_fn, optimizer, params)
     stored = _stores_value_and_grad(state)
-    step = _make_step(value_fn, optimizer, efn, eval_every, None, None, stored, dtype)
+    step = _make_step(value_fn, optimizer, efn, eval_every, None, None, stored, dtype,
+                      callback, callback_every, num_steps)
     pad = _pad_record(dtype)
 
     def body(c, _):
@@ -429,6 +438,8 @@ def fit(
     eval_args: tuple = (),
     eval_every: int = 1,
     divergence_factor: Optional[float] = 10.0,
+    callback: Optional[Callable[[Progress], None]] = None,
+    callback_every: int = 10,
 ) -> FitResult:
     """Run ``num_steps`` optimizer steps in one compiled ``lax.scan``.
 
@@ -460,6 +471,12 @@ def fit(
         ``None`` disables the test.  A run that ends more than 1% above
         ``f0`` is also reported as diverged.  Traced: changing it does not
         recompile.
+      callback: optional progress hook ``callback(Progress)`` called on the
+        host every ``callback_every`` steps and when the run stops
+        (:mod:`mfjax.core.progress`: :class:`~mfjax.core.progress.LogProgress`,
+        :class:`~mfjax.core.progress.TqdmProgress`); ``None`` (default)
+        traces nothing and costs nothing.
+      callback_every: steps between progress reports.
 
     Returns:
       :class:`FitResult`; ``status`` is 1 (max steps) unless the run stopped
@@ -482,6 +499,7 @@ def fit(
         params, tuple(loss_args), tuple(eval_args), _factor(divergence_factor),
         loss_fn=loss_fn, optimizer=optimizer,
         num_steps=int(num_steps), eval_fn=eval_fn, eval_every=int(eval_every),
+        callback=callback, callback_every=check_callback_every(callback, callback_every),
     )
 
 
@@ -496,6 +514,8 @@ def compile_fit(
     eval_fn: Optional[Callable[..., jax.Array]] = None,
     eval_every: int = 1,
     divergence_factor: Optional[float] = 10.0,
+    callback: Optional[Callable[[Progress], None]] = None,
+    callback_every: int = 10,
 ) -> Callable[..., FitResult]:
     """Compile :func:`fit` ahead of time (``jax.jit(...).lower(...).compile()``).
 
@@ -512,6 +532,7 @@ def compile_fit(
     compiled = _fit_jit.lower(
         params, tuple(loss_args), tuple(eval_args), factor, loss_fn=loss_fn, optimizer=optimizer,
         num_steps=int(num_steps), eval_fn=eval_fn, eval_every=int(eval_every),
+        callback=callback, callback_every=check_callback_every(callback, callback_every),
     ).compile()
 
     def run(params, loss_args: tuple = (), eval_args: tuple = ()) -> FitResult:
@@ -522,15 +543,17 @@ def compile_fit(
 
 # ---------------------------------------------------------------- fit_until
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "optimizer", "max_steps", "eval_fn", "eval_every")
+    jax.jit, static_argnames=("loss_fn", "optimizer", "max_steps", "eval_fn", "eval_every",
+                              "callback", "callback_every")
 )
 def _fit_until_jit(params, tol, rtol, loss_args, eval_args, divergence_factor=10.0, *, loss_fn,
-                   optimizer, max_steps, eval_fn, eval_every):
+                   optimizer, max_steps, eval_fn, eval_every, callback=None, callback_every=1):
     value_fn = _bind(loss_fn, loss_args)
     efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
     state, value, grad, dtype = _init(value_fn, optimizer, params)
     stored = _stores_value_and_grad(state)
-    step = _make_step(value_fn, optimizer, efn, eval_every, tol, rtol, stored, dtype)
+    step = _make_step(value_fn, optimizer, efn, eval_every, tol, rtol, stored, dtype,
+                      callback, callback_every, max_steps)
     pad = _pad_record(dtype)
     buf = jax.tree.map(lambda x: jnp.full((max_steps,), x, x.dtype), pad)
 
@@ -567,6 +590,8 @@ def fit_until(
     eval_args: tuple = (),
     eval_every: int = 1,
     divergence_factor: Optional[float] = 10.0,
+    callback: Optional[Callable[[Progress], None]] = None,
+    callback_every: int = 10,
 ) -> FitResult:
     """Run until ``||grad f|| <= tol`` or ``|f_prev - f| <= rtol |f|``, a failure, or ``max_steps``.
 
@@ -582,6 +607,7 @@ def fit_until(
       tol: absolute gradient-norm tolerance.
       rtol: relative decrease tolerance: stop (status 0) when
         ``|f_prev - f| <= rtol |f|`` after an accepted step; 0 disables it.
+      callback, callback_every: progress hook, as in :func:`fit`.
     """
     _check_common(max_steps, "max_steps", eval_every)
     check_not_all_zero(params)
@@ -593,4 +619,5 @@ def fit_until(
         loss_fn=loss_fn,
         optimizer=optimizer, max_steps=int(max_steps), eval_fn=eval_fn,
         eval_every=int(eval_every),
+        callback=callback, callback_every=check_callback_every(callback, callback_every),
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import time
 from typing import Callable, Sequence
 
@@ -37,7 +38,9 @@ from mfjax.core import Status, status_name
 from mfjax.losses import init_factors, masked_sq_loss
 from mfjax.store import ResultStore
 
-__all__ = ["DATA_DIRECTIONS", "SOLVERS", "trace_record", "run_one", "run_grid", "run_config"]
+_LOG = logging.getLogger("mfjax")
+
+__all__ = ["DATA_DIRECTIONS", "SOLVERS", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
 
 
 # --------------------------------------------------------------- registries
@@ -77,6 +80,11 @@ def _call(fn, legacy_budget: str, problem, budget: int, **kwargs):
 
 def _sweeps(num_steps: int) -> int:
     return max(1, num_steps // 10)
+
+
+def solver_steps(solver: str, num_steps: int) -> int:
+    """The sweeps / epochs / updates a solver run gets from an iteration budget (see :data:`SOLVERS`)."""
+    return num_steps if solver == "nmf" else _sweeps(num_steps)
 
 
 def _als(problem, l2, num_steps, key):  # on a mesh: each device solves its own rows
@@ -169,7 +177,7 @@ def trace_record(trace) -> dict:
     }
 
 
-def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key):
+def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key, callback=None):
     from mfjax import loop
 
     # data enter the compiled loop as traced arguments, not as embedded constants
@@ -190,7 +198,7 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     args = (params0, loss_args, (test,))
     t0 = time.perf_counter()
     compiled = loop.compile_fit(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
-                                eval_every=eval_every)
+                                eval_every=eval_every, callback=callback, callback_every=eval_every)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = compiled(*args)
@@ -237,7 +245,7 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
 
 
 def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
-            seed: int = 0) -> dict:
+            seed: int = 0, callback=None) -> dict:
     """Run one spec on the problem; return a JSON-ready record with the trace.
 
     The record's ``status`` is the stop reason's name (``max_steps``,
@@ -248,13 +256,17 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
     ``final_loss`` are the problem's objective at the common initialisation
     ``init_factors(key(seed), shape, rank)`` and at the final parameters,
     whatever the run.  ``test_rmse_clipped`` clips to ``rating_scale``
-    (``None`` for a diverged or non-finite run).
+    (``None`` for a diverged or non-finite run).  ``callback`` is an
+    optimizer run's progress hook (:mod:`mfjax.core.progress`, a report every
+    ``eval_every`` steps; a program with a host callback is not written to
+    the persistent compilation cache); solvers ignore it.
     """
     key = jax.random.key(seed)
     if spec.kind == "solver":
         params, trace, wall, compile_s, code = _run_solver(spec, problem, num_steps, key)
     else:
-        params, trace, wall, compile_s, code = _run_opt(spec, problem, num_steps, eval_every, key)
+        params, trace, wall, compile_s, code = _run_opt(spec, problem, num_steps, eval_every, key,
+                                                        callback=callback)
     test = problem.test.device_put()
     train = problem.train.device_put()
     initial_loss = float(masked_sq_loss(init_factors(key, problem.train.shape, problem.rank), train,
@@ -298,7 +310,7 @@ def _tally(summary: dict | None, what: str, name: str, reason: str | None = None
 
 def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: int = 100,
              eval_every: int = 10, seed: int = 0, resume: bool = True, progress: bool = True,
-             log: Callable[[str], None] = print, summary: dict | None = None) -> list[dict]:
+             log: Callable[[str], None] | None = None, summary: dict | None = None) -> list[dict]:
     """Run every spec, writing ``out_dir/runs/<name>.json`` atomically as each finishes.
 
     With ``resume=True`` a run whose file holds a complete record with the
@@ -309,6 +321,8 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
     set; the grid goes on.
 
     Args:
+      log: where notices go (refused files, failed runs; default: the
+        ``mfjax`` logger at WARNING).  Each finished run is also logged at INFO.
       summary: optional dict filled with ``"resumed"`` (names),
         ``"computed"`` (names) and ``"refused"`` (``(name, reason)`` pairs).
 
@@ -317,6 +331,7 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
     """
     import pathlib
 
+    log = _LOG.warning if log is None else log
     store = ResultStore(pathlib.Path(out_dir) / "runs", resume=resume, require_checksum=True,
                         retry_errors=True)
     store.root.mkdir(parents=True, exist_ok=True)
@@ -342,6 +357,8 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
                        data_checksum=problem.checksum)
             rec = store.save(spec.name, rec, config_hash=h)
             _tally(summary, "computed", spec.name)
+            _LOG.info("%s: %s, test RMSE %s, %.2f s (+%.2f s compilation)", spec.name, rec.get("status"),
+                      rec.get("test_rmse"), rec.get("wall_s") or 0.0, rec.get("compile_s") or 0.0)
         results.append(rec)
     return results
 

@@ -323,6 +323,8 @@ def als(
     mesh=None,
     num_sweeps: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
+    callback=None,
+    callback_every: int = 1,
 ) -> SolverResult:
     """Alternating least squares on the observed entries (see the module docstring).
 
@@ -347,6 +349,9 @@ def als(
       key: PRNG key for the default init (default ``jax.random.key(0)``).
       eval_set: held-out ratings; their RMSE after each sweep is traced.
       eval_every: trace the held-out RMSE every this many sweeps.
+      callback: optional progress hook ``callback(Progress)`` every ``callback_every``
+        sweeps and at the stop (:mod:`mfjax.core.progress`, :func:`mfjax.solvers.run`); off by default.
+      callback_every: sweeps between progress reports.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       chunk_size: entries per chunk when building the normal equations
         (the scatter-add path, ``gram=False``).
@@ -402,5 +407,6 @@ def als(
     res = run(solver, problem, solver.init(params, problem),
               num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
               eval_every=eval_every, metric=RMSE(None if clip is None else
-                                                 (float(clip[0]), float(clip[1]))))
+                                                 (float(clip[0]), float(clip[1]))),
+              callback=callback, callback_every=callback_every)
     return _args.raise_if_nonfinite(res, "ALS", "sweep")

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mfjax.core import Status, status_name, tree_all_finite, tree_where
+from mfjax.core.progress import Progress, check_callback_every, emit_progress
 from mfjax.data import Ratings
 from mfjax.metrics import rmse
 
@@ -152,8 +153,10 @@ def _padding_like(tree):
     return jax.tree_util.tree_map(pad, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "num_steps", "metric", "eval_every"))
-def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every):
+@functools.partial(jax.jit, static_argnames=("step", "num_steps", "metric", "eval_every", "callback",
+                                             "callback_every"))
+def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every,
+             callback=None, callback_every=1):
     _, info0 = jax.eval_shape(step, state, problem)
     dtype = jnp.result_type(info0.loss.dtype, jnp.float32)
 
@@ -185,6 +188,13 @@ def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, me
         loss = jnp.where(ok, info.loss, jnp.nan).astype(dtype)
         # the reference is the first accepted step's loss (solvers report the loss after a step)
         ref = jnp.where(ok & ~jnp.isfinite(ref), jnp.abs(loss), ref)
+        if callback is not None:
+            stopped = running & ~ok
+            code = jnp.where(stopped, jnp.where(div, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE)),
+                             jnp.where(t + 1 == num_steps, jnp.int32(Status.MAX_STEPS), jnp.int32(-1)))
+            # report only steps that ran: a no-op step after a stop has running == False
+            emit_progress(callback, callback_every, num_steps, t + 1, loss, None, ev, code,
+                          force=stopped, active=running)
         return (state, running & ok, attempted, ref, diverged | div), (loss, ev, ok, info)
 
     carry = (state, jnp.asarray(True), jnp.asarray(0, jnp.int32), jnp.full((), jnp.inf, dtype),
@@ -197,7 +207,8 @@ def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, me
 
 
 def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_every: int = 1,
-        metric: Callable = RMSE(), divergence_factor: Optional[float] = 10.0) -> SolverResult:
+        metric: Callable = RMSE(), divergence_factor: Optional[float] = 10.0,
+        callback: Optional[Callable[[Progress], None]] = None, callback_every: int = 1) -> SolverResult:
     """Run ``num_steps`` steps of ``solver`` from ``state`` in one compiled ``lax.scan``.
 
     Step ``t``: ``state, info = solver.step(state, problem)``; accepted when
@@ -218,6 +229,10 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
       divergence_factor: a step whose loss exceeds this factor times the
         first step's loss is rejected and the run stops with
         :attr:`~mfjax.core.Status.DIVERGED` (``None`` disables; traced).
+      callback: optional progress hook ``callback(Progress)``, called on the
+        host every ``callback_every`` steps and at the stop
+        (:mod:`mfjax.core.progress`); ``None`` traces nothing.
+      callback_every: steps between progress reports.
 
     Returns:
       :class:`SolverResult` (``state`` included, to continue the run).
@@ -233,7 +248,8 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
     if not factor > 1.0:
         raise ValueError(f"divergence_factor must be > 1 (or None), got {divergence_factor!r}")
     return _run_jit(state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
-                    metric=metric, eval_every=int(eval_every))
+                    metric=metric, eval_every=int(eval_every), callback=callback,
+                    callback_every=check_callback_every(callback, callback_every))
 
 
 def check_ratings(r: Ratings, what: str) -> np.ndarray:

@@ -314,7 +314,7 @@ def dsgd(train: Ratings, rank: int, *, l2=0.0, l2_bias=None, num_steps: int = 20
          decay: float = 1.0, batch_size: int = 1, blocks: int | None = None, mesh: Mesh | None = None,
          biases: bool = False, weighted_l2: bool = False, key=None, init=None, init_scale: float = 0.1,
          dtype=jnp.float32, eval_set: Ratings | None = None, eval_every: int = 1,
-         clip: tuple[float, float] | None = None) -> SolverResult:
+         clip: tuple[float, float] | None = None, callback=None, callback_every: int = 1) -> SolverResult:
     """Distributed SGD (module docstring): :func:`dsgd_problem` + :func:`dsgd_solver` + :func:`~mfjax.solvers.run`.
 
     The same model, update and objective as :func:`mfjax.solvers.sgd` (see there
@@ -350,5 +350,6 @@ def dsgd(train: Ratings, rank: int, *, l2=0.0, l2_bias=None, num_steps: int = 20
     solver = dsgd_solver(lr=lr, decay=decay)
     eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
     res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=eval_d,
-              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))))
+              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))),
+              callback=callback, callback_every=callback_every)
     return _args.raise_if_nonfinite(res, "DSGD diverged", "epoch", f" (lr={lr}); lower the step size")

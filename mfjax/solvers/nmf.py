@@ -347,6 +347,8 @@ def nmf(
     dtype=jnp.float32,
     num_iters: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
+    callback=None,
+    callback_every: int = 1,
 ) -> SolverResult:
     """Masked NMF ``X ~ U V^T`` with ``U, V >= 0`` by multiplicative updates.
 
@@ -366,6 +368,9 @@ def nmf(
       delta: IRLS floor of ``|residual|`` (``"l1"``).
       eval_set: optional held-out ratings (RMSE traced per iteration).
       eval_every: trace the held-out RMSE every this many iterations.
+      callback: optional progress hook ``callback(Progress)`` every ``callback_every``
+        iterations and at the stop (:mod:`mfjax.core.progress`, :func:`mfjax.solvers.run`); off by default.
+      callback_every: iterations between progress reports.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       dtype: float dtype.
       num_iters, eval: deprecated aliases of ``num_steps``, ``eval_set``.
@@ -417,5 +422,6 @@ def nmf(
     eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
     solver = nmf_solver(loss)
     res = run(solver, problem, solver.init(params, problem), num_steps, eval_set=eval_d,
-              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))))
+              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))),
+              callback=callback, callback_every=callback_every)
     return _args.raise_if_nonfinite(res, f"NMF ({loss})", "iteration")

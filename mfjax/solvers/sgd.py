@@ -306,6 +306,8 @@ def sgd(
     loss_trace: str = "exact",
     num_epochs: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
+    callback=None,
+    callback_every: int = 1,
 ) -> SolverResult:
     """Fit ``X ~ U V^T`` (optionally with biases) by shuffled-epoch SGD.
 
@@ -331,6 +333,9 @@ def sgd(
         minibatches); replaces ``lr`` and ``decay``.
       eval_set: optional held-out ratings; their RMSE is traced per epoch.
       eval_every: trace the held-out RMSE every this many epochs.
+      callback: optional progress hook ``callback(Progress)`` every ``callback_every``
+        epochs and at the stop (:mod:`mfjax.core.progress`, :func:`mfjax.solvers.run`); off by default.
+      callback_every: epochs between progress reports.
       clip: clip predictions to ``(lo, hi)`` for the traced RMSE.
       init: optional starting ``Factors`` / ``BiasedFactors``.
       init_scale: std of the random normal initial factors (biases start at 0).
@@ -395,6 +400,7 @@ def sgd(
                         loss_trace=loss_trace)
     eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
     res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=eval_d,
-              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))))
+              eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))),
+              callback=callback, callback_every=callback_every)
     return _args.raise_if_nonfinite(res, "SGD diverged", "epoch",
                                     f" (lr={lr}, batch_size={batch_size}); lower the step size")

@@ -222,7 +222,7 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
                    row_solver=None, num_steps: int = UNSET, schedule: str = "parallel",
                    k_u: int | None = None, k_v: int | None = None, complete: bool = True,
                    eval_set=None, key=None, init: Factors | None = None, return_info: bool = False,
-                   num_sweeps: int = UNSET, eval=UNSET):
+                   num_sweeps: int = UNSET, eval=UNSET, callback=None, callback_every: int = 1):
     """Row-wise vector descent (Algorithm 13) for the masked loss (slides eq. 4, ``scale="sum"``).
 
     Each sweep updates every row of ``U`` (problem eq. 7, gradient eq. 9)
@@ -294,7 +294,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
         row_solver = quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
     solver = vector_descent_solver(row_solver)
     eval_set = None if eval_set is None else eval_set.device_put()
-    res = run(solver, problem, solver.init(init), int(num_steps), eval_set=eval_set)
+    res = run(solver, problem, solver.init(init), int(num_steps), eval_set=eval_set,
+              callback=callback, callback_every=callback_every)
     res = _args.raise_if_nonfinite(res, "vector descent", "sweep")
     if not return_info:
         return res
