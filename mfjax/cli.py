@@ -7,6 +7,7 @@ Commands::
     mfjax fit [...] [--json]   # one configuration
     mfjax reproduce TABLE      # the source documents' tables and figures (see --help)
     mfjax data info|download   # data sets
+    mfjax launch -n N -- fit   # N cooperating processes (jax.distributed) on this machine
     mfjax --version
 
 Statuses print as names (``max_steps``, ``diverged``, ...) everywhere.
@@ -195,14 +196,12 @@ def _add_verbose_flag(p: argparse.ArgumentParser) -> None:
 def configure_logging(verbose: bool = False) -> logging.Logger:
     """Send the ``mfjax`` logger to stderr (``mfjax: message``), INFO with ``verbose`` else WARNING."""
     log = logging.getLogger("mfjax")
-    h = next((h for h in log.handlers if getattr(h, "_mfjax_cli", False)), None)
-    if h is None:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("mfjax: %(message)s"))
-        h._mfjax_cli = True
-        log.addHandler(h)
-        log.propagate = False
-    h.setStream(sys.stderr)  # the current stderr (main() may be called with a redirected one)
+    for old in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
+        log.removeHandler(old)  # an earlier main() in this process may have had another stderr
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("mfjax: %(message)s"))
+    h._mfjax_cli = True
+    log.addHandler(h)
     log.setLevel(logging.INFO if verbose else logging.WARNING)
     return log
 
@@ -215,6 +214,10 @@ def _fit_progress(args, spec, problem):
     """The progress hook of ``mfjax fit``: a tqdm bar on a terminal, log lines with ``--verbose``, else none."""
     from mfjax.core.progress import LogProgress, TqdmProgress
 
+    import jax
+
+    if jax.process_index() != 0:
+        return None
     if spec.kind == "solver":
         from mfjax.compare.run import solver_steps
 
@@ -278,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which table/figure: " + ", ".join(sorted(REPRODUCIBLE)) + " (described below)")
     r.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the experiment script")
 
+    la = sub.add_parser("launch", help="run an mfjax command as N cooperating processes on this machine "
+                                       "(jax.distributed; CPU collectives by gloo)",
+                        description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
+                                    "(process 0 coordinates on localhost). Supported: fit (optimizer runs and "
+                                    "solver:als) on a mesh over every process's devices.",
+                        epilog="example: mfjax launch -n 2 -- fit --run gd+armijo --iters 50")
+    la.add_argument("-n", "--num-processes", type=int, required=True, help="number of processes N")
+    la.add_argument("--local-devices", type=int, default=1, help="CPU devices per process (default 1)")
+    la.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
+    la.add_argument("--timeout", type=float, default=None, help="stop every process after this many seconds")
+    la.add_argument("args", nargs=argparse.REMAINDER, help="-- then the mfjax command for each process")
+
     d = sub.add_parser("data", help="data sets: info or download")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="facts about a data set")
@@ -326,12 +341,17 @@ def _use_devices(n: int) -> None:
 
 
 def _mesh(n: int):
-    """A 1-D mesh of ``n`` devices, or ``None`` for one device."""
-    if n is None or n <= 1:
-        return None
+    """A 1-D mesh of ``n`` devices (every process's devices under ``mfjax launch``), or ``None`` for one device."""
     import jax
     import numpy as np
     from jax.sharding import Mesh
+
+    from mfjax.core import distributed
+
+    if distributed.is_initialized():
+        return Mesh(np.array(jax.devices()), ("devices",))
+    if n is None or n <= 1:
+        return None
 
     devices = jax.devices()
     if len(devices) < n:
@@ -389,6 +409,27 @@ def _tally_line(tally: dict) -> str:
             + (f" ({len(refused)} stored file(s) refused)" if refused else ""))
 
 
+def cmd_launch(args) -> int:
+    from mfjax.core import distributed
+
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if not rest:
+        raise SystemExit("mfjax launch: give the command after --, e.g. mfjax launch -n 2 -- fit --run gd+armijo")
+    if rest[0] not in _MULTIPROCESS_COMMANDS:
+        raise SystemExit(f"mfjax launch: {rest[0]!r} does not run multi-process yet "
+                         f"(supported: {', '.join(_MULTIPROCESS_COMMANDS)})")
+    try:
+        return distributed.launch([sys.executable, "-m", "mfjax", *rest], args.num_processes,
+                                  local_devices=args.local_devices, port=args.port, timeout_s=args.timeout)
+    except ValueError as e:
+        raise SystemExit(f"mfjax launch: {e}") from None
+
+
+_MULTIPROCESS_COMMANDS = ("fit",)
+
+
 def cmd_fit(args) -> int:
     from mfjax import compare
 
@@ -409,6 +450,11 @@ def cmd_fit(args) -> int:
     timer = getattr(args, "compile_timer", None)
     summary["compile_s"] = None if timer is None else round(timer.seconds, 3)
     summary["problem"] = problem.describe()
+    import jax
+
+    summary["processes"] = jax.process_count()
+    if jax.process_index() != 0:  # under mfjax launch every process computes the same; process 0 reports
+        return 0
     if args.json:
         from mfjax.store import to_jsonable
 
@@ -507,12 +553,20 @@ def main(argv=None) -> int:
         argv = ["compare"] + argv
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mfjax.core import distributed
+
+    try:
+        if distributed.initialize_from_env() and args.command not in _MULTIPROCESS_COMMANDS:
+            raise SystemExit(f"mfjax: {args.command!r} does not run multi-process yet")
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"mfjax: {e}") from None
     configure_logging(getattr(args, "verbose", False))
     if args.command in ("compare", "fit", "reproduce"):
         _use_devices(getattr(args, "devices", 1))
         args.compile_cache = enable_compile_cache(getattr(args, "no_compile_cache", False))
         args.compile_timer = CompileTimer()
-    handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data}
+    handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data,
+                "launch": cmd_launch}
     return handlers[args.command](args)
 
 

@@ -204,7 +204,12 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     res = compiled(*args)
     jax.block_until_ready(res.params)
     wall = time.perf_counter() - t0
-    return res.params, trace_record(res.trace), wall, compile_s, int(res.status)
+    return _host_params(res.params), trace_record(res.trace), wall, compile_s, int(res.status)
+
+
+def _host_params(params):
+    """Parameters replicated over a multi-process mesh, as host arrays (every process has them all)."""
+    return jax.tree.map(lambda a: jax.numpy.asarray(np.asarray(a)), params) if jax.process_count() > 1 else params
 
 
 def _solver_trace(trace) -> dict:
@@ -241,7 +246,7 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
     res, wall = call()
     status = getattr(res, "status", None)
     status = int(Status.MAX_STEPS if status is None else status)  # no status reported: the sweep budget ran out
-    return res.params, _solver_trace(res.trace), wall, max(first - wall, 0.0), status
+    return _host_params(res.params), _solver_trace(res.trace), wall, max(first - wall, 0.0), status
 
 
 def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,

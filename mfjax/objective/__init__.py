@@ -52,7 +52,13 @@ from mfjax.objective.formulas import (
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
                                      check_factors, mf_objective, row_counts)
 from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows
-from mfjax.objective.sharded import entry_map, shard_objective, unshard_objective
+from mfjax.objective.sharded import (
+    entry_map,
+    process_row_block,
+    shard_local_objective,
+    shard_objective,
+    unshard_objective,
+)
 from mfjax.objective.rows import (
     BlockLayout,
     RowLayout,
@@ -98,6 +104,8 @@ __all__ = [
     "build_gram_layout",
     "solve_rows",
     "shard_objective",
+    "shard_local_objective",
+    "process_row_block",
     "unshard_objective",
     "entry_map",
     "RowQuadratic",

@@ -44,7 +44,7 @@ from jax.sharding import PartitionSpec as P
 
 from mfjax.objective.problem import MFObjective
 
-__all__ = ["shard_objective", "entry_map", "unshard_objective"]
+__all__ = ["shard_objective", "shard_local_objective", "process_row_block", "entry_map", "unshard_objective"]
 
 _ENTRY_FIELDS = ("rows", "cols", "values", "weights")
 
@@ -84,14 +84,96 @@ def shard_objective(obj: MFObjective, mesh: Mesh, axis: str | None = None, *,
     per = max(1, -(-n // d))
     pad = per * d - n
     sharding = NamedSharding(mesh, P(axis))
-    placed = {f: jax.device_put(np.pad(a, (0, pad)), sharding) for f, a in host.items()}
+    # from a callback: each process places only its own devices' shards (multi-process meshes too)
+    placed = {f: _global_array(np.pad(a, (0, pad)), sharding) for f, a in host.items()}
+    return obj.replace(**placed, **_replicated_rest(obj, mesh), mesh=mesh, axis=axis)
+
+
+def _global_array(host: np.ndarray, sharding) -> jax.Array:
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def _replicated_rest(obj: MFObjective, mesh: Mesh) -> dict:
+    """The objective's scalars and row weights, replicated over ``mesh``."""
     replicated = NamedSharding(mesh, P())
-    rest = {f: jax.device_put(getattr(obj, f), replicated)
+    rest = {f: _global_array(np.asarray(getattr(obj, f)), replicated)
             for f in ("l2", "l2_bias", "data_weight", "num_ratings")}
     for f in ("row_weights", "col_weights"):
         a = getattr(obj, f)
-        rest[f] = None if a is None else jax.device_put(a, replicated)
-    return obj.replace(**placed, **rest, mesh=mesh, axis=axis)
+        rest[f] = None if a is None else _global_array(np.asarray(a), replicated)
+    return rest
+
+
+def shard_local_objective(local: MFObjective, mesh: Mesh, axis: str | None = None, *,
+                          num_ratings=None) -> MFObjective:
+    """The objective sharded over a (multi-process) mesh from each process's *own* entries.
+
+    Every process calls this with an :class:`MFObjective` of its part of the
+    ratings only (the same shape, hyperparameters and scale on every
+    process; e.g. the rows :func:`process_row_block` assigns it): no process
+    ever holds the whole data set.  The per-process entry counts are
+    exchanged (one small all-gather), every process pads its entries with
+    weight-0 entries to the largest count (rounded up to a multiple of its
+    local devices along ``axis``), and the global arrays are assembled with
+    :func:`jax.make_array_from_process_local_data`.  The global rating count
+    (for ``scale="mean"``) is the sum of the local ones unless
+    ``num_ratings`` is given.  In one process this equals
+    :func:`shard_objective` without the sort, up to padding.
+
+    Row / column weights (``l2_weights``) must already be the global ones.
+
+    Raises:
+      ValueError: ``axis`` is not a mesh axis, ``local`` is already sharded,
+        or the processes disagree on the shape.
+    """
+    from jax.experimental import multihost_utils
+
+    if local.mesh is not None:
+        raise ValueError("the local objective is already sharded; pass the process's unsharded entries")
+    axis = mesh.axis_names[0] if axis is None else axis
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh {tuple(mesh.axis_names)}")
+    host = {f: np.asarray(getattr(local, f)) for f in _ENTRY_FIELDS}
+    info = np.asarray([host["rows"].shape[0], int(local.num_ratings), *local.shape], np.int64)
+    every = np.asarray(multihost_utils.process_allgather(info)).reshape(-1, 4)
+    if not (every[:, 2:] == every[0, 2:]).all():
+        raise ValueError(f"the processes disagree on the shape of the ratings: {every[:, 2:].tolist()}")
+    sharding = NamedSharding(mesh, P(axis))
+    local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+    k = max(1, local_devices)
+    per = max(1, -(-int(every[:, 0].max()) // k)) * k
+    placed = {}
+    for f, a in host.items():
+        padded = np.pad(a, (0, per - a.shape[0]))
+        total = per * jax.process_count()
+        placed[f] = jax.make_array_from_process_local_data(sharding, padded, (total,))
+    count = int(every[:, 1].sum()) if num_ratings is None else int(num_ratings)
+    # scale="sum" has data weight 1; scale="mean" 1 / (local count): made global here
+    dw = float(np.asarray(local.data_weight))
+    mean = not (dw == 1.0 and int(local.num_ratings) != 1)
+    obj = local.replace(num_ratings=jnp.asarray(count, jnp.asarray(local.num_ratings).dtype),
+                        data_weight=jnp.asarray(1.0 / count if mean else 1.0,
+                                                jnp.asarray(local.data_weight).dtype))
+    return obj.replace(**placed, **_replicated_rest(obj, mesh), mesh=mesh, axis=axis)
+
+
+def process_row_block(ratings, process_id: int | None = None, num_processes: int | None = None):
+    """This process's part of ``ratings``: a contiguous block of rows holding about ``nnz / N`` entries.
+
+    The rows are cut where the cumulative rating count crosses ``k nnz / N``
+    (balanced by ratings, not rows); defaults are this process's index and
+    the process count.  Returns a :class:`~mfjax.data.Ratings` of the same
+    shape with only those rows' entries.
+    """
+    pid = jax.process_index() if process_id is None else int(process_id)
+    n = jax.process_count() if num_processes is None else int(num_processes)
+    rows = np.asarray(ratings.rows)
+    counts = np.bincount(rows, minlength=ratings.shape[0])
+    cum = np.cumsum(counts)
+    cuts = np.searchsorted(cum, np.arange(1, n) * cum[-1] / n, side="left") + 1
+    edges = np.concatenate([[0], cuts, [ratings.shape[0]]])
+    lo, hi = int(edges[pid]), int(edges[pid + 1])
+    return ratings.select(np.flatnonzero((rows >= lo) & (rows < hi)))
 
 
 def unshard_objective(obj: MFObjective) -> MFObjective:
