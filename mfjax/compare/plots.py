@@ -167,7 +167,7 @@ def _solver(rec: Mapping) -> str:
 def solver_unit(rec_or_name) -> str:
     """The unit of a solver's steps: ``"sweep"`` (ALS, vector descent), ``"epoch"`` (SGD), ``"update"`` (NMF)."""
     name = rec_or_name if isinstance(rec_or_name, str) else _solver(rec_or_name)
-    return _UNITS.get(name.removeprefix("solver-"), "step")
+    return _UNITS.get(name.removeprefix("solver-").split("+")[0], "step")
 
 
 def _arr(trace: Mapping, key: str) -> np.ndarray:
