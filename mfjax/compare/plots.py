@@ -18,7 +18,7 @@ function of its *name* only, never of its position in a list:
 - the *step rule* (``armijo``; :func:`run_step`) picks the line style:
   number ``k`` in :data:`STEPS` (``None`` -- optax baselines and solvers --
   is solid); a step rule with options (``inverse_lipschitz(growth=2)``) or
-  an unknown one gets ``k = 10 + SHA-256(name) % 20``.  :func:`linestyle`
+  an unknown one gets ``k = 1 + SHA-256(name) % 9``.  :func:`linestyle`
   is injective over all ``k >= 0``: ten hand-made dash patterns, then
   ``(k - 7, 1.5, 1, 1.5)`` dash-dots of growing length.
 
@@ -27,8 +27,9 @@ own (colour, marker, line style).  Within one figure :func:`assign_styles`
 guarantees uniqueness for any names, however many: the names are taken in
 sorted order, each keeps its base style unless an earlier name holds it,
 and a colliding name keeps its family's colour and marker and takes the
-first free line style ``k = 10, 11, ...`` (infinitely many, so never a
-repeat).  A run therefore has the same style in every figure unless a
+next free hand-made line style after its own (``k + 1, k + 2, ...`` modulo
+10), then the first free generated one ``k = 10, 11, ...`` (infinitely
+many, so never a repeat).  A run therefore has the same style in every figure unless a
 figure also holds an alphabetically earlier name that collides with it.
 
 **y axis**: ``f - f*`` on a log scale (:func:`suboptimality`), ``f*`` the best
@@ -47,6 +48,7 @@ own unit on their own panel, never on the optimizers' iteration axis.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -126,7 +128,7 @@ def _family_index(family: str) -> int:
 def _step_index(step: str | None) -> int:
     if step in STEPS:
         return STEPS.index(step)
-    return len(_DASHES) + _digest(step) % 20
+    return 1 + _digest(step) % (len(_DASHES) - 1)  # one of the hand-made dash patterns
 
 
 def base_style(name: str) -> Style:
@@ -142,8 +144,10 @@ def assign_styles(names: Iterable[str]) -> dict[str, Style]:
     for name in sorted(set(names)):
         s = base_style(name)
         k = s.key
-        if (s.color, s.marker, k) in taken:
-            k = len(_DASHES)
+        if (s.color, s.marker, k) in taken:  # the next free hand-made pattern, then the generated ones
+            free = [j for j in ((k + i) % len(_DASHES) for i in range(1, len(_DASHES)))
+                    if (s.color, s.marker, j) not in taken]
+            k = free[0] if free else len(_DASHES)
             while (s.color, s.marker, k) in taken:
                 k += 1
             s = s._replace(linestyle=linestyle(k), key=k)
@@ -317,7 +321,8 @@ def _ylabel(kind: str, relative: bool, f_star_given: bool) -> str:
 def figure(results: Sequence[Mapping], kind: str = "loss_vs_iter", *, f_star: float | None = None,
            relative: bool = False, title: str | None = None, baselines: Mapping[str, float] | None = None,
            styles: Mapping | None = None):
-    """One figure of a comparison (a :class:`matplotlib.figure.Figure`, not registered with pyplot).
+    """One figure of a comparison (a :class:`matplotlib.figure.Figure`, not registered with pyplot;
+    in Jupyter it displays inline as a PNG).
 
     Args:
       results: run records (:func:`mfjax.compare.run_grid`, :func:`fit_record`); failed runs are left out.
@@ -332,8 +337,7 @@ def figure(results: Sequence[Mapping], kind: str = "loss_vs_iter", *, f_star: fl
       baselines: horizontal reference lines on the RMSE figure, e.g. ``{"mean predictor": 1.02}``.
       styles: run name -> :class:`Style` (default :func:`assign_styles` of the figure's runs).
     """
-    from matplotlib.figure import Figure
-
+    Figure = _figure_class()
     runs = _usable(results)
     fstar = reference_loss(runs, f_star) if kind.startswith("loss") and runs else 0.0
     styles = dict(styles) if styles is not None else assign_styles(r["name"] for r in runs)
@@ -383,6 +387,9 @@ def figure(results: Sequence[Mapping], kind: str = "loss_vs_iter", *, f_star: fl
         h, lab = ax.get_legend_handles_labels()
         handles += h
         labels += lab
+    names = {r["name"] for r in runs}
+    order = sorted(range(len(labels)), key=lambda i: labels[i].split("  (")[0] not in names)  # baselines last
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     if not handles:
         panels[0][0].text(0.5, 0.5, "no finite values to plot", ha="center", va="center",
                           transform=panels[0][0].transAxes, fontsize=11)
@@ -395,6 +402,20 @@ def figure(results: Sequence[Mapping], kind: str = "loss_vs_iter", *, f_star: fl
     fig.suptitle(head + (f"\n{sub}" if sub else ""), fontsize=12)
     fig.tight_layout()
     return fig
+
+
+@functools.cache
+def _figure_class():
+    """:class:`matplotlib.figure.Figure` that IPython shows as a PNG (``_repr_png_``) whatever the backend."""
+    from matplotlib.figure import Figure
+
+    class ComparisonFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            return buf.getvalue()
+
+    return ComparisonFigure
 
 
 def mean_predictor_rmse(train_values, test_values) -> float:
