@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-every", type=int, default=10, help="held-out RMSE every k iterations (default 10)")
     c.add_argument("--out", default="results/compare", help="output directory (default results/compare)")
     c.add_argument("--no-resume", action="store_true", help="recompute runs whose results exist")
-    c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    c.add_argument("--no-plots", action="store_true", help="skip the plots (PNG and PDF)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_verbose_flag(c)
     _add_cache_flag(c)
@@ -385,10 +385,11 @@ def cmd_compare(args) -> int:
                                summary=tally)
     compare.write_tables(results, args.out)
     if not args.no_plots:
-        compare.plot_results(results, args.out)
+        mean = compare.mean_predictor_rmse(problem.train.values, problem.test.values)
+        compare.plot_results(results, args.out, baselines={"mean predictor": mean})
     print(compare.summarize(results))
     print(_tally_line(tally))
-    print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", PNG plots"))
+    print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", plots (PNG, PDF)"))
     print(f"total wall time {time.perf_counter() - t0:.1f} s, of which compilation {_compile_line(args)}")
     return 0 if all(not r.get("error") for r in results) else 1
 

@@ -49,6 +49,8 @@ References:
 from __future__ import annotations
 
 import functools
+import math
+import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -66,6 +68,7 @@ __all__ = [
     "FitResult",
     "fit",
     "compile_fit",
+    "compile_fit_timed",
     "fit_until",
     "STATUS_CONVERGED",
     "STATUS_MAX_STEPS",
@@ -537,6 +540,109 @@ def compile_fit(
 
     def run(params, loss_args: tuple = (), eval_args: tuple = ()) -> FitResult:
         return compiled(params, tuple(loss_args), tuple(eval_args), factor)
+
+    return run
+
+
+# ------------------------------------------------------- timed (chunked) fit
+@functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer"))
+def _fit_start_jit(params, loss_args, divergence_factor, *, loss_fn, optimizer):
+    value_fn = _bind(loss_fn, loss_args)
+    state, value, grad, _ = _init(value_fn, optimizer, params)
+    return _carry0(params, state, value, grad, _start_status(value, grad), divergence_factor)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "optimizer", "length", "eval_fn", "eval_every", "callback",
+                              "callback_every", "num_steps")
+)
+def _fit_chunk_jit(c, active, loss_args, eval_args, *, loss_fn, optimizer, length, eval_fn,
+                   eval_every, callback=None, callback_every=1, num_steps=0):
+    """``length`` steps of :func:`fit`'s scan from the carry ``c``; only the first ``active`` run."""
+    value_fn = _bind(loss_fn, loss_args)
+    efn = None if eval_fn is None else (lambda p: eval_fn(p, *eval_args))
+    dtype = c.value.dtype
+    step = _make_step(value_fn, optimizer, efn, eval_every, None, None,
+                      _stores_value_and_grad(c.state), dtype, callback, callback_every, num_steps)
+    pad = _pad_record(dtype)
+
+    def body(c, i):
+        def skip(c):
+            return c, pad
+        return lax.cond((c.status == _RUNNING) & (i < active), step, skip, c)
+
+    return lax.scan(body, c, jnp.arange(length, dtype=jnp.int32))
+
+
+def compile_fit_timed(
+    loss_fn: Callable[..., jax.Array],
+    optimizer: optax.GradientTransformation,
+    params,
+    loss_args: tuple = (),
+    eval_args: tuple = (),
+    *,
+    num_steps: int,
+    eval_fn: Optional[Callable[..., jax.Array]] = None,
+    eval_every: int = 1,
+    divergence_factor: Optional[float] = 10.0,
+    chunks: int = 20,
+    callback: Optional[Callable[[Progress], None]] = None,
+    callback_every: int = 10,
+):
+    """:func:`compile_fit` with measured wall time: the scan runs in ``chunks`` compiled pieces.
+
+    The ``num_steps`` steps are split into ``ceil(num_steps / L)`` chunks of
+    ``L = ceil(num_steps / chunks)`` steps (one compiled program, the last
+    chunk runs only its remaining steps).  The host waits for each chunk
+    (``jax.block_until_ready``) and reads the clock there, so the cost of
+    timing is one synchronisation per chunk; inside a chunk nothing changes.
+    The steps, the trace and the status are those of :func:`fit`.
+
+    Returns:
+      ``run(params, loss_args, eval_args) -> (FitResult, seconds)``:
+      ``seconds`` is a float numpy array of length ``num_steps``: the wall
+      time from the start of the run (initial value and gradient included) to
+      the end of step ``t``, measured at the last step of every chunk and NaN
+      at the steps inside a chunk (not measured; never interpolated).
+      ``callback`` / ``callback_every``: the progress hook of :func:`fit`.
+    """
+    import numpy as np
+
+    _check_common(num_steps, "num_steps", eval_every)
+    if int(chunks) < 1:
+        raise ValueError(f"chunks must be >= 1, got {chunks}")
+    num_steps = int(num_steps)
+    loss_fn, loss_args = _as_loss(loss_fn, loss_args)
+    factor = _factor(divergence_factor)
+    if num_steps == 0:
+        run0 = compile_fit(loss_fn, optimizer, params, loss_args, eval_args, num_steps=0, eval_fn=eval_fn,
+                           eval_every=eval_every, divergence_factor=divergence_factor)
+        return lambda params, loss_args=(), eval_args=(): (run0(params, loss_args, eval_args), np.zeros(0))
+    length = math.ceil(num_steps / int(chunks))
+    starts = list(range(0, num_steps, length))
+    start = _fit_start_jit.lower(params, tuple(loss_args), factor, loss_fn=loss_fn,
+                                 optimizer=optimizer).compile()
+    c0 = start(params, tuple(loss_args), factor)  # one value and gradient: the carry's shapes and shardings
+    chunk = _fit_chunk_jit.lower(c0, jnp.int32(0), tuple(loss_args), tuple(eval_args), loss_fn=loss_fn,
+                                 optimizer=optimizer, length=length, eval_fn=eval_fn,
+                                 eval_every=int(eval_every), callback=callback,
+                                 callback_every=check_callback_every(callback, callback_every),
+                                 num_steps=num_steps).compile()
+
+    def run(params, loss_args: tuple = (), eval_args: tuple = ()):
+        loss_args, eval_args = tuple(loss_args), tuple(eval_args)
+        seconds = np.full(num_steps, np.nan)
+        t0 = time.perf_counter()
+        c = start(params, loss_args, factor)
+        pieces = []
+        for s in starts:
+            active = min(length, num_steps - s)
+            c, tr = chunk(c, jnp.int32(active), loss_args, eval_args)
+            jax.block_until_ready((c, tr))
+            seconds[s + active - 1] = time.perf_counter() - t0
+            pieces.append(jax.tree.map(lambda x, k=active: np.asarray(x)[:k], tr))  # host copies: no new programs
+        trace = jax.tree.map(lambda *xs: jnp.asarray(np.concatenate(xs)), *pieces)
+        return _result(c, trace, _final_status(c)), seconds
 
     return run
 

@@ -51,6 +51,10 @@ def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     assert by_name["gn_block+exact_mf"]["final_loss"] <= 1.01 * by_name["solver-als"]["final_loss"]
     for png in ("loss_vs_iter.png", "loss_vs_time.png", "loss_vs_evals.png", "test_rmse.png", "step_size.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / png).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    for r in results:  # measured step times, the time axis of loss_vs_time
+        t = np.asarray([np.nan if v is None else v for v in r["trace"]["time_s"]], dtype=float)
+        assert np.isfinite(t).any() and np.all(np.diff(t[np.isfinite(t)]) >= 0)
 
     # resume: nothing is recomputed; files untouched
     run_files = sorted((out / "runs").glob("*.json"))

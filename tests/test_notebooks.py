@@ -4,7 +4,10 @@ Notebooks (``notebooks/*.ipynb``, stored without outputs) are executed with
 nbclient on a kernel that runs *this* interpreter (a kernelspec written to a
 temporary ``JUPYTER_PATH`` entry whose argv is ``sys.executable -m
 ipykernel_launcher``), so the test exercises the mfjax under test.  A missing
-kernel is a failure with a clear message, not a skip.
+kernel is a failure with a clear message, not a skip.  The kernel uses
+Jupyter's inline matplotlib backend, and every notebook must show at least
+one figure as an ``image/png`` output; the ML-1M notebook runs with an empty
+``$MFJAX_DATA_DIR`` and must skip with a message.
 
 The experiment scripts are run in-process (``main([...])`` of each module)
 with ``--quick`` into ``tmp_path``; the smoke test checks that each writes
@@ -33,7 +36,9 @@ EXPERIMENTS = [
     "svd_power_iteration",
     "side_mlp",
 ]
-REQUIRED_NOTEBOOKS = {"quickstart", "optimizers_linesearch", "dmf_extendability", "nmf_losses"}
+REQUIRED_NOTEBOOKS = {"quickstart", "optimizers_linesearch", "dmf_extendability", "nmf_losses", "movielens_1m"}
+# notebooks that need data the test run does not have: they must say so and skip, with no figure
+DATA_NOTEBOOKS = {"movielens_1m"}
 KERNEL_NAME = "mfjax-test-python3"
 
 
@@ -64,12 +69,17 @@ def kernel_env(tmp_path_factory):
         pytest.fail(f"cannot execute notebooks: {e}. Install the notebook extra (ipykernel, nbclient, nbformat) "
                     f"into {sys.executable}")
     root = tmp_path_factory.mktemp("jupyter")
+    empty = tmp_path_factory.mktemp("no-data")
     kdir = root / "kernels" / KERNEL_NAME
     kdir.mkdir(parents=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "mfjax test (current interpreter)", "language": "python",
             "env": {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                    "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}}
+                    "JAX_PLATFORMS": "cpu",
+                    # Jupyter's inline backend (the notebooks select none): figures become image/png outputs
+                    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                    # no ML-1M for the data notebooks: an empty data directory and cache (they must skip)
+                    "MFJAX_DATA_DIR": str(empty), "MFJAX_CACHE_DIR": str(empty)}}
     (kdir / "kernel.json").write_text(json.dumps(spec))
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(root)] + ([old] if old else []))
@@ -103,6 +113,17 @@ def test_notebook_runs(path, kernel_env):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: error outputs {errors}"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    if path.stem in DATA_NOTEBOOKS:  # the data are absent here: a clear message, no figure, no error
+        assert "SKIPPED" in text and "MFJAX_DATA_DIR" in text, text
+        assert not images
+    else:  # figures render inline (no Agg backend forced by the notebook)
+        assert images, f"{path.name}: no inline figure (image/png output)"
+        assert not any("matplotlib.use(" in c.source for c in nb.cells if c.cell_type == "code"), path.name
+    assert any(c.cell_type == "markdown" and "Conclusion" in c.source for c in nb.cells), \
+        f"{path.name}: no conclusion"
 
 
 def _load(name):

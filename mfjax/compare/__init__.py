@@ -19,8 +19,8 @@ failed runs are retried.  Runs that diverge show ``diverged`` and the
 clipped RMSE uses the data's rating scale
 (:mod:`~mfjax.compare.records`).
 :func:`summarize` prints the table (statuses by name), :func:`write_tables`
-writes ``results.json`` / ``results.csv`` and :func:`plot_results` the PNG
-figures.
+writes ``results.json`` / ``results.csv`` and :func:`plot_results` the figures (PNG and PDF;
+:mod:`~mfjax.compare.plots`: one style per run, ``f - f*`` on log-y, measured time).
 
 Modules: :mod:`~mfjax.compare.spec` (problem, run specs, grid, rating scale),
 :mod:`~mfjax.compare.records` (record checks, divergence),
@@ -36,7 +36,8 @@ Example::
     print(compare.summarize(results))
 """
 
-from mfjax.compare.plots import plot_results
+from mfjax.compare import plots
+from mfjax.compare.plots import assign_styles, base_style, figure, fit_record, mean_predictor_rmse, plot_results
 from mfjax.compare.records import DIVERGENCE_FACTOR, REQUIRED_FIELDS, classify_status, validate_record
 from mfjax.compare.report import COLUMNS, status_label, summarize, write_tables
 from mfjax.compare.run import DATA_DIRECTIONS, SOLVERS, run_config, run_grid, run_one, trace_record
@@ -67,4 +68,10 @@ __all__ = [
     "summarize",
     "write_tables",
     "plot_results",
+    "plots",
+    "figure",
+    "fit_record",
+    "assign_styles",
+    "base_style",
+    "mean_predictor_rmse",
 ]

@@ -1,62 +1,445 @@
-"""Plots of a comparison (matplotlib's Agg backend, imported on first use).
+r"""Figures of a comparison: one style per run, suboptimality on log-y, measured time.
 
-Five PNGs in the output directory: loss against iteration, wall time and
-function evaluations, held-out RMSE and step size against iteration.
+Used by ``mfjax compare`` (:func:`plot_results` writes PNG and PDF files) and
+by the notebooks (:func:`figure` returns a :class:`matplotlib.figure.Figure`;
+in Jupyter it renders inline).  Matplotlib is imported on first use and no
+backend is selected: figures are built with :class:`matplotlib.figure.Figure`
+directly (no pyplot state), so the module works headless and inline alike.
+
+**Styles** (:func:`base_style`, :func:`assign_styles`).  A run's style is a
+function of its *name* only, never of its position in a list:
+
+- the *family* (the direction rule of ``gd+armijo``, ``optax-lbfgs``,
+  ``solver-als``; :func:`run_family`) picks the colour and the marker:
+  family number ``i`` in :data:`FAMILIES` gets colour ``PALETTE[i % 7]``
+  (Okabe & Ito's colour-blind-safe palette without its yellow) and marker
+  ``MARKERS[i // 7]``; an unknown family gets a number from a SHA-256 of
+  its name (stable across processes, unlike ``hash``);
+- the *step rule* (``armijo``; :func:`run_step`) picks the line style:
+  number ``k`` in :data:`STEPS` (``None`` -- optax baselines and solvers --
+  is solid); a step rule with options (``inverse_lipschitz(growth=2)``) or
+  an unknown one gets ``k = 1 + SHA-256(name) % 9``.  :func:`linestyle`
+  is injective over all ``k >= 0``: ten hand-made dash patterns, then
+  ``(k - 7, 1.5, 1, 1.5)`` dash-dots of growing length.
+
+Every pair of registered names (:data:`FAMILIES` x :data:`STEPS`) has its
+own (colour, marker, line style).  Within one figure :func:`assign_styles`
+guarantees uniqueness for any names, however many: the names are taken in
+sorted order, each keeps its base style unless an earlier name holds it,
+and a colliding name keeps its family's colour and marker and takes the
+next free hand-made line style after its own (``k + 1, k + 2, ...`` modulo
+10), then the first free generated one ``k = 10, 11, ...`` (infinitely
+many, so never a repeat).  A run therefore has the same style in every figure unless a
+figure also holds an alphabetically earlier name that collides with it.
+
+**y axis**: ``f - f*`` on a log scale (:func:`suboptimality`), ``f*`` the best
+loss seen over all runs of the comparison minus ``EPS_REL * |best|``, or a
+known optimum; ``relative=True`` plots ``(f - f*) / |f*|``.
+
+**Time axis**: the *measured* wall time of each run's steps (the record's
+``trace["time_s"]``: :func:`mfjax.loop.compile_fit_timed` and
+:func:`mfjax.solvers.time_steps` read the clock at the end of each timed
+chunk of the compiled scan).  Points are drawn only where a time was
+measured; nothing is interpolated or spread over the steps.
+
+**Solvers** (ALS sweeps, SGD epochs, NMF updates) are drawn against their
+own unit on their own panel, never on the optimizers' iteration axis.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import math
 import pathlib
-from typing import Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from mfjax.store import atomic_write_bytes
 
-__all__ = ["plot_results"]
+__all__ = ["PALETTE", "MARKERS", "FAMILIES", "STEPS", "EPS_REL", "FIGURES", "Style", "run_family", "run_step",
+           "linestyle", "base_style", "assign_styles", "solver_unit", "is_solver", "reference_loss",
+           "suboptimality", "problem_title", "fit_record", "figure", "mean_predictor_rmse", "plot_results"]
+
+#: Okabe & Ito (2008) colour-blind-safe colours, yellow left out (unreadable as a thin line on white).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Known run families, in the order that numbers them (colour ``i % 7``, marker ``i // 7``).
+FAMILIES = ("gd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "bfgs",
+            "cg", "gn_block", "gn_diagonal", "optax-lbfgs", "optax-adam", "solver-als", "solver-sgd",
+            "solver-dsgd", "solver-vector_descent", "solver-nmf")
+#: Known step rules, numbering the line styles (``None``: no step rule, solid).
+STEPS = (None, "constant", "inverse_sqrt", "inverse_lipschitz", "armijo", "weak_wolfe_bisection",
+         "strong_wolfe", "strong_wolfe_zoom", "adaptive_gd", "exact_mf")
+_DASHES = ((), (5, 2), (1, 1.5), (6, 2, 1, 2), (10, 3), (3, 1, 1, 1, 1, 1), (6, 2, 1, 2, 1, 2), (2, 3),
+           (8, 2, 2, 2), (4, 4))
+#: ``f* = best - EPS_REL * max(|best|, 1e-30)``: the best run ends at ``EPS_REL`` relative suboptimality.
+EPS_REL = 1e-6
+_UNITS = {"als": "sweep", "vector_descent": "sweep", "sgd": "epoch", "dsgd": "epoch", "nmf": "update"}
+_SOLVER_NAMES = {"als": "ALS", "vector_descent": "vector descent", "sgd": "SGD", "dsgd": "DSGD",
+                 "nmf": "NMF"}
 
 
-def plot_results(results: Sequence[dict], out_dir) -> list[pathlib.Path]:
-    """PNG plots: loss vs iteration / wall time / function evaluations, held-out RMSE, step sizes."""
-    import matplotlib
+class Style(NamedTuple):
+    """A run's look: matplotlib ``color``, ``linestyle`` (``(offset, dashes)``) and ``marker``;
+    ``key`` is the line-style number (:func:`linestyle`)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    color: str
+    linestyle: tuple
+    marker: str
+    key: int
 
-    out_dir = pathlib.Path(out_dir)
-    ok = [r for r in results if not r.get("error") and r.get("trace")]
-    panels = [
-        ("loss_vs_iter.png", "iteration", None, "loss", True),
-        ("loss_vs_time.png", "wall time (s; run time spread evenly over the steps)", "time", "loss", True),
-        ("loss_vs_evals.png", "function evaluations", "fun_evals", "loss", True),
-        ("test_rmse.png", "iteration", None, "eval_rmse", False),
-        ("step_size.png", "iteration", None, "step_size", True),
-    ]
-    paths = []
-    for fname, xlabel, xkey, ykey, logy in panels:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for r in ok:
-            y = np.asarray([np.nan if v is None else v for v in r["trace"].get(ykey, [])], dtype=float)
-            if y.size == 0 or not np.isfinite(y).any():
-                continue
-            if xkey is None:
-                x = np.arange(1, y.size + 1)
-            elif xkey == "time":
-                x = np.linspace(r["wall_s"] / y.size, r["wall_s"], y.size)
-            else:
-                x = np.asarray(r["trace"][xkey], dtype=float)
-            m = np.isfinite(y)
-            ax.plot(x[m], y[m], label=r["name"], lw=1.2)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ykey)
+    def kwargs(self) -> dict:
+        return {"color": self.color, "linestyle": self.linestyle, "marker": self.marker}
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def run_family(name: str) -> str:
+    """``"gd+armijo"`` -> ``"gd"``; ``"optax-lbfgs"``, ``"solver-als"``: the name itself."""
+    return name.split("+", 1)[0]
+
+
+def run_step(name: str) -> str | None:
+    """``"gd+armijo"`` -> ``"armijo"``, ``"gd+inverse_lipschitz(growth=2)"`` -> that step string; else ``None``."""
+    return name.split("+", 1)[1] if "+" in name else None
+
+
+def linestyle(k: int) -> tuple:
+    """Line style number ``k`` as ``(0, dashes)``; distinct for every ``k >= 0`` (module docstring)."""
+    if k < 0:
+        raise ValueError(f"line style number must be >= 0, got {k}")
+    if k < len(_DASHES):
+        return (0, _DASHES[k]) if _DASHES[k] else "-"
+    return (0, (float(k - 7), 1.5, 1.0, 1.5))
+
+
+def _family_index(family: str) -> int:
+    if family in FAMILIES:
+        return FAMILIES.index(family)
+    room = len(PALETTE) * len(MARKERS) - len(FAMILIES)
+    return len(FAMILIES) + _digest(family) % room
+
+
+def _step_index(step: str | None) -> int:
+    if step in STEPS:
+        return STEPS.index(step)
+    return 1 + _digest(step) % (len(_DASHES) - 1)  # one of the hand-made dash patterns
+
+
+def base_style(name: str) -> Style:
+    """The style of run ``name`` alone (colour, marker from its family; line style from its step rule)."""
+    i = _family_index(run_family(name))
+    k = _step_index(run_step(name))
+    return Style(PALETTE[i % len(PALETTE)], linestyle(k), MARKERS[(i // len(PALETTE)) % len(MARKERS)], k)
+
+
+def assign_styles(names: Iterable[str]) -> dict[str, Style]:
+    """Styles of the runs of one figure: :func:`base_style`, made unique (module docstring)."""
+    out, taken = {}, set()
+    for name in sorted(set(names)):
+        s = base_style(name)
+        k = s.key
+        if (s.color, s.marker, k) in taken:  # the next free hand-made pattern, then the generated ones
+            free = [j for j in ((k + i) % len(_DASHES) for i in range(1, len(_DASHES)))
+                    if (s.color, s.marker, j) not in taken]
+            k = free[0] if free else len(_DASHES)
+            while (s.color, s.marker, k) in taken:
+                k += 1
+            s = s._replace(linestyle=linestyle(k), key=k)
+        taken.add((s.color, s.marker, k))
+        out[name] = s
+    return out
+
+
+# ------------------------------------------------------------------ records
+def is_solver(rec: Mapping) -> bool:
+    """A classical solver's record (its steps are sweeps / epochs, not optimizer iterations)."""
+    spec = rec.get("spec") or {}
+    return spec.get("kind") == "solver" or str(rec.get("name", "")).startswith("solver-")
+
+
+def _solver(rec: Mapping) -> str:
+    spec = rec.get("spec") or {}
+    return spec.get("solver") or str(rec.get("name", "")).removeprefix("solver-")
+
+
+def solver_unit(rec_or_name) -> str:
+    """The unit of a solver's steps: ``"sweep"`` (ALS, vector descent), ``"epoch"`` (SGD), ``"update"`` (NMF)."""
+    name = rec_or_name if isinstance(rec_or_name, str) else _solver(rec_or_name)
+    return _UNITS.get(name.removeprefix("solver-").split("+")[0], "step")
+
+
+def _arr(trace: Mapping, key: str) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in trace.get(key, [])], dtype=float)
+
+
+def _usable(results: Iterable[Mapping]) -> list[Mapping]:
+    return [r for r in results if not r.get("error") and isinstance(r.get("trace"), Mapping)
+            and len(r["trace"].get("loss", []))]
+
+
+def reference_loss(results: Sequence[Mapping], f_star: float | None = None) -> float:
+    """``f*``: ``f_star`` when given, else the lowest finite loss of any run (trace, initial or
+    final) minus ``EPS_REL * max(|best|, 1e-30)``."""
+    if f_star is not None:
+        return float(f_star)
+    vals = []
+    for r in _usable(results):
+        vals.extend(_arr(r["trace"], "loss").tolist())
+        vals.extend(v for v in (r.get("final_loss"), r.get("initial_loss")) if isinstance(v, (int, float)))
+    vals = np.asarray(vals, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        raise ValueError("no finite loss in any run: nothing to plot against f*")
+    best = float(vals.min())
+    return best - EPS_REL * max(abs(best), 1e-30)
+
+
+def suboptimality(loss, f_star: float, relative: bool = False) -> np.ndarray:
+    """``f - f*`` (``relative``: divided by ``|f*|``); NaN where it is not positive or not finite."""
+    y = np.asarray(loss, dtype=float) - f_star
+    if relative:
+        y = y / max(abs(f_star), 1e-30)
+    return np.where(np.isfinite(y) & (y > 0), y, np.nan)
+
+
+def problem_title(problem: Mapping | None) -> str:
+    """``"synthetic: 600×400, rank 5, λ = 2 (sum), 10800 train / 1200 test ratings"`` from ``Problem.describe()``."""
+    if not problem:
+        return ""
+    parts = [str(problem.get("data", "?"))]
+    shape = problem.get("shape")
+    desc = []
+    if shape:
+        desc.append(f"{shape[0]}×{shape[1]}")
+    if problem.get("rank") is not None:
+        desc.append(f"rank {problem['rank']}")
+    if problem.get("l2") is not None:
+        desc.append(f"λ = {problem['l2']:g}" + (f" ({problem['scale']} scale)" if problem.get("scale") else ""))
+    if problem.get("train_nnz") is not None:
+        desc.append(f"{problem['train_nnz']} train / {problem.get('test_nnz', '?')} test ratings")
+    return parts[0] + (": " + ", ".join(desc) if desc else "")
+
+
+def fit_record(name: str, result, *, seconds=None, initial_loss: float | None = None, problem=None) -> dict:
+    """A plot record (the comparison's record format) from a :func:`mfjax.fit` ``FitResult`` or a
+    solver's ``SolverResult``: ``name`` picks the style (``"gd+armijo"``, ``"solver-als"``);
+    ``seconds``: measured times per step (:func:`mfjax.loop.compile_fit_timed`,
+    :func:`mfjax.solvers.time_steps`), ``None`` for none."""
+    tr = result.trace
+    loss = np.asarray(tr.loss, dtype=float)
+    T = loss.size
+    solver = not hasattr(tr, "num_fun_evals")
+    nan = np.full(T, np.nan)
+    trace = {"loss": loss, "eval_rmse": np.asarray(tr.eval_metric, dtype=float),
+             "time_s": nan if seconds is None else np.asarray(seconds, dtype=float)}
+    if solver:
+        trace.update(step_size=nan, fun_evals=nan, grad_evals=nan, grad_norm=nan)
+    else:
+        trace.update(step_size=np.asarray(tr.step_size, dtype=float),
+                     fun_evals=np.asarray(tr.num_fun_evals, dtype=float),
+                     grad_evals=np.asarray(tr.num_grad_evals, dtype=float),
+                     grad_norm=np.asarray(tr.grad_norm, dtype=float))
+    spec = {"kind": "solver", "solver": name.removeprefix("solver-")} if solver else {"kind": "opt"}
+    return {"name": name, "spec": spec, "trace": trace, "initial_loss": initial_loss, "error": None,
+            **({"problem": dict(problem)} if problem else {})}
+
+
+# ------------------------------------------------------------------ figures
+#: The figures :func:`plot_results` writes: ``kind -> file stem`` (``.png`` and ``.pdf``).
+FIGURES = {"loss_vs_iter": "loss_vs_iter", "loss_vs_time": "loss_vs_time", "loss_vs_evals": "loss_vs_evals",
+           "test_rmse": "test_rmse", "step_size": "step_size"}
+_TITLES = {"loss_vs_iter": "Training objective", "loss_vs_time": "Training objective against measured time",
+           "loss_vs_evals": "Training objective against function evaluations",
+           "test_rmse": "Held-out RMSE", "step_size": "Step size taken"}
+
+
+def _label(rec: Mapping) -> str:
+    status = rec.get("status")
+    return rec["name"] + (f"  ({status})" if status in ("diverged", "nonfinite", "linesearch_failed") else "")
+
+
+def _xy(rec: Mapping, kind: str, f_star: float, relative: bool):
+    """The (x, y) of one run in figure ``kind`` (None: the run has nothing there)."""
+    tr = rec["trace"]
+    loss = _arr(tr, "loss")
+    T = loss.size
+    steps = np.arange(1, T + 1, dtype=float)
+    f0 = rec.get("initial_loss")
+    with_start = not is_solver(rec) and isinstance(f0, (int, float)) and math.isfinite(f0)
+    if kind in ("loss_vs_iter", "loss_vs_time", "loss_vs_evals"):
+        y = loss
+        if kind == "loss_vs_iter":
+            x = steps
+            x0 = 0.0
+        elif kind == "loss_vs_time":
+            x = _arr(tr, "time_s")
+            if x.size != T:
+                return None
+            x0 = 0.0
+            with_start = False  # the time axis is logarithmic: the start (t = 0) is not on it
+        else:
+            if is_solver(rec):
+                return None
+            x = _arr(tr, "fun_evals")
+            x0 = 1.0
+        if with_start:
+            x, y = np.concatenate([[x0], x]), np.concatenate([[f0], y])
+        y = suboptimality(y, f_star, relative)
+    elif kind == "test_rmse":
+        x, y = steps, _arr(tr, "eval_rmse")
+    elif kind == "step_size":
+        if is_solver(rec):
+            return None
+        x, y = steps, _arr(tr, "step_size")
+        y = np.where(y > 0, y, np.nan)
+    else:
+        raise ValueError(f"unknown figure {kind!r}; known: {sorted(FIGURES)}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    return x[ok], y[ok]
+
+
+def _draw(ax, x, y, style: Style, label: str):
+    every = max(1, len(x) // 8)
+    ax.plot(x, y, label=label, lw=1.6, ms=4.5, markevery=every, markerfacecolor="white", **style.kwargs())
+
+
+def _ylabel(kind: str, relative: bool, f_star_given: bool) -> str:
+    if kind.startswith("loss"):
+        note = "f* given" if f_star_given else "f* = best loss seen"
+        return f"(f − f*) / |f*|   ({note})" if relative else f"f − f*   ({note})"
+    return {"test_rmse": "held-out RMSE", "step_size": "step size"}[kind]
+
+
+def figure(results: Sequence[Mapping], kind: str = "loss_vs_iter", *, f_star: float | None = None,
+           relative: bool = False, title: str | None = None, baselines: Mapping[str, float] | None = None,
+           styles: Mapping | None = None):
+    """One figure of a comparison (a :class:`matplotlib.figure.Figure`, not registered with pyplot;
+    in Jupyter it displays inline as a PNG).
+
+    Args:
+      results: run records (:func:`mfjax.compare.run_grid`, :func:`fit_record`); failed runs are left out.
+      kind: ``"loss_vs_iter"`` (optimizers against iterations, solvers on a panel of their own against
+        sweeps / epochs), ``"loss_vs_time"`` (every run against its measured time), ``"loss_vs_evals"``
+        (optimizers against function evaluations), ``"test_rmse"`` (held-out RMSE; panels as
+        ``loss_vs_iter``), ``"step_size"`` (optimizers).
+      f_star: a known optimum (default: :func:`reference_loss`).
+      relative: plot ``(f - f*) / |f*|``.
+      title: the first title line (default: the figure's subject); the problem
+        (:func:`problem_title` of the records' ``problem``) is the second.
+      baselines: horizontal reference lines on the RMSE figure, e.g. ``{"mean predictor": 1.02}``.
+      styles: run name -> :class:`Style` (default :func:`assign_styles` of the figure's runs).
+    """
+    Figure = _figure_class()
+    runs = _usable(results)
+    fstar = reference_loss(runs, f_star) if kind.startswith("loss") and runs else 0.0
+    styles = dict(styles) if styles is not None else assign_styles(r["name"] for r in runs)
+    curves = [(r, xy) for r in runs for xy in [_xy(r, kind, fstar, relative)] if xy is not None]
+    opt = [(r, xy) for r, xy in curves if not is_solver(r)]
+    sol = [(r, xy) for r, xy in curves if is_solver(r)]
+    split = kind in ("loss_vs_iter", "test_rmse") and opt and sol
+    fig = Figure(figsize=(11.5, 5.0) if split else (8.5, 5.0))
+    if split:
+        ax_o, ax_s = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": (2.2, 1)})
+        panels = [(ax_o, opt), (ax_s, sol)]
+    else:
+        ax = fig.subplots()
+        panels = [(ax, curves)]
+    logy = kind.startswith("loss") or kind == "step_size"
+    for ax, group in panels:
+        for r, (x, y) in group:
+            _draw(ax, x, y, styles.get(r["name"]) or base_style(r["name"]), _label(r))
         if logy:
             ax.set_yscale("log")
-        if ax.lines:
-            ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(atomic_write_bytes(out_dir / fname, buf.getvalue()))
+        if kind == "loss_vs_time" and group:
+            ax.set_xscale("log")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.tick_params(labelsize=10)
+    for ax, group in panels:
+        if kind == "loss_vs_time":
+            ax.set_xlabel("wall time since the run's start (s, log; measured at the end of each timed chunk)",
+                          fontsize=11)
+        elif kind == "loss_vs_evals":
+            ax.set_xlabel("function evaluations", fontsize=11)
+        elif group and all(is_solver(r) for r, _ in group):
+            units = sorted({solver_unit(r) for r, _ in group})
+            ax.set_xlabel(" / ".join(units) + " (solver)", fontsize=11)
+        else:
+            ax.set_xlabel("iteration (optimizer step)", fontsize=11)
+    panels[0][0].set_ylabel(_ylabel(kind, relative, f_star is not None), fontsize=11)
+    if kind == "test_rmse" and baselines:
+        for i, (bname, value) in enumerate(sorted(baselines.items())):
+            for ax, _ in panels:
+                ax.axhline(value, color="0.45", lw=1.2, ls=(0, (2, 2 + i)),
+                           label=f"{bname} ({value:.3f})" if ax is panels[0][0] else None)
+    if split:
+        panels[0][0].set_title("optimizers", fontsize=11)
+        panels[1][0].set_title("solvers (own units)", fontsize=11)
+    handles, labels = [], []
+    for ax, _ in panels:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    names = {r["name"] for r in runs}
+    order = sorted(range(len(labels)), key=lambda i: labels[i].split("  (")[0] not in names)  # baselines last
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    if not handles:
+        panels[0][0].text(0.5, 0.5, "no finite values to plot", ha="center", va="center",
+                          transform=panels[0][0].transAxes, fontsize=11)
+    else:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False,
+                   ncol=1 if len(handles) <= 22 else 2, handlelength=3.2)
+    probs = [r.get("problem") for r in runs if r.get("problem")]
+    sub = problem_title(probs[0]) if probs and all(p == probs[0] for p in probs) else ""
+    head = title if title is not None else _TITLES.get(kind, kind)
+    fig.suptitle(head + (f"\n{sub}" if sub else ""), fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+@functools.cache
+def _figure_class():
+    """:class:`matplotlib.figure.Figure` that IPython shows as a PNG (``_repr_png_``) whatever the backend."""
+    from matplotlib.figure import Figure
+
+    class ComparisonFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            return buf.getvalue()
+
+    return ComparisonFigure
+
+
+def mean_predictor_rmse(train_values, test_values) -> float:
+    """Held-out RMSE of predicting the training mean everywhere (the baseline every model must beat)."""
+    mu = float(np.mean(np.asarray(train_values, dtype=float)))
+    return float(np.sqrt(np.mean((np.asarray(test_values, dtype=float) - mu) ** 2)))
+
+
+def plot_results(results: Sequence[Mapping], out_dir, *, formats: Sequence[str] = ("png", "pdf"),
+                 f_star: float | None = None, relative: bool = False,
+                 baselines: Mapping[str, float] | None = None) -> list[pathlib.Path]:
+    """Write every figure of :data:`FIGURES` as ``out_dir/<name>.<fmt>`` (PNG and PDF by default).
+
+    One :func:`assign_styles` over all runs serves every figure, so a run
+    looks the same in each.  Returns the paths written.
+    """
+    out_dir = pathlib.Path(out_dir)
+    runs = _usable(results)
+    styles = assign_styles(r["name"] for r in runs)
+    paths = []
+    for kind, stem in FIGURES.items():
+        fig = figure(runs, kind, f_star=f_star, relative=relative, baselines=baselines, styles=styles)
+        for fmt in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+            paths.append(atomic_write_bytes(out_dir / f"{stem}.{fmt}", buf.getvalue()))
     return paths

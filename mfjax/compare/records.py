@@ -84,7 +84,7 @@ def validate_record(rec: dict, name: str | None = None) -> str | None:
 
     Checks: the run's ``name``, every :data:`REQUIRED_FIELDS` field, a known
     status name, numbers (or ``None`` for non-finite values) where numbers
-    belong, a trace holding a ``loss`` list, and a clipped RMSE only for a
+    belong, a trace holding ``loss`` and ``time_s`` (measured step times) lists, and a clipped RMSE only for a
     run that did not diverge.
     """
     if name is not None and rec.get("name") != name:
@@ -100,6 +100,8 @@ def validate_record(rec: dict, name: str | None = None) -> str | None:
     trace = rec["trace"]
     if not isinstance(trace, dict) or not isinstance(trace.get("loss"), list):
         return "has no loss trace"
+    if not isinstance(trace.get("time_s"), list):
+        return "has no measured step times (trace time_s)"
     if rec["status"] in FAILED_STATUSES and rec["test_rmse_clipped"] is not None:
         return f"a {rec['status']} run with a clipped RMSE"
     return None

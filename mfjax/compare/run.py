@@ -40,7 +40,7 @@ from mfjax.store import ResultStore
 
 _LOG = logging.getLogger("mfjax")
 
-__all__ = ["DATA_DIRECTIONS", "SOLVERS", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
+__all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
 
 
 # --------------------------------------------------------------- registries
@@ -127,6 +127,11 @@ SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "dsgd": _dsgd, "vector
 problem with a mesh ALS and DSGD use it; SGD, vector descent and NMF run on one device."""
 
 
+#: Timed pieces of a run: ``trace["time_s"]`` (seconds since the run's start) is measured at the last step
+#: of each piece (:func:`mfjax.loop.compile_fit_timed`, :func:`mfjax.solvers.time_steps`), NaN inside one.
+TIME_CHUNKS = 20
+
+
 # --------------------------------------------------------------------- runs
 def _optimizer(spec: RunSpec, problem: Problem):
     import optax
@@ -194,17 +199,21 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
         loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
                                                problem.mesh),)
 
-    # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart)
+    # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart); the scan
+    # runs in TIME_CHUNKS timed pieces: ``trace["time_s"]`` is measured at each piece's last step
     args = (params0, loss_args, (test,))
     t0 = time.perf_counter()
-    compiled = loop.compile_fit(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
-                                eval_every=eval_every, callback=callback, callback_every=eval_every)
+    compiled = loop.compile_fit_timed(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
+                                      eval_every=eval_every, chunks=TIME_CHUNKS, callback=callback,
+                                      callback_every=eval_every)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = compiled(*args)
+    res, seconds = compiled(*args)
     jax.block_until_ready(res.params)
-    wall = time.perf_counter() - t0
-    return _host_params(res.params), trace_record(res.trace), wall, compile_s, int(res.status)
+    wall = float(seconds[-1]) if len(seconds) else time.perf_counter() - t0  # the run's end, as plotted
+    trace = trace_record(res.trace)
+    trace["time_s"] = seconds
+    return _host_params(res.params), trace, wall, compile_s, int(res.status)
 
 
 def _host_params(params):
@@ -236,17 +245,24 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
     l2 = problem.l2 if problem.scale == "sum" else problem.l2 * problem.train.nnz
 
     def call():
-        t0 = time.perf_counter()
-        res = make(problem, l2, num_steps, key)
-        jax.block_until_ready(res.params)
-        return res, time.perf_counter() - t0
+        from mfjax import solvers
+
+        with solvers.time_steps(TIME_CHUNKS) as clock:  # sweeps / epochs in timed pieces
+            t0 = time.perf_counter()
+            res = make(problem, l2, num_steps, key)
+            jax.block_until_ready(res.params)
+            wall = time.perf_counter() - t0
+        return res, wall, clock.runs[-1] if clock.runs else None
 
     # the first call compiles; the second (cached) call is the one timed
-    _, first = call()
-    res, wall = call()
+    _, first, _ = call()
+    res, wall, seconds = call()
     status = getattr(res, "status", None)
     status = int(Status.MAX_STEPS if status is None else status)  # no status reported: the sweep budget ran out
-    return _host_params(res.params), _solver_trace(res.trace), wall, max(first - wall, 0.0), status
+    trace = _solver_trace(res.trace)
+    T = len(trace["loss"])
+    trace["time_s"] = seconds if seconds is not None and len(seconds) == T else np.full(T, np.nan)
+    return _host_params(res.params), trace, wall, max(first - wall, 0.0), status
 
 
 def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
@@ -260,7 +276,9 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
     :class:`mfjax.core.Status` code of ``status``.  ``initial_loss`` /
     ``final_loss`` are the problem's objective at the common initialisation
     ``init_factors(key(seed), shape, rank)`` and at the final parameters,
-    whatever the run.  ``test_rmse_clipped`` clips to ``rating_scale``
+    whatever the run.  ``trace["time_s"]``: measured seconds from the run's
+    start to the end of each step (sweep / epoch for a solver), read at the
+    end of each of :data:`TIME_CHUNKS` timed pieces, NaN inside a piece.  ``test_rmse_clipped`` clips to ``rating_scale``
     (``None`` for a diverged or non-finite run).  ``callback`` is an
     optimizer run's progress hook (:mod:`mfjax.core.progress`, a report every
     ``eval_every`` steps; a program with a host callback is not written to

@@ -35,7 +35,7 @@ from mfjax.solvers.als import (
     solve_ridge_rows,
 )
 from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
-from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, run
+from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, StepTimes, run, time_steps
 from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
@@ -99,6 +99,8 @@ __all__ = [
     "SolverTrace",
     "RMSE",
     "run",
+    "time_steps",
+    "StepTimes",
     # ALS
     "als",
     "als_solver",

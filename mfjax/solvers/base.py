@@ -47,7 +47,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import time
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -60,7 +63,7 @@ from mfjax.core.progress import Progress, check_callback_every, emit_progress
 from mfjax.data import Ratings
 from mfjax.metrics import rmse
 
-__all__ = ["Solver", "SolverTrace", "SolverResult", "RMSE", "run", "check_ratings"]
+__all__ = ["Solver", "SolverTrace", "SolverResult", "RMSE", "run", "check_ratings", "time_steps", "StepTimes"]
 
 
 class Solver(NamedTuple):
@@ -153,12 +156,10 @@ def _padding_like(tree):
     return jax.tree_util.tree_map(pad, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("step", "num_steps", "metric", "eval_every", "callback",
-                                             "callback_every"))
-def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every,
-             callback=None, callback_every=1):
-    _, info0 = jax.eval_shape(step, state, problem)
-    dtype = jnp.result_type(info0.loss.dtype, jnp.float32)
+def _scan_body(problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every, info0, dtype,
+               callback=None, callback_every=1):
+    """The driver's scan body: ``(carry, t) -> (carry, (loss, eval, ok, info))`` for global step ``t``
+    (steps ``t >= num_steps`` -- the padding of a timed run's last chunk -- are skipped and leave the carry)."""
 
     def attempt(state, ref):
         new, info = step(state, problem)
@@ -182,28 +183,141 @@ def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, me
 
     def body(carry, t):
         state, running, attempted, ref, diverged = carry
-        state, info, ok, div = jax.lax.cond(running, attempt, skip, state, ref)
+        live = t < num_steps
+        go = running & live
+        state, info, ok, div = jax.lax.cond(go, attempt, skip, state, ref)
         ev = evaluate(state.params, t, ok)
-        attempted = attempted + running.astype(jnp.int32)
+        attempted = attempted + go.astype(jnp.int32)
         loss = jnp.where(ok, info.loss, jnp.nan).astype(dtype)
         # the reference is the first accepted step's loss (solvers report the loss after a step)
         ref = jnp.where(ok & ~jnp.isfinite(ref), jnp.abs(loss), ref)
-        if callback is not None:
-            stopped = running & ~ok
+        if callback is not None:  # report steps that ran (``go``); a stop is reported at once
+            stopped = go & ~ok
             code = jnp.where(stopped, jnp.where(div, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE)),
                              jnp.where(t + 1 == num_steps, jnp.int32(Status.MAX_STEPS), jnp.int32(-1)))
-            # report only steps that ran: a no-op step after a stop has running == False
             emit_progress(callback, callback_every, num_steps, t + 1, loss, None, ev, code,
-                          force=stopped, active=running)
-        return (state, running & ok, attempted, ref, diverged | div), (loss, ev, ok, info)
+                          force=stopped, active=go)
+        running = jnp.where(live, running & ok, running)
+        return (state, running, attempted, ref, diverged | div), (loss, ev, ok, info)
 
-    carry = (state, jnp.asarray(True), jnp.asarray(0, jnp.int32), jnp.full((), jnp.inf, dtype),
-             jnp.asarray(False))
-    (state, running, attempted, _, diverged), (loss, ev, ok, info) = jax.lax.scan(
-        body, carry, jnp.arange(num_steps, dtype=jnp.int32))
+    return body
+
+
+def _carry0(state, dtype):
+    return (state, jnp.asarray(True), jnp.asarray(0, jnp.int32), jnp.full((), jnp.inf, dtype),
+            jnp.asarray(False))
+
+
+def _info0_dtype(step, state, problem):
+    _, info0 = jax.eval_shape(step, state, problem)
+    return info0, jnp.result_type(info0.loss.dtype, jnp.float32)
+
+
+def _finish(carry, outputs) -> SolverResult:
+    state, running, attempted, _, diverged = carry
+    loss, ev, ok, info = outputs
     status = jnp.where(running, jnp.int32(Status.MAX_STEPS),
                        jnp.where(diverged, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE)))
     return SolverResult(state.params, SolverTrace(loss, ev, ok, info), status, attempted, state)
+
+
+_STATIC = ("step", "num_steps", "metric", "eval_every", "callback", "callback_every")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run_jit(state, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every,
+             callback=None, callback_every=1):
+    info0, dtype = _info0_dtype(step, state, problem)
+    body = _scan_body(problem, eval_set, divergence_factor, step=step, num_steps=num_steps, metric=metric,
+                      eval_every=eval_every, info0=info0, dtype=dtype, callback=callback,
+                      callback_every=callback_every)
+    carry, outputs = jax.lax.scan(body, _carry0(state, dtype), jnp.arange(num_steps, dtype=jnp.int32))
+    return _finish(carry, outputs)
+
+
+@functools.partial(jax.jit, static_argnames=("step",))
+def _start_jit(state, problem, *, step):
+    _, dtype = _info0_dtype(step, state, problem)
+    return _carry0(state, dtype)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _chunk_jit(carry, ts, problem, eval_set, divergence_factor, *, step, num_steps, metric, eval_every,
+               callback=None, callback_every=1):
+    info0, dtype = _info0_dtype(step, carry[0], problem)
+    body = _scan_body(problem, eval_set, divergence_factor, step=step, num_steps=num_steps, metric=metric,
+                      eval_every=eval_every, info0=info0, dtype=dtype, callback=callback,
+                      callback_every=callback_every)
+    return jax.lax.scan(body, carry, ts)
+
+
+class StepTimes:
+    """What :func:`time_steps` measured: one entry per :func:`run` inside its block.
+
+    Attributes:
+      chunks: the number of timed pieces a run is split into (at most).
+      runs: per run, a float numpy array of length ``num_steps``: seconds
+        from the start of the run to the end of step ``t``, measured at the
+        last step of each chunk, NaN inside a chunk (not measured).
+    """
+
+    def __init__(self, chunks: int):
+        self.chunks = int(chunks)
+        self.runs: list[np.ndarray] = []
+
+
+_TIMER: contextvars.ContextVar = contextvars.ContextVar("mfjax_solver_step_times", default=None)
+
+
+@contextlib.contextmanager
+def time_steps(chunks: int = 20):
+    """Measure the wall time of the steps of every :func:`run` (so of every solver alias) in the block.
+
+    Inside the block :func:`run` scans its steps in at most ``chunks``
+    compiled pieces of equal length and waits for each
+    (``jax.block_until_ready``), reading the clock at its end; the steps
+    and the result are those of an untimed run (one host synchronisation
+    per chunk, nothing inside a chunk changes).  With ``chunks >= num_steps``
+    every step is timed.
+
+    Example::
+
+        with mfjax.solvers.time_steps(chunks=20) as clock:
+            res = mfjax.solvers.als(train, 5, l2=1.0, num_steps=10)
+        clock.runs[-1]          # seconds after sweeps 1..10
+
+    Yields:
+      a :class:`StepTimes` filled as the runs finish.
+    """
+    if int(chunks) < 1:
+        raise ValueError(f"chunks must be >= 1, got {chunks}")
+    timer = StepTimes(chunks)
+    token = _TIMER.set(timer)
+    try:
+        yield timer
+    finally:
+        _TIMER.reset(token)
+
+
+def _run_timed(timer: StepTimes, state, problem, eval_set, factor, *, step, num_steps, metric, eval_every,
+               callback=None, callback_every=1):
+    length = -(-num_steps // timer.chunks)
+    static = dict(step=step, num_steps=num_steps, metric=metric, eval_every=eval_every, callback=callback,
+                  callback_every=callback_every)
+    seconds = np.full(num_steps, np.nan)
+    t0 = time.perf_counter()
+    carry = _start_jit(state, problem, step=step)
+    pieces = []
+    for s in range(0, num_steps, length):
+        carry, out = _chunk_jit(carry, jnp.arange(s, s + length, dtype=jnp.int32), problem, eval_set, factor,
+                                **static)
+        jax.block_until_ready((carry, out))
+        k = min(length, num_steps - s)
+        seconds[s + k - 1] = time.perf_counter() - t0
+        pieces.append(jax.tree_util.tree_map(lambda x, k=k: np.asarray(x)[:k], out))  # host copies
+    outputs = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)), *pieces)
+    timer.runs.append(seconds)
+    return _finish(carry, outputs)
 
 
 def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_every: int = 1,
@@ -247,9 +361,13 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
     factor = float("inf") if divergence_factor is None else float(divergence_factor)
     if not factor > 1.0:
         raise ValueError(f"divergence_factor must be > 1 (or None), got {divergence_factor!r}")
+    extra = dict(callback=callback, callback_every=check_callback_every(callback, callback_every))
+    timer = _TIMER.get()
+    if timer is not None:  # inside ``time_steps``: the same steps in timed chunks
+        return _run_timed(timer, state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
+                          metric=metric, eval_every=int(eval_every), **extra)
     return _run_jit(state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
-                    metric=metric, eval_every=int(eval_every), callback=callback,
-                    callback_every=check_callback_every(callback, callback_every))
+                    metric=metric, eval_every=int(eval_every), **extra)
 
 
 def check_ratings(r: Ratings, what: str) -> np.ndarray:
