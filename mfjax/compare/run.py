@@ -40,7 +40,7 @@ from mfjax.store import ResultStore
 
 _LOG = logging.getLogger("mfjax")
 
-__all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
+__all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
 
 
 # --------------------------------------------------------------- registries
@@ -134,6 +134,25 @@ TIME_CHUNKS = 20
 
 # --------------------------------------------------------------------- runs
 def _optimizer(spec: RunSpec, problem: Problem):
+    # on a mesh the data-dependent rules read the (sharded) objective from the loss arguments
+    return build_optimizer(spec, problem.train, problem.l2, problem.scale, sharded=problem.mesh is not None)
+
+
+def build_optimizer(spec: RunSpec, train, l2: float, scale: str = "sum", *, sharded: bool = False):
+    """The optax transformation of an optimizer run (direction rule chained with its step rule).
+
+    Args:
+      spec: a :class:`RunSpec` (``parse_run("gd+armijo")``); ``optax:lbfgs`` /
+        ``optax:adam`` are the optax baselines.
+      train: the training :class:`~mfjax.data.Ratings` (the data-dependent
+        rules, Gauss-Newton directions and ``exact_mf``, read it).
+      l2, scale: the objective's ``lambda`` and scaling.
+      sharded: the objective is sharded: data-dependent rules read it from the
+        loss arguments instead of ``train``.
+
+    Raises:
+      ValueError: an unknown direction rule, step rule or optax baseline (the message lists the known ones).
+    """
     import optax
 
     from mfjax import linesearch, optim
@@ -150,22 +169,21 @@ def _optimizer(spec: RunSpec, problem: Problem):
         raise ValueError(f"unknown direction rule {spec.direction!r}; known: {known}")
     if spec.step not in linesearch.REGISTRY:
         raise ValueError(f"unknown step rule {spec.step!r}; known: {sorted(linesearch.REGISTRY)}")
-    # on a mesh the data-dependent rules read the (sharded) objective from the loss arguments
-    data = None if problem.mesh is not None else problem.train.device_put()
+    data = None if sharded else train.device_put()
     if spec.direction in DATA_DIRECTIONS:
-        direction = DATA_DIRECTIONS[spec.direction](data, problem.l2, problem.scale)
+        direction = DATA_DIRECTIONS[spec.direction](data, l2, scale)
     else:
         direction = optim.REGISTRY[spec.direction]()
     if spec.step_options:  # explicit settings: call the rule's constructor
         options = dict(spec.step_options)
         if spec.step == "exact_mf":
-            step = linesearch.exact_mf(data, problem.l2, scale=problem.scale, **options)
+            step = linesearch.exact_mf(data, l2, scale=scale, **options)
         else:
             step = getattr(linesearch, spec.step)(**options)
     elif spec.step == "exact_mf" and data is None:
         step = linesearch.exact_mf()
     else:  # registry defaults; factories take the problem (only ``exact_mf`` uses it)
-        step = linesearch.REGISTRY[spec.step](data, problem.l2, problem.scale)
+        step = linesearch.REGISTRY[spec.step](data, l2, scale)
     return optax.chain(direction, step)
 
 
