@@ -15,11 +15,13 @@ Public API (explicit; each submodule lists its own ``__all__``):
 - :mod:`mfjax.solvers`     ALS, SGD, NMF, SVD, row-wise vector descent
 - :mod:`mfjax.models`      DMF / DMF-D (Flax; imported on first use)
 - :mod:`mfjax.compare`     optimizer comparisons (the CLI's main job)
+- :mod:`mfjax.estimator`   ``Recommender``: fit / predict / recommend / test / save / load over every model
+- :mod:`mfjax.selection`   ``cross_validate``, ``grid_search``, ``random_search`` (resumable)
 
 Layers (imports point down only; checked by ``tests/test_layers.py``)::
 
     data, store -> core -> objective, losses -> metrics, eval -> linesearch, optim
-    -> loop -> solvers -> models -> compare, cli
+    -> loop -> solvers -> models -> compare, cli, estimator, selection
 
 Example::
 
@@ -55,6 +57,8 @@ __all__ = [
     "solvers",
     "models",
     "compare",
+    "estimator",
+    "selection",
     "Factors",
     "init_factors",
     "fit",
@@ -64,7 +68,7 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"models", "compare"}  # flax / matplotlib-using modules load on first use
+_LAZY = {"models", "compare", "estimator", "selection"}  # flax / matplotlib-using modules load on first use
 
 
 def __getattr__(name):

@@ -288,8 +288,8 @@ class Recommender:
             raise ValueError(f"rank {rank} exceeds min(m, n) = {min(train.shape)} of the training ratings "
                              f"{train.shape}")
         m, n = train.shape
-        row_ids = train.row_ids if train.row_ids is not None else IdMap(np.arange(m))
-        col_ids = train.col_ids if train.col_ids is not None else IdMap(np.arange(n))
+        row_ids = IdMap(_ids(train.row_ids.original, "user ids")) if train.row_ids is not None else IdMap(np.arange(m))
+        col_ids = IdMap(_ids(train.col_ids.original, "item ids")) if train.col_ids is not None else IdMap(np.arange(n))
         params = _FITTERS[_kind(self.config["model"])](self.config, train)
         values = np.asarray(train.values, np.float64)
         rows, cols = np.asarray(train.rows), np.asarray(train.cols)
@@ -639,10 +639,16 @@ def _raw_triplets(data, user, item, rating):
 
 
 def _ids(ids, what: str) -> np.ndarray:
-    a = np.asarray(ids)
-    if a.dtype == object:
-        a = np.asarray(a.tolist())
-    a = a.reshape(-1)
+    """Raw ids as a 1-d array: numbers or strings as such; a mix stays an object array (each id as given)."""
+    if isinstance(ids, np.ndarray) and ids.dtype != object:
+        a = ids.reshape(-1)
+    else:
+        a = np.empty(np.size(ids, None) if not np.isscalar(ids) else 1, dtype=object)
+        a[:] = [ids] if np.isscalar(ids) else list(np.asarray(ids, dtype=object).reshape(-1))
+        vals = a.tolist()
+        if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in vals) or \
+                all(isinstance(v, str) for v in vals):
+            a = np.asarray(vals)
     if a.size == 0:
         raise ValueError(f"no {what} given")
     return a
@@ -651,6 +657,10 @@ def _ids(ids, what: str) -> np.ndarray:
 def _lookup(id_map: IdMap, ids: np.ndarray):
     """``(index, known)``; ids of another type than the map's are unknown."""
     kinds = {id_map.original.dtype.kind, ids.dtype.kind}
+    if ids.dtype == object:  # a mix of types: one id at a time
+        table = {v: i for i, v in enumerate(id_map.original.tolist())}
+        index = np.asarray([table.get(v, -1) for v in ids.tolist()], np.int64)
+        return index, index >= 0
     if len(kinds) > 1 and not kinds <= set("iuf"):
         return np.full(ids.shape, -1, np.int64), np.zeros(ids.shape, bool)
     return id_map.lookup(ids)

@@ -17,7 +17,8 @@ of a lower layer; peers of one layer only in the direction listed in
     5  loop
     6  solvers
     7  models
-    8  compare, cli, __main__                   cli -> compare, __main__ -> cli
+    8  compare, cli, __main__,                  cli -> compare, __main__ -> cli,
+       estimator, selection                     estimator -> compare, selection -> estimator
     9  mfjax (the package root re-exports everything; nothing inside imports it)
 
 ``store`` sits at the bottom, beside ``data``: atomic result files and the
@@ -45,12 +46,13 @@ LAYERS = {
     "loop": 5,
     "solvers": 6,
     "models": 7,
-    "compare": 8, "cli": 8, "__main__": 8,
+    "compare": 8, "cli": 8, "__main__": 8, "estimator": 8, "selection": 8,
     "": 9,  # the package root, mfjax/__init__.py
 }
 # allowed imports between different packages of one layer: (importer, imported)
 PEERS = {("data", "store"), ("data", "_io"), ("_io", "store"), ("losses", "objective"),
-         ("optim", "linesearch"), ("cli", "compare"), ("__main__", "cli")}
+         ("optim", "linesearch"), ("cli", "compare"), ("__main__", "cli"),
+         ("estimator", "compare"), ("selection", "estimator")}
 
 
 # ------------------------------------------------------------------ parsing
