@@ -30,6 +30,7 @@ True
 
 from mfjax.objective.curvature import (
     NORMAL_EQUATIONS_CHUNK,
+    cg_solve_rows,
     gauss_newton_blocks,
     gauss_newton_diagonal,
     normal_equations,
@@ -51,7 +52,7 @@ from mfjax.objective.formulas import (
 )
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
                                      check_factors, mf_objective, row_counts)
-from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows
+from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows, solve_rows_cg
 from mfjax.objective.sharded import (
     entry_map,
     process_row_block,
@@ -96,6 +97,7 @@ __all__ = [
     "grad_from_products",
     "normal_equations",
     "solve_ridge_rows",
+    "cg_solve_rows",
     "gauss_newton_diagonal",
     "gauss_newton_blocks",
     "ridge_weights",
@@ -103,6 +105,7 @@ __all__ = [
     "GramLayout",
     "build_gram_layout",
     "solve_rows",
+    "solve_rows_cg",
     "shard_objective",
     "shard_local_objective",
     "process_row_block",
