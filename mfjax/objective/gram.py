@@ -234,7 +234,7 @@ def solve_rows_cg(layout: GramLayout, F, y, w, ridge, X0, num_rows: int, steps: 
         x0 = jnp.take(X0, out_rows, axis=0, mode="fill", fill_value=0)
 
         def data(P, yk):  # sum over the row's slots of w (y - g . p) g
-            e = wk * (yk - jnp.sum(G * P[seg_row][:, None, :], axis=-1))
+            e = wk * (yk - jnp.einsum("plk,pk->pl", G, P[seg_row]))
             return jax.ops.segment_sum(jnp.einsum("plk,pl->pk", G, e), seg_row, num_segments=R,
                                        indices_are_sorted=True)
 
