@@ -48,6 +48,7 @@ from mfjax.objective.formulas import (
     penalty_grad,
     sum_sq_residuals,
     value,
+    value_from_sse,
     value_and_grad,
 )
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
@@ -83,6 +84,7 @@ __all__ = [
     "row_counts",
     "SCALES",
     "value",
+    "value_from_sse",
     "value_and_grad",
     "hyperparameters_valid",
     "grad",

@@ -77,11 +77,12 @@ from mfjax.core.factors import BiasedFactors, Factors, init_biased_factors, init
 from mfjax.data.ratings import Ratings
 from mfjax.objective import MFObjective, mf_objective
 from mfjax.objective.curvature import NORMAL_EQUATIONS_CHUNK, cg_solve_rows
+from mfjax.objective.gram import CG_CHUNK_ENTRIES
 from mfjax.objective.curvature import normal_equations as _normal_equations
 from mfjax.objective.curvature import solve_ridge_rows
 from mfjax.solvers import _args
 from mfjax.solvers._args import UNSET
-from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_sweep, shard_als_problem
+from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_step, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
 __all__ = [
@@ -302,8 +303,8 @@ def _sweep_step(chunk_size: int, method: str = "cholesky", cg_steps: int = CG_ST
 
     def step(state: ALSState, problem):
         if isinstance(problem, ALSProblem):  # the Gram-layout fast path (same systems)
-            p = gram_sweep(state.params, problem, cg_steps=steps)
-            return ALSState(p), ALSInfo(_objective.value(problem.objective, p))
+            p, loss = gram_step(state.params, problem, cg_steps=steps)
+            return ALSState(p), ALSInfo(loss)
         s = problem.data_weight
         p = als_sweep(state.params, problem, problem.l2 / s, l2_bias=problem.l2_bias / s,
                       weighted_l2=problem.row_weights is not None, chunk_size=chunk_size,
@@ -465,10 +466,11 @@ def als(
     dtype = _args.float_dtype(train)
     params = _initial_params(train, rank, biases, init, key, dtype)
     problem = als_objective(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
+    layout = {} if method == "cholesky" else {"chunk_entries": CG_CHUNK_ENTRIES}  # CG: cache-sized chunks
     if mesh is not None:
-        problem = shard_als_problem(problem, mesh)
+        problem = shard_als_problem(problem, mesh, **layout)
     elif gram:
-        problem = als_problem(problem)
+        problem = als_problem(problem, **layout)
     solver = als_solver(chunk_size=int(chunk_size), method=method, cg_steps=cg_steps)
     res = run(solver, problem, solver.init(params, problem),
               num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
