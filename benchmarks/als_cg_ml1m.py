@@ -24,6 +24,7 @@ import time
 import jax
 
 import mfjax as mf
+from mfjax.core.factors import init_biased_factors
 from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 from als_gram_ml1m import _gemm_rate  # noqa: E402
 
@@ -48,7 +49,7 @@ def main(argv=None):
     print("| rank | method | sweep (best) | first call | floor | sweep / floor | test RMSE after "
           f"{args.sweeps} sweeps |\n| --- | --- | --- | --- | --- | --- | --- |")
     for r in args.ranks:
-        p0 = mf.init_biased_factors(jax.random.key(0), train.shape, r, mean=train.mean())
+        p0 = init_biased_factors(jax.random.key(0), train.shape, r, mean=train.mean())
         runs = {}
         for meth, s in methods:
             solver = mf.solvers.als_solver(method=meth, cg_steps=s or 3)
