@@ -30,6 +30,7 @@ True
 
 from mfjax.objective.curvature import (
     NORMAL_EQUATIONS_CHUNK,
+    cg_solve_rows,
     gauss_newton_blocks,
     gauss_newton_diagonal,
     normal_equations,
@@ -47,11 +48,12 @@ from mfjax.objective.formulas import (
     penalty_grad,
     sum_sq_residuals,
     value,
+    value_from_sse,
     value_and_grad,
 )
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
                                      check_factors, mf_objective, row_counts)
-from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows
+from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows, solve_rows_cg
 from mfjax.objective.sharded import (
     entry_map,
     process_row_block,
@@ -82,6 +84,7 @@ __all__ = [
     "row_counts",
     "SCALES",
     "value",
+    "value_from_sse",
     "value_and_grad",
     "hyperparameters_valid",
     "grad",
@@ -96,6 +99,7 @@ __all__ = [
     "grad_from_products",
     "normal_equations",
     "solve_ridge_rows",
+    "cg_solve_rows",
     "gauss_newton_diagonal",
     "gauss_newton_blocks",
     "ridge_weights",
@@ -103,6 +107,7 @@ __all__ = [
     "GramLayout",
     "build_gram_layout",
     "solve_rows",
+    "solve_rows_cg",
     "shard_objective",
     "shard_local_objective",
     "process_row_block",

@@ -38,6 +38,9 @@ __all__ = [
     "gauss_newton_diagonal",
     "gauss_newton_blocks",
     "ridge_weights",
+    "cg_ridge_rows",
+    "residual_rows",
+    "cg_solve_rows",
 ]
 
 #: Entries per chunk when scatter-adding outer products (memory: chunk x r^2).
@@ -118,6 +121,104 @@ def solve_ridge_rows(A, b, ridge, counts=None):
         lambda: jnp.where(bad[:, None], _pinv_solve(M, b), x),
         lambda: x,
     )
+
+
+def cg_ridge_rows(apply, x0, r0, steps: int):
+    r"""``steps`` conjugate-gradient steps on every row's SPD system ``M_i x_i = c_i`` at once.
+
+    Row ``i`` runs its own CG (Hestenes & Stiefel 1952) from ``x0_i`` with
+    residual ``r0_i = c_i - M_i x0_i``::
+
+        p = r;  repeat steps times:
+            q = M p,  alpha = r.r / p.q,  x += alpha p,  r -= alpha q,
+            beta = r_new.r_new / r.r,  p = r + beta p
+
+    (row-wise dot products).  Each step minimises the quadratic ``x^T M x / 2
+    - c^T x`` over ``x0 + span{r0, M r0, ...}``, so the row's objective never
+    increases, and after ``k`` steps a ``k x k`` system is solved exactly (in
+    exact arithmetic).  A row whose ``p.q`` or ``r.r`` is 0 (zero residual:
+    already solved, or an empty row with a zero ridge) takes step 0 and stays
+    finite.  ``steps`` is static: the loop is a :func:`jax.lax.fori_loop`.
+
+    Args:
+      apply: ``P (m, k) -> M P`` row by row (``M_i p_i``), never forming ``M_i``.
+      x0, r0: ``(m, k)`` start and its residual.
+      steps: number of CG steps (>= 0).
+    """
+    dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)  # noqa: E731
+
+    def safe_div(a, b):
+        ok = b > 0
+        return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
+
+    def body(_, carry):
+        x, r, p, rr = carry
+        q = apply(p)
+        alpha = safe_div(rr, dot(p, q))
+        x, r = x + alpha * p, r - alpha * q
+        rr_new = dot(r, r)
+        return x, r, r + safe_div(rr_new, rr) * p, rr_new
+
+    x, *_ = jax.lax.fori_loop(0, int(steps), body, (x0, r0, r0, dot(r0, r0)))
+    return x
+
+
+def residual_rows(obj: MFObjective, F, X, targets=None, *, chunk_size: int = NORMAL_EQUATIONS_CHUNK):
+    r"""``g_i = sum_k w_k (y_k - f_{j_k} . x_i) f_{j_k}`` for every row, and the counts ``n_i``.
+
+    The data part of row ``i``'s normal-equation residual, ``b_i - A_i x_i``,
+    over the entries (O(nnz k) work, chunked like :func:`normal_equations`;
+    ``A_i`` is never formed).  With ``targets = 0`` it is ``-A_i x_i``.
+
+    Returns:
+      ``(g (m, k), counts (m,))``.
+    """
+    y = jnp.zeros_like(obj.values) if targets is None else targets
+    return entry_map(lambda o, f, x, yy: _local_residual(o, f, x, yy, chunk_size), obj, F, X, local_in=y)
+
+
+def _local_residual(obj: MFObjective, F, X, y, chunk_size):
+    m, k = X.shape
+    r, c, yy, w = chunk_entries(obj.rows, obj.cols, jnp.asarray(y).astype(F.dtype),
+                                chunk_size=chunk_size, weights=obj.weights, dtype=F.dtype)
+
+    def body(acc, chunk):
+        rr, cc, yk, wk = chunk
+        f = F[cc]
+        e = wk * (yk - jnp.sum(f * X[rr], axis=-1))
+        g, n = acc
+        return (g + jax.ops.segment_sum(e[:, None] * f, rr, num_segments=m),
+                n + jax.ops.segment_sum(wk, rr, num_segments=m)), None
+
+    (g, n), _ = jax.lax.scan(body, (jnp.zeros((m, k), F.dtype), jnp.zeros((m,), F.dtype)), (r, c, yy, w))
+    return g, n
+
+
+def cg_solve_rows(obj: MFObjective, F, targets, ridge, X0, steps: int, *,
+                  chunk_size: int = NORMAL_EQUATIONS_CHUNK):
+    r"""``steps`` CG steps on ``(A_i + diag(ridge_i)) x_i = b_i`` for all rows, warm-started at ``X0``.
+
+    The systems of :func:`normal_equations` + :func:`solve_ridge_rows`, but
+    each matrix-vector product ``A_i p_i = sum_k w_k (f_{j_k} . p_i) f_{j_k}``
+    is taken over the entries (:func:`residual_rows`), so a step costs
+    O(nnz k) instead of the O(nnz k^2) of building ``A``.  Rows without
+    entries start (and stay) at 0, like the direct solve.
+
+    Args:
+      obj: the objective (rows index the systems); F: ``(n, k)`` features;
+      targets: ``(N,)`` ``y`` (``None``: the values); ridge: broadcastable to
+      ``(m, k)``; X0: ``(m, k)`` start; steps: CG steps (static).
+    """
+    m, k = X0.shape
+    ridge = jnp.broadcast_to(jnp.asarray(ridge, F.dtype), (m, k))
+    y = obj.values if targets is None else targets
+    g, n = residual_rows(obj, F, X0, y, chunk_size=chunk_size)
+    live = (n > 0)[:, None]
+    x0 = jnp.where(live, X0.astype(F.dtype), 0.0)
+    r0 = jnp.where(live, g - ridge * x0, 0.0)
+    zeros = jnp.zeros_like(y)
+    apply = lambda P: ridge * P - residual_rows(obj, F, P, zeros, chunk_size=chunk_size)[0]  # noqa: E731
+    return cg_ridge_rows(apply, x0, r0, steps)
 
 
 def ridge_weights(obj: MFObjective, dtype):

@@ -41,6 +41,7 @@ __all__ = [
     "sum_sq_residuals",
     "hyperparameters_valid",
     "value",
+    "value_from_sse",
     "value_and_grad",
     "grad",
     "loss",
@@ -156,7 +157,13 @@ def value(obj: MFObjective, params: Params) -> jax.Array:
     NaN when a traced ``l2`` / ``l2_bias`` is negative or non-finite
     (:func:`hyperparameters_valid`).
     """
-    return _guard(obj, obj.data_weight * sum_sq_residuals(obj, params) + penalty(obj, params))
+    return value_from_sse(obj, params, sum_sq_residuals(obj, params))
+
+
+def value_from_sse(obj: MFObjective, params: Params, sse) -> jax.Array:
+    """``f(params)`` given its unscaled data term ``sse = sum_k w_k (x_k - xhat_k)^2``
+    (computed elsewhere, e.g. by a solver that already holds the residuals)."""
+    return _guard(obj, obj.data_weight * sse + penalty(obj, params))
 
 
 def _data_value_and_grad(obj: MFObjective, params: Params):

@@ -37,14 +37,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfjax.objective.curvature import solve_ridge_rows
+from mfjax.objective.curvature import cg_ridge_rows, solve_ridge_rows
 
-__all__ = ["GramLayout", "build_gram_layout", "solve_rows"]
+__all__ = ["GramLayout", "build_gram_layout", "solve_rows", "solve_rows_cg"]
 
 #: Entries per segment (the inner dimension of the batched Gram products).
 SEGMENT = 64
 #: Entry slots per chunk of the scan (bounds the gathered ``(slots, r)`` block).
 CHUNK_ENTRIES = 1 << 19
+#: Entry slots per chunk for the CG solves (:func:`solve_rows_cg`): the gathered block of
+#: a chunk is re-read ``2 steps + 2`` times, so it should fit in cache (4 MB at ``r = 64``).
+CG_CHUNK_ENTRIES = 1 << 14
 
 
 class GramLayout(NamedTuple):
@@ -144,6 +147,19 @@ def build_gram_layout(rows, cols, num_rows: int, *, segment: int = SEGMENT,
                       jnp.asarray(ecols), jnp.asarray(mask))
 
 
+def _gather(chunk, F, w):
+    """A chunk's gathered features ``G (P, L, k)`` and slot weights ``(P, L)`` (0 on padding)."""
+    _, _, entry, cols, mask = chunk
+    return F[cols], w[entry] * mask.astype(F.dtype)
+
+
+def _prepare(F, y, w, ridge, num_rows: int):
+    m, k = int(num_rows), F.shape[1]
+    dt = F.dtype
+    return (jnp.broadcast_to(jnp.asarray(ridge, dt), (m, k)), jnp.asarray(y).astype(dt),
+            jnp.asarray(w).astype(dt))
+
+
 def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
     r"""``x_i = (A_i + diag(ridge_i))^{-1} b_i`` for every row, chunk by chunk.
 
@@ -164,14 +180,12 @@ def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
     """
     m, k = int(num_rows), F.shape[1]
     dt = F.dtype
-    ridge = jnp.broadcast_to(jnp.asarray(ridge, dt), (m, k))
-    y, w = jnp.asarray(y).astype(dt), jnp.asarray(w).astype(dt)
+    ridge, y, w = _prepare(F, y, w, ridge, m)
 
     def body(X, chunk):
         out_rows, seg_row, entry, cols, mask = chunk
         R = out_rows.shape[0]
-        wk = w[entry] * mask.astype(dt)                      # (P, L)
-        G = F[cols]                                          # (P, L, k)
+        G, wk = _gather(chunk, F, w)
         Gw = G * wk[..., None]
         A = jnp.einsum("plk,plj->pkj", Gw, G)                # a Gram matrix per segment
         b = jnp.einsum("plk,pl->pk", Gw, y[entry])
@@ -185,3 +199,63 @@ def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
 
     X, _ = jax.lax.scan(body, jnp.zeros((m, k), dt), tuple(layout))
     return X
+
+
+def solve_rows_cg(layout: GramLayout, F, y, w, ridge, X0, num_rows: int, steps: int, *,
+                  return_sse: bool = False):
+    r"""``steps`` conjugate-gradient steps on every row's system of :func:`solve_rows`, from ``X0``.
+
+    The Gram matrices are never formed (Takacs, Pilaszy & Tikk 2011): with a
+    chunk's features gathered once into segments ``G (P, L, k)``, a
+    matrix-vector product ``(A_i + diag(ridge_i)) p_i`` is two batched
+    products over the row's segments, ``q = w o (G p)`` (per slot) and
+    ``G^T q`` summed over the row's segments, plus ``ridge_i o p_i``:
+    ``4 nnz k`` flops a step instead of the ``2 nnz k^2`` of the Gram
+    products.  The starting residual ``b_i - A_i x0_i = sum_k w_k (y_k -
+    f_{j_k} . x0_i) f_{j_k} - ridge_i o x0_i`` is one more such product
+    (``b`` is never formed).  The CG iteration itself is
+    :func:`~mfjax.objective.curvature.cg_ridge_rows`; ``steps = k`` solves
+    the systems exactly in exact arithmetic.  All CG steps of a chunk run on
+    its gathered block, so with small chunks (``chunk_entries = 16384``:
+    4 MB at ``k = 64``) the ``2 steps + 2`` passes over it stay in cache.
+
+    Args:
+      layout, F, y, w, ridge, num_rows: as in :func:`solve_rows`.
+      X0: ``(m, k)`` warm start (the current factor rows).
+      steps: number of CG steps (static).
+      return_sse: also return ``sum_k w_k (y_k - f_{j_k} . x_i)^2`` at the
+        solution (one more product per chunk; the data term of the objective
+        after the half sweep, without another pass over the entries).
+
+    Returns:
+      ``X (m, k)`` (rows without entries are 0), or ``(X, sse)``.
+    """
+    m, k = int(num_rows), F.shape[1]
+    dt = F.dtype
+    ridge, y, w = _prepare(F, y, w, ridge, m)
+    X0 = jnp.asarray(X0, dt)
+
+    def body(carry, chunk):
+        X, sse = carry
+        out_rows, seg_row, entry = chunk[:3]
+        R = out_rows.shape[0]
+        G, wk = _gather(chunk, F, w)
+        rid = jnp.take(ridge, out_rows, axis=0, mode="clip")
+        x0 = jnp.take(X0, out_rows, axis=0, mode="fill", fill_value=0)
+        yk = y[entry]
+        resid = lambda P, yk: yk - jnp.einsum("plk,pk->pl", G, P[seg_row])  # noqa: E731
+
+        def data(P, yk):  # sum over the row's slots of w (y - g . p) g
+            return jax.ops.segment_sum(jnp.einsum("plk,pl->pk", G, wk * resid(P, yk)), seg_row,
+                                       num_segments=R, indices_are_sorted=True)
+
+        r0 = data(x0, yk) - rid * x0
+        zero = jnp.zeros_like(wk)
+        x = cg_ridge_rows(lambda P: rid * P - data(P, zero), x0, r0, steps)
+        if return_sse:
+            e = resid(x, yk)
+            sse = sse + jnp.sum(wk * e * e)
+        return (X.at[out_rows].set(x, mode="drop"), sse), None
+
+    (X, sse), _ = jax.lax.scan(body, (jnp.zeros((m, k), dt), jnp.zeros((), dt)), tuple(layout))
+    return (X, sse) if return_sse else X

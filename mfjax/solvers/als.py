@@ -42,7 +42,16 @@ eigendecomposition pseudo-inverse, i.e. the minimum-norm least-squares
 solution (what ``numpy.linalg.lstsq`` returns); this costs one batched
 ``eigh`` per half sweep.  No NaN leaves the solver.
 
-Each half sweep minimises the objective exactly in one block, so the
+Conjugate-gradient ALS (``method="cg"``).  Instead of the exact solve,
+each row takes ``cg_steps`` CG steps on the same system warm-started at the
+current ``u_i`` (Takacs, Pilaszy & Tikk 2011; Pilaszy, Zibriczky & Tikk
+2010); each matrix-vector product ``(V_O^T V_O + l2 w_i I) p = V_O^T (V_O p)
++ l2 w_i p`` is taken over the entries, ``4 nnz r`` flops a step per side,
+and the Gram matrices are never formed.  Each CG step lowers the row's
+quadratic, so the objective still never increases over sweeps; ``cg_steps
+= r`` (``r + 1`` biased) is the exact solve in exact arithmetic.
+
+Each exact half sweep minimises the objective in one block, so the
 training loss never increases (up to round-off).  The whole run
 (the training loss and the held-out RMSE after each sweep)
 is one jit-compiled ``lax.scan`` of :func:`als_solver`'s step driven by
@@ -60,6 +69,11 @@ References:
 
   Koren, Y., Bell, R., Volinsky, C. "Matrix factorization techniques for
   recommender systems", IEEE Computer 42(8), 2009 (biases).
+
+  Takacs, G., Pilaszy, I., Tikk, D. "Applications of the conjugate gradient
+  method for implicit feedback collaborative filtering", RecSys 2011;
+  Pilaszy, I., Zibriczky, D., Tikk, D. "Fast ALS-based tensor factorization
+  for context-aware recommendation from implicit feedback", RecSys 2010.
 """
 
 from __future__ import annotations
@@ -69,18 +83,20 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mfjax import objective as _objective
 from mfjax.core import check_l2, check_not_all_zero
 from mfjax.core.factors import BiasedFactors, Factors, init_biased_factors, init_factors, swap_factors
 from mfjax.data.ratings import Ratings
 from mfjax.objective import MFObjective, mf_objective
-from mfjax.objective.curvature import NORMAL_EQUATIONS_CHUNK
+from mfjax.objective.curvature import NORMAL_EQUATIONS_CHUNK, cg_solve_rows
+from mfjax.objective.gram import CG_CHUNK_ENTRIES
 from mfjax.objective.curvature import normal_equations as _normal_equations
 from mfjax.objective.curvature import solve_ridge_rows
 from mfjax.solvers import _args
 from mfjax.solvers._args import UNSET
-from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_sweep, shard_als_problem
+from mfjax.solvers.als_gram import ALSProblem, als_problem, gram_step, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 
 __all__ = [
@@ -91,12 +107,32 @@ __all__ = [
     "als_sweep",
     "normal_equations",
     "solve_ridge_rows",
+    "METHODS",
+    "check_method",
 ]
 
 Params = Union[Factors, BiasedFactors]
 
 #: Entries per chunk when scatter-adding the outer products (memory: chunk x r^2).
 CHUNK_SIZE = NORMAL_EQUATIONS_CHUNK
+
+#: How a half sweep solves the rows' normal equations.
+METHODS = ("cholesky", "cg")
+#: Default number of conjugate-gradient steps per row and half sweep (``method="cg"``).
+CG_STEPS = 3
+
+
+def check_method(method, cg_steps=CG_STEPS):
+    """Validate ``method`` / ``cg_steps``; return the CG steps (``None`` for ``"cholesky"``).
+
+    Raises:
+      ValueError: ``method`` not in :data:`METHODS`, or ``cg_steps`` not an integer >= 1.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(cg_steps, bool) or not isinstance(cg_steps, (int, np.integer)) or cg_steps < 1:
+        raise ValueError(f"cg_steps must be an integer >= 1, got {cg_steps!r}")
+    return int(cg_steps) if method == "cg" else None
 
 
 # ------------------------------------------------------------ building blocks
@@ -157,42 +193,66 @@ def als_half_sweep(V, ratings: Ratings, l2=0.0, *, weighted_l2: bool = False,
 _swap = swap_factors
 
 
+def _solve_rows(F, ratings, y, ridge_diag, weighted_l2, x0, cg_steps, chunk_size):
+    """The rows' systems with features ``F`` and targets ``y``: Cholesky, or CG from ``x0``."""
+    obj = ratings if isinstance(ratings, MFObjective) else mf_objective(ratings, dtype=F.dtype)
+    if cg_steps is None:
+        A, b, n = normal_equations(F, obj, y, chunk_size=chunk_size)
+        return solve_ridge_rows(A, b, ridge_diag * _ridge_scale(obj, n, weighted_l2), n)
+    n = _objective.row_counts(obj)[0].astype(F.dtype) if weighted_l2 else None
+    ridge = ridge_diag * _ridge_scale(obj, n, weighted_l2)
+    return cg_solve_rows(obj, F, y, ridge, x0, cg_steps, chunk_size=chunk_size)
+
+
 def als_update_rows(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
-                    weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE) -> Params:
-    """Exact minimisation over the row block (``U``, and ``row_bias`` if biased).
+                    weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE,
+                    method: str = "cholesky", cg_steps: int = CG_STEPS) -> Params:
+    """Minimisation over the row block (``U``, and ``row_bias`` if biased).
 
     For :class:`BiasedFactors` the systems are in ``[u_i, b_i]`` with features
     ``[v_j, 1]``, targets ``x_ij - mean - c_j`` and ridge
-    ``diag(l2, ..., l2, l2_bias) w_i``.
+    ``diag(l2, ..., l2, l2_bias) w_i``.  ``method="cholesky"`` solves them
+    exactly; ``method="cg"`` takes ``cg_steps`` conjugate-gradient steps per
+    row from the current ``[u_i, b_i]`` (module docstring), which lowers the
+    objective without reaching the block minimum unless ``cg_steps`` is the
+    system size.
     """
     _check_l2(l2)
     if l2_bias is not None:
         _check_l2(l2_bias, "l2_bias")
-    if not isinstance(params, BiasedFactors):
-        return Factors(als_half_sweep(params.V, ratings, l2, weighted_l2=weighted_l2,
-                                      chunk_size=chunk_size), params.V)
-    lb = l2 if l2_bias is None else l2_bias
+    steps = check_method(method, cg_steps)
     V = params.V
+    if not isinstance(params, BiasedFactors):
+        if steps is None:
+            return Factors(als_half_sweep(V, ratings, l2, weighted_l2=weighted_l2,
+                                          chunk_size=chunk_size), V)
+        y = jnp.asarray(ratings.values).astype(V.dtype)
+        return Factors(_solve_rows(V, ratings, y, jnp.asarray(l2, V.dtype), weighted_l2, params.U, steps,
+                                   chunk_size), V)
+    lb = l2 if l2_bias is None else l2_bias
     F = jnp.concatenate([V, jnp.ones((V.shape[0], 1), V.dtype)], axis=1)
     y = jnp.asarray(ratings.values).astype(V.dtype) - params.mean - params.col_bias[ratings.cols]
-    A, b, n = normal_equations(F, ratings, y, chunk_size=chunk_size)
     diag = jnp.concatenate([jnp.full((V.shape[1],), l2, V.dtype), jnp.full((1,), lb, V.dtype)])
-    ridge = diag[None, :] * _ridge_scale(ratings, n, weighted_l2)
-    sol = solve_ridge_rows(A, b, ridge, n)
+    x0 = jnp.concatenate([params.U, params.row_bias[:, None].astype(V.dtype)], axis=1)
+    sol = _solve_rows(F, ratings, y, diag[None, :], weighted_l2, x0, steps, chunk_size)
     return BiasedFactors(sol[:, :-1], V, sol[:, -1], params.col_bias, params.mean)
 
 
 def als_update_cols(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
-                    weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE) -> Params:
-    """Exact minimisation over the column block: :func:`als_update_rows` on ``ratings.T``."""
+                    weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE,
+                    method: str = "cholesky", cg_steps: int = CG_STEPS) -> Params:
+    """Minimisation over the column block: :func:`als_update_rows` on ``ratings.T``."""
     return _swap(als_update_rows(_swap(params), ratings.T, l2, l2_bias=l2_bias,
-                                 weighted_l2=weighted_l2, chunk_size=chunk_size))
+                                 weighted_l2=weighted_l2, chunk_size=chunk_size,
+                                 method=method, cg_steps=cg_steps))
 
 
 def als_sweep(params: Params, ratings: Ratings, l2=0.0, *, l2_bias=None,
-              weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE) -> Params:
-    """One ALS sweep: rows (``U``) then columns (``V``)."""
-    kw = dict(l2_bias=l2_bias, weighted_l2=weighted_l2, chunk_size=chunk_size)
+              weighted_l2: bool = False, chunk_size: int = CHUNK_SIZE,
+              method: str = "cholesky", cg_steps: int = CG_STEPS) -> Params:
+    """One ALS sweep: rows (``U``) then columns (``V``) (exact, or CG: :func:`als_update_rows`)."""
+    kw = dict(l2_bias=l2_bias, weighted_l2=weighted_l2, chunk_size=chunk_size, method=method,
+              cg_steps=cg_steps)
     params = als_update_rows(params, ratings, l2, **kw)
     return als_update_cols(params, ratings, l2, **kw)
 
@@ -251,22 +311,24 @@ def _als_init(params, problem=None, key=None) -> ALSState:
 
 
 @functools.lru_cache(maxsize=None)
-def _sweep_step(chunk_size: int):
+def _sweep_step(chunk_size: int, method: str = "cholesky", cg_steps: int = CG_STEPS):
     """The cached ``step`` of :func:`als_solver` (equal settings: the same function, no recompile)."""
+    steps = check_method(method, cg_steps)
 
     def step(state: ALSState, problem):
         if isinstance(problem, ALSProblem):  # the Gram-layout fast path (same systems)
-            p = gram_sweep(state.params, problem)
-            return ALSState(p), ALSInfo(_objective.value(problem.objective, p))
+            p, loss = gram_step(state.params, problem, cg_steps=steps)
+            return ALSState(p), ALSInfo(loss)
         s = problem.data_weight
         p = als_sweep(state.params, problem, problem.l2 / s, l2_bias=problem.l2_bias / s,
-                      weighted_l2=problem.row_weights is not None, chunk_size=chunk_size)
+                      weighted_l2=problem.row_weights is not None, chunk_size=chunk_size,
+                      method=method, cg_steps=cg_steps)
         return ALSState(p), ALSInfo(_objective.value(problem, p))
 
     return step
 
 
-def als_solver(*, chunk_size: int = CHUNK_SIZE) -> Solver:
+def als_solver(*, chunk_size: int = CHUNK_SIZE, method: str = "cholesky", cg_steps: int = CG_STEPS) -> Solver:
     r"""ALS as a :class:`~mfjax.solvers.base.Solver`: one step is one sweep (rows, then columns).
 
     The problem is an :class:`~mfjax.objective.MFObjective` (build it with
@@ -280,14 +342,24 @@ def als_solver(*, chunk_size: int = CHUNK_SIZE) -> Solver:
     the counts.  Every number of the problem is traced, so a second ``l2``
     or fold of the same shape reuses the compiled run.
 
+    With ``method="cg"`` each half sweep takes ``cg_steps`` conjugate-gradient
+    steps per row from the current factors instead of the exact solve (module
+    docstring): O(nnz r) a step, the training objective still never increases.
+
     Args:
       chunk_size: entries per chunk when building the normal equations (static).
+      method: ``"cholesky"`` (exact) or ``"cg"`` (static).
+      cg_steps: CG steps per row and half sweep with ``method="cg"`` (static, >= 1).
 
     Returns:
       ``Solver(init, step)``: ``init(params, problem, key=None) -> ALSState``
       (``key`` unused), ``step(state, problem) -> (ALSState, ALSInfo)``.
+
+    Raises:
+      ValueError: an unknown ``method`` or ``cg_steps < 1``.
     """
-    return Solver(_als_init, _sweep_step(int(chunk_size)))
+    check_method(method, cg_steps)
+    return Solver(_als_init, _sweep_step(int(chunk_size), method, int(cg_steps)))
 
 
 def _initial_params(train, rank, biases, init, key, dtype):
@@ -325,6 +397,8 @@ def als(
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
     callback=None,
     callback_every: int = 1,
+    method: str = "cholesky",
+    cg_steps: int = CG_STEPS,
 ) -> SolverResult:
     """Alternating least squares on the observed entries (see the module docstring).
 
@@ -361,6 +435,11 @@ def als(
         per-entry outer products.
       mesh: a :class:`jax.sharding.Mesh`: each device solves its own rows
         (:func:`~mfjax.solvers.als_gram.shard_als_problem`; implies ``gram``).
+      method: ``"cholesky"`` (default): each half sweep solves the rows'
+        normal equations exactly; ``"cg"``: ``cg_steps`` conjugate-gradient
+        steps per row, warm-started at the current factors, never forming
+        the Gram matrices (module docstring; Takacs et al. 2011).
+      cg_steps: CG steps per row and half sweep (``method="cg"``; >= 1).
       num_sweeps, eval: deprecated aliases of ``num_steps``, ``eval_set``
         (``l2`` and ``num_sweeps`` by position too).
 
@@ -373,7 +452,8 @@ def als(
 
     Raises:
       ValueError: rank out of range, ``l2 < 0`` / non-finite, ``num_steps < 1``,
-        non-finite ratings, ``eval_set`` of another shape.
+        non-finite ratings, ``eval_set`` of another shape, an unknown
+        ``method``, ``cg_steps < 1``.
       FloatingPointError: a sweep produced non-finite factors.
 
     Example::
@@ -394,16 +474,18 @@ def als(
     rank = _args.check_rank(rank, train.shape)
     _check_l2(l2)
     _check_l2(l2_bias, "l2_bias")
+    check_method(method, cg_steps)
     num_steps = _args.check_num_steps(num_steps, "num_sweeps")
     _args.check_eval_set(eval_set, train)
     dtype = _args.float_dtype(train)
     params = _initial_params(train, rank, biases, init, key, dtype)
     problem = als_objective(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
+    layout = {} if method == "cholesky" else {"chunk_entries": CG_CHUNK_ENTRIES}  # CG: cache-sized chunks
     if mesh is not None:
-        problem = shard_als_problem(problem, mesh)
+        problem = shard_als_problem(problem, mesh, **layout)
     elif gram:
-        problem = als_problem(problem)
-    solver = als_solver(chunk_size=int(chunk_size))
+        problem = als_problem(problem, **layout)
+    solver = als_solver(chunk_size=int(chunk_size), method=method, cg_steps=cg_steps)
     res = run(solver, problem, solver.init(params, problem),
               num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
               eval_every=eval_every, metric=RMSE(None if clip is None else

@@ -33,11 +33,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mfjax import objective as _objective
 from mfjax.core.factors import BiasedFactors, Factors, swap_factors
 from mfjax.objective import MFObjective
-from mfjax.objective.gram import CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_layout, solve_rows
+from mfjax.objective.gram import CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_layout, solve_rows, solve_rows_cg
 
-__all__ = ["ALSProblem", "als_problem", "gram_sweep", "shard_als_problem"]
+__all__ = ["ALSProblem", "als_problem", "gram_sweep", "gram_step", "shard_als_problem"]
 
 Params = Union[Factors, BiasedFactors]
 
@@ -156,45 +157,81 @@ def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str |
     return ALSProblem(jax.device_put(obj, whole), place(base.rows, m), place(base.cols, n), mesh=mesh, axis=axis)
 
 
-def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int):
-    """:func:`~mfjax.objective.gram.solve_rows`, per device and summed when the problem is sharded."""
+def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int, x0, cg_steps: int | None,
+           sse: bool = False):
+    """The rows' solves (:func:`~mfjax.objective.gram.solve_rows`, or ``cg_steps`` CG steps from ``x0``
+    by :func:`~mfjax.objective.gram.solve_rows_cg`, with the data term when ``sse``), per device and
+    summed when the problem is sharded."""
+    def solve(layout, F, y, w, ridge, x0):
+        if cg_steps is None:
+            return solve_rows(layout, F, y, w, ridge, m)
+        return solve_rows_cg(layout, F, y, w, ridge, x0, m, cg_steps, return_sse=sse)
+
     if problem.mesh is None:
-        return solve_rows(layout, F, y, w, ridge, m)
+        return solve(layout, F, y, w, ridge, x0)
     ax = problem.axis
 
-    def local(layout, F, y, w, ridge):
-        return jax.lax.psum(solve_rows(layout, F, y, w, ridge, m), ax)
+    def local(*args):
+        return jax.lax.psum(solve(*args), ax)
 
     spec = GramLayout(*(P(ax),) * len(layout))
+    out = (P(), P()) if sse and cg_steps is not None else P()
     # check_vma=False: the scan's zero-initialised solution is a per-device partial result
-    return jax.shard_map(local, mesh=problem.mesh, in_specs=(spec, P(), P(), P(), P()), out_specs=P(),
-                         check_vma=False)(layout, F, y, w, ridge)
+    return jax.shard_map(local, mesh=problem.mesh, in_specs=(spec, P(), P(), P(), P(), P()), out_specs=out,
+                         check_vma=False)(layout, F, y, w, ridge, x0)
 
 
 def _ridge_scale(weights, m):
     return 1.0 if weights is None else weights[:, None]
 
 
-def _update_rows(params: Params, obj: MFObjective, layout: GramLayout, problem: ALSProblem) -> Params:
-    """Exact minimisation over ``U`` (and the row biases): the systems of ``als_update_rows``."""
+def _update_rows(params: Params, obj: MFObjective, layout: GramLayout, problem: ALSProblem,
+                 cg_steps: int | None, sse: bool = False):
+    """Minimisation over ``U`` (and the row biases): the systems of ``als_update_rows``
+    (exact, or ``cg_steps`` CG steps from the current rows).  Returns ``(params, sse)``:
+    ``sse`` is the data term after the update with CG when asked for, else ``None``."""
     s = obj.data_weight
     lam = (obj.l2 / s).astype(params.U.dtype)
     scale = _ridge_scale(obj.row_weights, obj.shape[0])
     m = obj.shape[0]
     V = params.V
+    want = sse and cg_steps is not None
+    split = (lambda out: out) if want else (lambda out: (out, None))  # noqa: E731
     if not isinstance(params, BiasedFactors):
-        U = _solve(problem, layout, V, obj.values, obj.weights, lam * scale, m)
-        return Factors(U.astype(params.U.dtype), V)
+        U, e = split(_solve(problem, layout, V, obj.values, obj.weights, lam * scale, m, params.U, cg_steps, sse))
+        return Factors(U.astype(params.U.dtype), V), e
     lb = (obj.l2_bias / s).astype(V.dtype)
     F = jnp.concatenate([V, jnp.ones((V.shape[0], 1), V.dtype)], axis=1)
     y = obj.values.astype(V.dtype) - params.mean - params.col_bias[obj.cols]
     diag = jnp.concatenate([jnp.full((V.shape[1],), lam, V.dtype), jnp.reshape(lb, (1,))])
-    sol = _solve(problem, layout, F, y, obj.weights, diag[None, :] * scale, m)
-    return BiasedFactors(sol[:, :-1], V, sol[:, -1], params.col_bias, params.mean)
+    x0 = jnp.concatenate([params.U, params.row_bias[:, None].astype(params.U.dtype)], axis=1)
+    sol, e = split(_solve(problem, layout, F, y, obj.weights, diag[None, :] * scale, m, x0, cg_steps, sse))
+    return BiasedFactors(sol[:, :-1], V, sol[:, -1], params.col_bias, params.mean), e
 
 
-def gram_sweep(params: Params, problem: ALSProblem) -> Params:
-    """One exact ALS sweep (rows, then columns) on an :class:`ALSProblem`."""
+def gram_step(params: Params, problem: ALSProblem, *, cg_steps: int | None = None):
+    """One ALS sweep (rows, then columns) on an :class:`ALSProblem` and the objective after it.
+
+    ``cg_steps=None``: exact (batched Cholesky); an integer: that many
+    conjugate-gradient steps per row, warm-started at the current factors
+    (:func:`~mfjax.objective.gram.solve_rows_cg`).  With CG the objective's
+    data term comes out of the column half's last residuals (no extra pass
+    over the entries); with Cholesky it is :func:`mfjax.objective.value`.
+
+    Returns:
+      ``(params, loss)``.
+    """
     obj = problem.objective
-    params = _update_rows(params, obj, problem.rows, problem)
-    return swap_factors(_update_rows(swap_factors(params), obj.T, problem.cols, problem))
+    params, _ = _update_rows(params, obj, problem.rows, problem, cg_steps)
+    flipped, sse = _update_rows(swap_factors(params), obj.T, problem.cols, problem, cg_steps, sse=True)
+    params = swap_factors(flipped)
+    if sse is None:
+        return params, _objective.value(obj, params)
+    return params, _objective.value_from_sse(obj, params, sse)
+
+
+def gram_sweep(params: Params, problem: ALSProblem, *, cg_steps: int | None = None) -> Params:
+    """One ALS sweep (rows, then columns) on an :class:`ALSProblem` (:func:`gram_step` without the loss)."""
+    obj = problem.objective
+    params, _ = _update_rows(params, obj, problem.rows, problem, cg_steps)
+    return swap_factors(_update_rows(swap_factors(params), obj.T, problem.cols, problem, cg_steps)[0])
