@@ -13,6 +13,8 @@ vocabulary (``num_steps``, keyword ``l2``, ``key``, ``eval_set``):
 - :func:`power_iteration_svd`, :func:`svd_complete` SVD by power iteration with deflation
   (:mod:`.svd`; :func:`svd_solver`)
 - :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.rowwise`)
+- :func:`side_als` ALS with side features ``U = P + X_u A`` (:mod:`.side_als`;
+  :func:`side_als_solver`, :func:`side_fold_in` for new users / items)
 
 >>> import mfjax as mf
 >>> train = mf.data.synthetic(m=30, n=20, rank=2, density=0.4, seed=0)
@@ -67,6 +69,18 @@ from mfjax.solvers.rowwise import (
     vector_descent_problem,
     vector_descent_solver,
     weak_wolfe_search,
+)
+from mfjax.solvers.side_als import (
+    SideALSInfo,
+    SideALSState,
+    SideRMSE,
+    side_als,
+    side_als_objective,
+    side_als_solver,
+    side_als_sweep,
+    side_fold_in,
+    side_update_cols,
+    side_update_rows,
 )
 from mfjax.solvers.sgd import (
     SGDInfo,
@@ -172,4 +186,15 @@ __all__ = [
     "BlockSchedule",
     "RowInfo",
     "VectorDescentInfo",
+    # ALS with side features
+    "side_als",
+    "side_als_solver",
+    "side_als_objective",
+    "side_als_sweep",
+    "side_update_rows",
+    "side_update_cols",
+    "side_fold_in",
+    "SideALSState",
+    "SideALSInfo",
+    "SideRMSE",
 ]
