@@ -319,15 +319,24 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
     def update_fn(updates, state, params, *, value=None, grad=None, value_fn=None, **extra_args):
         del grad, extra_args  # the loss is known: f is the masked MF loss
         obj = objective_for(params, value_fn)
-        if isinstance(obj, SideObjective):
-            return _side_update(obj, updates, params, value)
-        _check_factors(params, updates)
-        x, direction = Factors(*params), Factors(*updates)
         dt = base.value_dtype(params)
-        if store_grad:
-            coeffs, es = quartic_with_products(obj, x, direction)
+        if isinstance(obj, SideObjective):  # side features: the same quartic in the effective factors
+            coeffs, es = side_quartic_with_products(obj, params, updates, keep=store_grad)
+
+            def grad_at(new_updates, a):
+                return side_grad_from_products(obj, optax.apply_updates(params, new_updates), es, a)
         else:
-            coeffs, es = quartic_coefficients(obj, x, direction), None
+            _check_factors(params, updates)
+            x, direction = Factors(*params), Factors(*updates)
+            if store_grad:
+                coeffs, es = quartic_with_products(obj, x, direction)
+            else:
+                coeffs, es = quartic_coefficients(obj, x, direction), None
+
+            def grad_at(new_updates, a):
+                new_x = Factors(*(xi + ui for xi, ui in zip(x, new_updates)))
+                g = grad_from_products(obj, new_x, es, a)
+                return jax.tree.unflatten(jax.tree.structure(params), list(g))  # params' own pytree type
         coeffs = coeffs.astype(dt)
         a, decrease, ok = minimize_quartic(coeffs)
         ok = ok & _same_problem(coeffs[0], value)
@@ -335,9 +344,7 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
         decrease = jnp.where(ok, decrease, jnp.zeros_like(decrease))
         new_updates = base.scaled_update(a, updates, ok)
         if store_grad:
-            new_x = Factors(*(xi + ui for xi, ui in zip(x, new_updates)))
-            g = grad_from_products(obj, new_x, es, a)
-            g = jax.tree.unflatten(jax.tree.structure(params), list(g))  # params' own pytree type
+            g = grad_at(new_updates, a)
             v = coeffs[0] + decrease  # f(a) = c0 + (f(a) - f(0)); decrease = 0 on failure
             nf, ng = 2, 1
         else:
@@ -345,22 +352,5 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
             nf, ng = 2, 0
         return new_updates, ExactMFState(
             jnp.asarray(v, dt), g, base.make_info(a, nf, ng, ok))
-
-    def _side_update(obj, updates, params, value):
-        """The same step for a side-feature objective (:mod:`mfjax.objective.side`)."""
-        dt = base.value_dtype(params)
-        coeffs, es = side_quartic_with_products(obj, params, updates, keep=store_grad)
-        coeffs = coeffs.astype(dt)
-        a, decrease, ok = minimize_quartic(coeffs)
-        ok = ok & _same_problem(coeffs[0], value)
-        a = jnp.where(ok, a, jnp.zeros_like(a))
-        decrease = jnp.where(ok, decrease, jnp.zeros_like(decrease))
-        new_updates = base.scaled_update(a, updates, ok)
-        if store_grad:
-            g = side_grad_from_products(obj, optax.apply_updates(params, new_updates), es, a)
-            v, nf, ng = coeffs[0] + decrease, 2, 1
-        else:
-            v, g, nf, ng = jnp.asarray(jnp.inf, dt), optax.tree.zeros_like(params), 2, 0
-        return new_updates, ExactMFState(jnp.asarray(v, dt), g, base.make_info(a, nf, ng, ok))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -138,19 +138,8 @@ __all__ = [
     "BlockLayout",
     "build_block_layout",
     "block_statistics",
-    "SideFactors",
-    "SideBiasedFactors",
-    "SideParams",
-    "SideObjective",
-    "side_objective",
-    "init_side_factors",
-    "effective_factors",
-    "side_value",
-    "side_value_and_grad",
-    "side_grad",
-    "side_loss",
-    "side_penalty",
-    "side_quartic_with_products",
-    "side_grad_from_products",
-    "cold_start_factors",
 ]
+
+from mfjax.objective.side import __all__ as _side_all  # noqa: E402
+
+__all__ += _side_all

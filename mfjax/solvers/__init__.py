@@ -186,15 +186,8 @@ __all__ = [
     "BlockSchedule",
     "RowInfo",
     "VectorDescentInfo",
-    # ALS with side features
-    "side_als",
-    "side_als_solver",
-    "side_als_objective",
-    "side_als_sweep",
-    "side_update_rows",
-    "side_update_cols",
-    "side_fold_in",
-    "SideALSState",
-    "SideALSInfo",
-    "SideRMSE",
 ]
+
+from mfjax.solvers.side_als import __all__ as _side_all  # noqa: E402
+
+__all__ += _side_all
