@@ -1,4 +1,4 @@
-"""Tests of side features in MF (mfjax.objective.side, mfjax.solvers.side_als; issue 14 part 2).
+"""Tests of side features in MF (mfjax.objective.side, mfjax.solvers.als_side; issue 14 part 2).
 
 References: the plain objective (zero features), ``jax.grad`` in float64
 (closed-form gradient), direct evaluation along a line (the quartic),

@@ -13,7 +13,7 @@ vocabulary (``num_steps``, keyword ``l2``, ``key``, ``eval_set``):
 - :func:`power_iteration_svd`, :func:`svd_complete` SVD by power iteration with deflation
   (:mod:`.svd`; :func:`svd_solver`)
 - :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.rowwise`)
-- :func:`side_als` ALS with side features ``U = P + X_u A`` (:mod:`.side_als`;
+- :func:`side_als` ALS with side features ``U = P + X_u A`` (:mod:`.als_side`;
   :func:`side_als_solver`, :func:`side_fold_in` for new users / items)
 
 >>> import mfjax as mf
@@ -70,7 +70,7 @@ from mfjax.solvers.rowwise import (
     vector_descent_solver,
     weak_wolfe_search,
 )
-from mfjax.solvers.side_als import (
+from mfjax.solvers.als_side import (
     SideALSInfo,
     SideALSState,
     SideRMSE,
@@ -188,6 +188,6 @@ __all__ = [
     "VectorDescentInfo",
 ]
 
-from mfjax.solvers.side_als import __all__ as _side_all  # noqa: E402
+from mfjax.solvers.als_side import __all__ as _side_all  # noqa: E402
 
 __all__ += _side_all
