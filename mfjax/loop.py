@@ -171,8 +171,8 @@ class _Info(NamedTuple):
 class _BoundLoss:
     """``params -> loss_fn(params, *loss_args)``, exposing the problem's objective.
 
-    ``objective`` is the first :class:`~mfjax.objective.MFObjective` in
-    ``loss_args`` (traced: one compiled run serves every objective of the same
+    ``objective`` is the first :class:`~mfjax.objective.MFObjective` (or
+    :class:`~mfjax.objective.SideObjective`) in ``loss_args`` (traced: one compiled run serves every objective of the same
     shape) or ``loss_fn.objective`` (a :func:`mfjax.losses.masked_mse`
     closure); step rules that need the problem itself
     (:func:`mfjax.linesearch.exact_mf`, :func:`mfjax.optim.mf_preconditioner`
@@ -180,10 +180,10 @@ class _BoundLoss:
     """
 
     def __init__(self, loss_fn, loss_args):
-        from mfjax.objective import MFObjective  # objective sits below the loop
+        from mfjax.objective import MFObjective, SideObjective  # objective sits below the loop
 
         self._fn, self._args = loss_fn, loss_args
-        found = [a for a in loss_args if isinstance(a, MFObjective)]
+        found = [a for a in loss_args if isinstance(a, (MFObjective, SideObjective))]
         self.objective = found[0] if found else getattr(loss_fn, "objective", None)
 
     def __call__(self, params):
@@ -195,11 +195,14 @@ def _bind(loss_fn, loss_args) -> _BoundLoss:
 
 
 def _as_loss(loss_fn, loss_args):
-    """``fit(objective, ...)``: an :class:`~mfjax.objective.MFObjective` in place of a loss."""
-    from mfjax.objective import MFObjective, loss
+    """``fit(objective, ...)``: an :class:`~mfjax.objective.MFObjective` (or a
+    :class:`~mfjax.objective.SideObjective`) in place of a loss."""
+    from mfjax.objective import MFObjective, SideObjective, loss, side_loss
 
     if isinstance(loss_fn, MFObjective):
         return loss, (loss_fn,) + tuple(loss_args)
+    if isinstance(loss_fn, SideObjective):
+        return side_loss, (loss_fn,) + tuple(loss_args)
     return loss_fn, tuple(loss_args)
 
 def _tree_all_finite(tree) -> jax.Array:

@@ -35,6 +35,7 @@ EXPERIMENTS = [
     "sgd_vs_als",
     "svd_power_iteration",
     "side_mlp",
+    "sideinfo_ml1m",
 ]
 REQUIRED_NOTEBOOKS = {"quickstart", "optimizers_linesearch", "dmf_extendability", "nmf_losses", "movielens_1m"}
 # notebooks that need data the test run does not have: they must say so and skip, with no figure

@@ -42,6 +42,7 @@ from mfjax.linesearch import base
 from mfjax.linesearch.base import LineSearchInfo
 from mfjax.objective import MFObjective, as_objective
 from mfjax.objective.directional import grad_from_products, quartic_coefficients, quartic_with_products
+from mfjax.objective.side import SideObjective, side_grad_from_products, side_quartic_with_products
 
 __all__ = [
     "ExactMFState",
@@ -254,6 +255,13 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
     ``ratings`` is given: the loss is the masked MF loss given by
     ``ratings, l2, scale, l2_weights``.
 
+    Side features.  With :func:`mfjax.objective.side_loss` and a
+    :class:`~mfjax.objective.SideObjective` in ``loss_args`` (params
+    :class:`~mfjax.objective.SideFactors` or ``SideBiasedFactors``) the
+    effective factors are linear in the parameters, so ``f`` is still a
+    quartic along the direction; ``exact_mf()`` then uses
+    :func:`mfjax.objective.side_quartic_with_products` (same costs).
+
     The problem as an argument.  ``exact_mf()`` (no ratings) reads the
     objective at each update from ``value_fn.objective``: the attribute of
     :func:`mfjax.losses.masked_mse`'s closures, and what :func:`mfjax.fit`
@@ -287,14 +295,14 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
     check_l2("l2", l2)
     fixed = None
     if ratings is not None:
-        fixed = (ratings if isinstance(ratings, MFObjective)
+        fixed = (ratings if isinstance(ratings, (MFObjective, SideObjective))
                  else _as_objective(ratings.device_put(), l2, scale, l2_weights, chunk_size))
 
     def objective_for(params, value_fn):
-        if fixed is not None:
-            obj = fixed
-        else:
-            obj = getattr(value_fn, "objective", None)
+        obj = fixed if fixed is not None else getattr(value_fn, "objective", None)
+        if isinstance(obj, SideObjective):
+            return obj
+        if fixed is None:
             if not isinstance(obj, MFObjective):
                 raise TypeError(
                     "mfjax.linesearch.exact_mf() without ratings needs the loss's objective: "
@@ -310,14 +318,25 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
 
     def update_fn(updates, state, params, *, value=None, grad=None, value_fn=None, **extra_args):
         del grad, extra_args  # the loss is known: f is the masked MF loss
-        _check_factors(params, updates)
         obj = objective_for(params, value_fn)
-        x, direction = Factors(*params), Factors(*updates)
         dt = base.value_dtype(params)
-        if store_grad:
-            coeffs, es = quartic_with_products(obj, x, direction)
+        if isinstance(obj, SideObjective):  # side features: the same quartic in the effective factors
+            coeffs, es = side_quartic_with_products(obj, params, updates, keep=store_grad)
+
+            def grad_at(new_updates, a):
+                return side_grad_from_products(obj, optax.apply_updates(params, new_updates), es, a)
         else:
-            coeffs, es = quartic_coefficients(obj, x, direction), None
+            _check_factors(params, updates)
+            x, direction = Factors(*params), Factors(*updates)
+            if store_grad:
+                coeffs, es = quartic_with_products(obj, x, direction)
+            else:
+                coeffs, es = quartic_coefficients(obj, x, direction), None
+
+            def grad_at(new_updates, a):
+                new_x = Factors(*(xi + ui for xi, ui in zip(x, new_updates)))
+                g = grad_from_products(obj, new_x, es, a)
+                return jax.tree.unflatten(jax.tree.structure(params), list(g))  # params' own pytree type
         coeffs = coeffs.astype(dt)
         a, decrease, ok = minimize_quartic(coeffs)
         ok = ok & _same_problem(coeffs[0], value)
@@ -325,9 +344,7 @@ def exact_mf(ratings=None, l2=0.0, *, scale: str = "sum", l2_weights=None,
         decrease = jnp.where(ok, decrease, jnp.zeros_like(decrease))
         new_updates = base.scaled_update(a, updates, ok)
         if store_grad:
-            new_x = Factors(*(xi + ui for xi, ui in zip(x, new_updates)))
-            g = grad_from_products(obj, new_x, es, a)
-            g = jax.tree.unflatten(jax.tree.structure(params), list(g))  # params' own pytree type
+            g = grad_at(new_updates, a)
             v = coeffs[0] + decrease  # f(a) = c0 + (f(a) - f(0)); decrease = 0 on failure
             nf, ng = 2, 1
         else:

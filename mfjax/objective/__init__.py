@@ -15,6 +15,9 @@
   under ``jax.shard_map`` and sums with ``psum`` (:func:`entry_map`).
 * :mod:`~mfjax.objective.rows` -- bucketed per-row layouts and row
   quadratics (vector descent).
+* :mod:`~mfjax.objective.side` -- side features, ``U = P + X_u A``,
+  ``V = Q + X_v B`` (:class:`SideObjective`, :func:`side_loss`,
+  :func:`effective_factors`, cold start).
 
 Losses (:mod:`mfjax.losses`), the exact line search, the preconditioner,
 ALS and vector descent all call these; nothing else re-derives them.
@@ -73,6 +76,23 @@ from mfjax.objective.rows import (
     quadratic_value,
     row_statistics,
 )
+from mfjax.objective.side import (
+    SideBiasedFactors,
+    SideFactors,
+    SideObjective,
+    SideParams,
+    cold_start_factors,
+    effective_factors,
+    init_side_factors,
+    side_grad,
+    side_grad_from_products,
+    side_loss,
+    side_objective,
+    side_penalty,
+    side_quartic_with_products,
+    side_value,
+    side_value_and_grad,
+)
 
 __all__ = [
     "MFObjective",
@@ -124,3 +144,7 @@ __all__ = [
     "build_block_layout",
     "block_statistics",
 ]
+
+from mfjax.objective.side import __all__ as _side_all  # noqa: E402
+
+__all__ += _side_all

@@ -13,6 +13,8 @@ vocabulary (``num_steps``, keyword ``l2``, ``key``, ``eval_set``):
 - :func:`power_iteration_svd`, :func:`svd_complete` SVD by power iteration with deflation
   (:mod:`.svd`; :func:`svd_solver`)
 - :func:`vector_descent` row-wise vector descent, Algorithm 13 (:mod:`.rowwise`)
+- :func:`side_als` ALS with side features ``U = P + X_u A`` (:mod:`.als_side`;
+  :func:`side_als_solver`, :func:`side_fold_in` for new users / items)
 
 >>> import mfjax as mf
 >>> train = mf.data.synthetic(m=30, n=20, rank=2, density=0.4, seed=0)
@@ -67,6 +69,18 @@ from mfjax.solvers.rowwise import (
     vector_descent_problem,
     vector_descent_solver,
     weak_wolfe_search,
+)
+from mfjax.solvers.als_side import (
+    SideALSInfo,
+    SideALSState,
+    SideRMSE,
+    side_als,
+    side_als_objective,
+    side_als_solver,
+    side_als_sweep,
+    side_fold_in,
+    side_update_cols,
+    side_update_rows,
 )
 from mfjax.solvers.sgd import (
     SGDInfo,
@@ -173,3 +187,7 @@ __all__ = [
     "RowInfo",
     "VectorDescentInfo",
 ]
+
+from mfjax.solvers.als_side import __all__ as _side_all  # noqa: E402
+
+__all__ += _side_all
