@@ -24,8 +24,10 @@ vocabulary (``num_steps``, keyword ``l2``, ``key``, ``eval_set``):
 """
 
 from mfjax.solvers.als import (
+    METHODS,
     ALSInfo,
     ALSState,
+    check_method,
     als,
     als_half_sweep,
     als_objective,
@@ -107,6 +109,8 @@ from mfjax.solvers.svd import (
 )
 
 __all__ = [
+    "METHODS",
+    "check_method",
     # protocol and driver
     "Solver",
     "SolverResult",
