@@ -71,6 +71,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mfjax import data as mfdata
+from mfjax import metrics
+from mfjax.core import status_name
 from mfjax.core.factors import BiasedFactors, Factors, init_factors, predict as factor_predict
 from mfjax.data.ratings import IdMap, Ratings
 from mfjax.eval.topk import top_k
@@ -370,9 +372,9 @@ class Recommender:
         """
         users, items, values = _raw_triplets(data, user, item, rating)
         p = self.predict(users, items)
-        err = p.rating - values
         names, counts = np.unique(p.fallback, return_counts=True)
-        return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))), "n": int(values.size),
+        return {"rmse": float(metrics.rmse_from_predictions(p.rating, values)),
+                "mae": float(metrics.mae_from_predictions(p.rating, values)), "n": int(values.size),
                 "fallbacks": {str(a): int(c) for a, c in zip(names, counts)}}
 
     # ------------------------------------------------------------------ recommend
@@ -407,15 +409,17 @@ class Recommender:
         if _kind(self.config["model"]) not in ("dmf", "dmf-d"):
             t = top_k(f.params, k, exclude=exclude, users=rows)
             return np.asarray(t.items), np.asarray(t.scores)
-        n = f.train.shape[1]
+        m, n = f.train.shape
+        train_rows, train_cols = np.asarray(f.train.rows), np.asarray(f.train.cols)
         out_i, out_s = [], []
         for start in range(0, rows.size, 256):  # DMF: score (users x all items) in batches
             rb = rows[start:start + 256]
             s = self._scores_at(np.repeat(rb, n), np.tile(np.arange(n), rb.size)).reshape(rb.size, n)
-            if exclude_seen:
-                sel = np.isin(np.asarray(f.train.rows), rb)
-                pos = np.searchsorted(rb, np.asarray(f.train.rows)[sel], sorter=np.argsort(rb))
-                s[np.argsort(rb)[pos], np.asarray(f.train.cols)[sel]] = -np.inf
+            if exclude_seen:  # position of each training entry's user in this batch (-1: not in it)
+                slot = np.full(m, -1)
+                slot[rb] = np.arange(rb.size)
+                sel = slot[train_rows] >= 0
+                s[slot[train_rows[sel]], train_cols[sel]] = -np.inf
             order = np.lexsort((np.broadcast_to(np.arange(n), s.shape), -s), axis=-1)[:, :k]
             out_i.append(order)
             out_s.append(np.take_along_axis(s, order, axis=1))
@@ -543,7 +547,7 @@ def _fit_optimizer(config, train):
     res = fit(objective.loss, opt, params0, config["num_steps"], loss_args=(obj,))
     if not all(bool(jnp.all(jnp.isfinite(a))) for a in res.params):
         raise FloatingPointError(f"{config['model']}: the optimizer produced non-finite factors "
-                                 f"(status {res.status_name if hasattr(res, 'status_name') else res.status})")
+                                 f"(status {status_name(res.status)})")
     return res.params
 
 
@@ -643,8 +647,7 @@ def _ids(ids, what: str) -> np.ndarray:
     if isinstance(ids, np.ndarray) and ids.dtype != object:
         a = ids.reshape(-1)
     else:
-        a = np.empty(np.size(ids, None) if not np.isscalar(ids) else 1, dtype=object)
-        a[:] = [ids] if np.isscalar(ids) else list(np.asarray(ids, dtype=object).reshape(-1))
+        a = np.asarray([ids] if np.isscalar(ids) else ids, dtype=object).reshape(-1)
         vals = a.tolist()
         if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in vals) or \
                 all(isinstance(v, str) for v in vals):
