@@ -191,6 +191,19 @@ def test_side_als_without_features_is_plain_als(biased):
         np.testing.assert_allclose(np.asarray(res.trace.loss), np.asarray(ref.trace.loss), rtol=1e-10)
 
 
+def test_side_als_compiles_once_for_every_l2():
+    """l2 / l2_side are traced: a second fit of the same shapes reuses the compiled sweep loop."""
+    from mfjax.solvers import base
+
+    r, rng = problem(11, dtype=np.float32)
+    Xu, Xv = rng.normal(size=(M, DU)).astype(np.float32), rng.normal(size=(N, DV)).astype(np.float32)
+    first = mf.solvers.side_als(r, R, Xu, Xv, l2=0.5, l2_side=1.0, num_steps=3)
+    before = base._run_jit._cache_size()
+    second = mf.solvers.side_als(r, R, Xu, Xv, l2=2.0, l2_side=5.0, num_steps=3)
+    assert base._run_jit._cache_size() == before
+    assert float(second.trace.loss[-1]) != float(first.trace.loss[-1])  # the new l2 was used
+
+
 # ------------------------------------------------------------------ cold start
 def test_cold_start_uses_features_and_fold_in_solves_the_row():
     with jax.enable_x64(True):
