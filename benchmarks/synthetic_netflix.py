@@ -41,7 +41,7 @@ def _one(scale: float, sampler: str, rank: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 480,189 users (density kept)")
-    ap.add_argument("--sampler", nargs="+", default=["rows"], choices=["pairs", "rows"])
+    ap.add_argument("--sampler", nargs="+", default=["rows32"], choices=["pairs", "rows", "rows32"])
     ap.add_argument("--rank", type=int, default=10)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
