@@ -4,8 +4,8 @@ Netflix Prize shape: 480,189 users x 17,770 movies, 100,480,507 ratings.  Each
 configuration runs in a fresh process (peak RSS is per process), so the
 figures do not mix.  Run::
 
-    python benchmarks/synthetic_netflix.py                   # rows sampler, full size
-    python benchmarks/synthetic_netflix.py --scale 0.1 --sampler pairs rows
+    python benchmarks/synthetic_netflix.py                   # rows32 sampler (the default above 2**24), full size
+    python benchmarks/synthetic_netflix.py --scale 0.1 --sampler pairs rows rows32
 """
 
 from __future__ import annotations
