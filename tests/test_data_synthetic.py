@@ -136,3 +136,52 @@ def test_auto_sampler_keeps_the_original_data_below_the_threshold():
     np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
     with pytest.raises(ValueError, match="sampler"):
         synthetic(10, 10, sampler="fast")
+
+
+# ------------------------------------------------------------ the "rows32" sampler (float32 fast path)
+def test_alias_draw32_has_the_distribution():
+    q = np.random.default_rng(4).dirichlet(np.full(29, 0.4))
+    draws = _syn._alias_draw32(np.random.default_rng(1), _syn._alias_table(q), 400_000)
+    assert draws.dtype == np.int32
+    freq = np.bincount(draws, minlength=q.size) / draws.size
+    assert np.max(np.abs(freq - q) / np.sqrt(q * (1 - q) / draws.size + 1e-300)) < 5.0
+
+
+def test_rows32_sampler_is_deterministic_and_has_the_documented_distribution():
+    m, n, density = 2000, 500, 0.03
+    r = synthetic(m, n, rank=4, density=density, seed=5, sampler="rows32")
+    again = synthetic(m, n, rank=4, density=density, seed=5, sampler="rows32")
+    for x, y in ((r.rows, again.rows), (r.cols, again.cols), (r.values, again.values)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    keys = np.asarray(r.rows, np.int64) * n + np.asarray(r.cols)
+    assert np.all(np.diff(keys) > 0) and r.rows.dtype == np.int32 and r.values.dtype == np.float32
+    assert round(density * m * n) <= r.nnz < 1.05 * density * m * n
+    assert np.bincount(r.rows, minlength=m).min() >= 3 and np.bincount(r.cols, minlength=n).min() >= 3
+    assert set(np.unique(r.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0} and abs(float(np.mean(r.values)) - 3.6) < 0.02
+    # same per-row degree distribution as the float64 "rows" sampler (head, top decile, tail)
+    d32 = np.sort(np.bincount(r.rows, minlength=m))[::-1]
+    d64 = np.sort(np.bincount(synthetic(m, n, rank=4, density=density, seed=5, sampler="rows").rows,
+                              minlength=m))[::-1]
+    for part in (slice(0, 20), slice(0, 200), slice(1000, 2000)):
+        assert abs(d32[part].mean() - d64[part].mean()) / d64[part].mean() < 0.1, part
+
+
+def test_rows32_values_are_the_low_rank_truth_in_float32():
+    r, (U, V) = synthetic(300, 200, rank=4, density=0.1, noise=0.0, levels=None, seed=2, return_truth=True,
+                          sampler="rows32")
+    s = np.linalg.svd(U @ V.T, compute_uv=False)
+    assert s[4] < 1e-9 * s[0]
+    x = np.einsum("kr,kr->k", U[r.rows], V[r.cols])
+    np.testing.assert_allclose(r.values, x, rtol=1e-5, atol=1e-5)
+    assert abs(float(np.mean(r.values)) - 3.0) < 1e-3   # calibrated mean (continuous values)
+    r1, (U1, V1) = synthetic(300, 200, rank=4, density=0.1, noise=0.3, seed=2, return_truth=True, sampler="rows32")
+    err = r1.values - np.einsum("kr,kr->k", U1[r1.rows], V1[r1.cols])
+    assert 0.3 < np.sqrt(np.mean(err ** 2)) < 0.6         # noise 0.3 + rounding, as the float64 samplers
+
+
+def test_auto_sampler_uses_rows32_above_the_threshold(monkeypatch):
+    monkeypatch.setattr(_syn, "_ROWS_SAMPLER_ABOVE", 100)
+    a = synthetic(60, 40, rank=3, density=0.2, seed=1)
+    b = synthetic(60, 40, rank=3, density=0.2, seed=1, sampler="rows32")
+    np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
+    np.testing.assert_array_equal(np.asarray(a.cols), np.asarray(b.cols))

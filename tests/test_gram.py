@@ -91,3 +91,67 @@ def test_bad_layout_arguments_are_named():
         build_gram_layout(np.zeros(3), np.zeros(3), 2, segment=0)
     with pytest.raises(ValueError, match="row index out of range"):
         build_gram_layout(np.array([0, 5]), np.array([0, 1]), 2)
+
+
+# ------------------------------------------------------------ tiers: bounded padding with long rows
+def _skewed(seed=0):
+    """Rows 0 and 7 far longer than a chunk, the rest short; unsorted entries, one empty row."""
+    rng = np.random.default_rng(seed)
+    m, n = 40, 300
+    keys = [i * n + rng.choice(n, size=(250 if i in (0, 7) else int(rng.integers(1, 12))), replace=False)
+            for i in range(m) if i != 3]
+    keys = rng.permutation(np.concatenate(keys))
+    return mf.data.Ratings.create(keys // n, keys % n, rng.normal(size=keys.size).astype(np.float32), (m, n))
+
+
+def test_tiers_bound_the_padding_and_solve_the_same_systems():
+    from mfjax.objective import build_gram_tiers
+
+    r = _skewed()
+    obj = mf.objective.mf_objective(r)
+    m, n = r.shape
+    one = build_gram_layout(obj.rows, obj.cols, m, segment=8, chunk_entries=64)
+    tiers = build_gram_tiers(obj.rows, obj.cols, m, segment=8, chunk_entries=64)
+    assert len(tiers) == 2
+    slots = sum(int(np.asarray(t.mask).size) for t in tiers)
+    assert slots <= 2 * (r.nnz + m * 8) < int(np.asarray(one.mask).size)   # the single layout pads every chunk
+    assert int(np.asarray(tiers[0].mask).shape[1]) * 8 <= 64                # tier 0: chunks within the budget
+    ent = np.concatenate([np.asarray(t.entry)[np.asarray(t.mask) > 0] for t in tiers])
+    np.testing.assert_array_equal(np.sort(ent), np.arange(obj.num_entries))  # every entry once
+    F = jax.random.normal(jax.random.key(1), (n, 6))
+    ridge = jnp.linspace(0.1, 1.0, m)[:, None]
+    want = _reference(obj, F, obj.values, ridge)
+    got = sum(solve_rows(t, F, obj.values, obj.weights, ridge, m) for t in tiers)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(solve_rows(one, F, obj.values, obj.weights, ridge, m), want, rtol=2e-4, atol=2e-5)
+    # no long row: one tier, identical to the single layout
+    short = build_gram_tiers(obj.rows, obj.cols, m, segment=8, chunk_entries=1 << 12)
+    full = build_gram_layout(obj.rows, obj.cols, m, segment=8, chunk_entries=1 << 12)
+    assert len(short) == 1 and all(np.array_equal(a, b) for a, b in zip(short[0], full))
+
+
+def test_row_major_order_equals_lexsort():
+    from mfjax.objective import gram
+
+    rng = np.random.default_rng(2)
+    r, c = rng.integers(0, 70_000, 5000), rng.integers(0, 50, 5000)   # duplicates, rows above 2**16
+    for rr, cc in ((r, c), (np.sort(r), c), (r[np.lexsort((r, c))], c[np.lexsort((r, c))])):
+        np.testing.assert_array_equal(gram._row_major_order(rr, cc), np.lexsort((cc, rr)))
+    s = np.lexsort((c, r))
+    np.testing.assert_array_equal(gram._row_major_order(r[s], c[s]), np.arange(5000))
+
+
+def test_als_sweeps_on_tiers_equal_the_single_layout_and_the_scatter_path():
+    """ALS on tiered layouts (long rows split off) = one padded layout (CG) = scatter-add (exact)."""
+    r = _skewed(1)
+    obj = mf.solvers.als_objective(r, l2=0.5)
+    p0 = mf.init_factors(jax.random.key(0), r.shape, 5)
+    kw = dict(segment=8, chunk_entries=64)
+    tiered, single = mf.solvers.als_problem(obj, **kw), mf.solvers.als_problem(obj, tiers=False, **kw)
+    assert len(tiered.rows) == 2 and isinstance(single.rows, mf.objective.GramLayout)
+    for solver, ref in ((mf.solvers.als_solver(), obj), (mf.solvers.als_solver(method="cg", cg_steps=3), single)):
+        a = mf.solvers.run(solver, tiered, solver.init(p0, tiered), 2)
+        b = mf.solvers.run(solver, ref, solver.init(p0, ref), 2)
+        for x, y in zip(a.params, b.params):
+            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(a.trace.loss, b.trace.loss, rtol=1e-5)

@@ -22,16 +22,22 @@
 Everything is vectorised numpy driven by one :class:`numpy.random.Generator`
 seeded with ``seed``: the same arguments give the same data on every machine.
 
-Two samplers draw the same distribution of patterns.  ``sampler="pairs"``
+Three samplers draw the same distribution of patterns.  ``sampler="pairs"``
 draws (row, column) pairs as two shuffled multinomial streams; it is the
 original one and stays the default up to ``2**24`` entries, so every data
-set made before keeps its values.  ``sampler="rows"`` (the default above
-that size) draws each row's count from the row multinomial and the columns
-i.i.d. from ``q`` with Walker's alias method (no shuffle: the rows come out
-in order), then tops up the distinct entries in small rounds merged into the
-sorted keys; the values are computed in chunks.  Netflix size (480,189 x
-17,770, 100M ratings) then builds in about 25 s and 5 GB instead of minutes
-and 10 GB (``benchmarks/synthetic_netflix.py``).
+set made before keeps its values.  ``sampler="rows"`` draws each row's count
+from the row multinomial and the columns i.i.d. from ``q`` with Walker's
+alias method (no shuffle: the rows come out in order), then tops up the
+distinct entries in small rounds merged into the sorted keys; its values are
+computed in float64 as for ``"pairs"`` (the data it gave before stays
+bit-identical).  ``sampler="rows32"`` (the default above ``2**24`` entries)
+is the same pattern model with int32/float32 alias draws, and the values
+computed in float32 chunk by chunk in one pass (float32 noise draws, the
+mean calibrated on a strided subsample of ``2**22`` entries): the same
+model, different draws than ``"rows"``, and no 100M-element float64
+temporary.  Netflix size (480,189 x 17,770, 100M ratings) then builds in
+the time and memory recorded in ``BENCHMARKS.md``
+(``benchmarks/synthetic_netflix.py``).
 
 Reference: A. J. Walker, "An efficient method for generating discrete random
 variables with general distributions", ACM TOMS 3(3), 1977 (alias method).
@@ -51,6 +57,8 @@ _INTERACTION_STD = 0.8
 _BIAS_STD = 0.5
 _ROWS_SAMPLER_ABOVE = 2 ** 24  # entries; below it the original "pairs" sampler (same data as before)
 _VALUE_CHUNK = 1 << 22          # entries per chunk when computing the values
+#: The pattern/value samplers of :func:`synthetic` (``"auto"``: ``"pairs"`` up to ``2**24`` entries, else ``"rows32"``).
+SAMPLERS = ("auto", "pairs", "rows", "rows32")
 
 
 class LowRankTruth(NamedTuple):
@@ -147,6 +155,14 @@ def _alias_draw(rng, table, size: int) -> np.ndarray:
     return np.where(u - j < prob[j], j, alias[j])
 
 
+def _alias_draw32(rng, table, size: int) -> np.ndarray:
+    """:func:`_alias_draw` with an int32 column draw and a float32 coin (``sampler="rows32"``)."""
+    prob, alias = table
+    j = rng.integers(0, prob.size, size=size, dtype=np.int32)
+    take = rng.random(size, dtype=np.float32) < np.take(prob.astype(np.float32), j)
+    return np.where(take, j, np.take(alias.astype(np.int32), j))
+
+
 def _merge_new(keys: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Insert the distinct ``new`` keys not already in the sorted ``keys``; return (keys, inserted)."""
     new = _sorted_unique(new)
@@ -154,7 +170,7 @@ def _merge_new(keys: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.insert(keys, np.searchsorted(keys, new), new), new
 
 
-def _sample_pattern_rows(rng, m, n, target, p_row, p_col, max_rounds=64):
+def _sample_pattern_rows(rng, m, n, target, p_row, p_col, max_rounds=64, draw=_alias_draw):
     """``target`` distinct sorted keys ``i n + j`` with row counts ~ Multinomial(p) and columns ~ q.
 
     The first round draws ``target`` pairs (rows in order, no shuffle), the later
@@ -171,7 +187,7 @@ def _sample_pattern_rows(rng, m, n, target, p_row, p_col, max_rounds=64):
         rows = np.repeat(np.arange(m, dtype=np.int64), rng.multinomial(k, p_row))
         new = rows * n
         del rows
-        new += _alias_draw(rng, table, k)
+        new += draw(rng, table, k)
         if keys.size == 0:
             keys = _sorted_unique(new)
             continue
@@ -222,6 +238,76 @@ def _top_up(rng, keys, m, n, min_count, axis, max_rounds=200):
     raise RuntimeError("synthetic: could not reach the minimum count per row/column")
 
 
+def _split_keys(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys // n, keys % n)`` as int32, chunk by chunk (no 64-bit temporaries of the full size)."""
+    rows = np.empty(keys.size, np.int32)
+    cols = np.empty(keys.size, np.int32)
+    for a in range(0, keys.size, _VALUE_CHUNK):
+        q, r = np.divmod(keys[a:a + _VALUE_CHUNK], n)
+        rows[a:a + q.size], cols[a:a + q.size] = q, r
+    return rows, cols
+
+
+def _observe(x: np.ndarray, mu: float, levels) -> np.ndarray:
+    """``clip(rint(mu + x), lo, hi)`` (``mu + x`` without levels), in ``x``'s dtype."""
+    x = x + x.dtype.type(mu)
+    if levels is None:
+        return x
+    return np.clip(np.rint(x, out=x), levels[0], levels[1], out=x)
+
+
+def _calibrate(base: np.ndarray, target_mean: float, levels, steps: int = 6) -> float:
+    """The global mean ``mu`` with ``mean(observe(mu + base)) ~ target_mean`` (fixed-point steps)."""
+    mu = target_mean
+    for _ in range(steps):  # calibrate the global mean after rounding/clipping
+        mu += target_mean - float(_observe(base, mu, levels).mean(dtype=np.float64))
+    return mu
+
+
+def _values64(rng, rows, cols, U, V, bias, noise, levels, target_mean):
+    """The observed values in float64 (``"pairs"`` / ``"rows"``: the data of every seed before ``rows32``)."""
+    eps = noise * rng.standard_normal(rows.size)
+    base = bias[cols]  # (bias + interaction) + noise, chunked: never holds (nnz, rank) gathers
+    if U.shape[1] > 1:
+        U1, V1 = np.ascontiguousarray(U[:, 1:]), np.ascontiguousarray(V[:, 1:])
+        for a in range(0, rows.size, _VALUE_CHUNK):
+            b = min(a + _VALUE_CHUNK, rows.size)
+            base[a:b] += np.einsum("kr,kr->k", np.take(U1, rows[a:b], axis=0), np.take(V1, cols[a:b], axis=0))
+    base += eps
+    del eps
+    mu = target_mean
+    for _ in range(6):  # calibrate the global mean after rounding/clipping (as before: full passes)
+        mu += target_mean - _observe(base, mu, levels).mean()
+    return _observe(base, mu, levels).astype(np.float32), mu
+
+
+def _values32(rng, rows, cols, U, V, bias, noise, levels, target_mean):
+    """The observed values of ``sampler="rows32"``: float32, chunk by chunk, one pass.
+
+    Per chunk of entries: ``base = b_j + u_i[1:] . v_j[1:] + noise e`` with
+    ``e ~ N(0, 1)`` drawn in float32; ``mu`` is calibrated on a strided
+    subsample of at most ``2**22`` entries, then ``clip(rint(mu + base))`` is
+    taken in place.  Same model as :func:`_values64`, different draws.
+    """
+    f32 = np.float32
+    nnz = rows.size
+    b32 = bias.astype(f32)
+    U1, V1 = U[:, 1:].astype(f32), V[:, 1:].astype(f32)
+    base = np.empty(nnz, f32)
+    for a in range(0, nnz, _VALUE_CHUNK):
+        b = min(a + _VALUE_CHUNK, nnz)
+        r, c = rows[a:b], cols[a:b]
+        x = np.take(b32, c)
+        if U1.shape[1]:  # np.take: ~4x faster than fancy indexing for row gathers
+            x += np.einsum("kr,kr->k", np.take(U1, r, axis=0), np.take(V1, c, axis=0))
+        x += f32(noise) * rng.standard_normal(b - a, dtype=f32)
+        base[a:b] = x
+    mu = _calibrate(base[:: max(1, nnz // _VALUE_CHUNK)], target_mean, levels)
+    for a in range(0, nnz, _VALUE_CHUNK):
+        base[a:a + _VALUE_CHUNK] = _observe(base[a:a + _VALUE_CHUNK], mu, levels)
+    return base, mu
+
+
 def synthetic(
     m: int = 600,
     n: int = 400,
@@ -253,8 +339,9 @@ def synthetic(
       row_exponent, col_exponent: Zipf exponents of the row / column
         propensities (0 = uniform; larger = more skewed).
       mean: target mean rating (default ``lo + 0.65 (hi - lo)``; 3 without levels).
-      sampler: ``"pairs"``, ``"rows"`` or ``"auto"`` (``"rows"`` above ``2**24`` entries); the
-        two draw the same distribution, the second fast and lean at Netflix size (module docstring).
+      sampler: ``"pairs"``, ``"rows"``, ``"rows32"`` or ``"auto"`` (``"pairs"`` up to ``2**24``
+        entries, ``"rows32"`` above); all draw the same distribution; ``"rows32"`` (float32
+        values, chunked) is the fast and lean one at Netflix size (module docstring).
 
     Returns:
       :class:`Ratings` (float32 values, entries sorted by (row, col), identity
@@ -291,16 +378,21 @@ def synthetic(
     p_row = _zipf_propensity(rng, m, row_exponent)
     p_col = _zipf_propensity(rng, n, col_exponent)
     target = min(max(int(round(density * m * n)), 1), m * n)
-    if sampler not in ("auto", "pairs", "rows"):
-        raise ValueError(f"sampler must be 'auto', 'pairs' or 'rows', got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "auto":
-        sampler = "rows" if target > _ROWS_SAMPLER_ABOVE else "pairs"
-    draw = _sample_pattern_rows if sampler == "rows" else _sample_pattern
-    keys = draw(rng, m, n, target, p_row, p_col)
+        sampler = "rows32" if target > _ROWS_SAMPLER_ABOVE else "pairs"
+    if sampler == "pairs":
+        keys = _sample_pattern(rng, m, n, target, p_row, p_col)
+    else:
+        draw = _alias_draw32 if sampler == "rows32" else _alias_draw
+        keys = _sample_pattern_rows(rng, m, n, target, p_row, p_col, draw=draw)
     keys = _top_up(rng, keys, m, n, min_count, axis=0)
     keys = _top_up(rng, keys, m, n, min_count, axis=1)
-    keys = np.sort(keys)
-    rows, cols = keys // n, keys % n
+    if keys.size > 1 and not np.all(keys[1:] > keys[:-1]):  # every sampler returns sorted keys
+        keys = np.sort(keys)
+    rows, cols = _split_keys(keys, n)
+    del keys
 
     # noiseless low-rank truth: column 0 carries mean + item bias
     U = np.empty((m, rank))
@@ -310,30 +402,14 @@ def synthetic(
     if rank > 1:
         U[:, 1:] = rng.standard_normal((m, rank - 1))
         V[:, 1:] = rng.standard_normal((n, rank - 1)) * (_INTERACTION_STD / np.sqrt(rank - 1))
-    eps = noise * rng.standard_normal(keys.size)
-    base = bias[cols]  # (bias + interaction) + noise, chunked: never holds (nnz, rank) gathers
-    if rank > 1:
-        U1, V1 = np.ascontiguousarray(U[:, 1:]), np.ascontiguousarray(V[:, 1:])
-        for a in range(0, keys.size, _VALUE_CHUNK):
-            b = min(a + _VALUE_CHUNK, keys.size)
-            base[a:b] += np.einsum("kr,kr->k", U1[rows[a:b]], V1[cols[a:b]])
-    base += eps
-    del eps
-
-    def observe(mu):
-        x = mu + base
-        if levels is None:
-            return x
-        return np.clip(np.rint(x), lo, hi)
-
-    mu = target_mean
-    for _ in range(6):  # calibrate the global mean after rounding/clipping
-        mu += target_mean - observe(mu).mean()
-    values = observe(mu)
+    if sampler == "rows32":
+        values, mu = _values32(rng, rows, cols, U, V, bias, noise, levels, target_mean)
+    else:
+        values, mu = _values64(rng, rows, cols, U, V, bias, noise, levels, target_mean)
     V[:, 0] = mu + bias
 
     ratings = Ratings(
-        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), (m, n),
+        rows, cols, values, (m, n),
         IdMap(np.arange(m)), IdMap(np.arange(n)),
     )
     if not return_truth:

@@ -56,7 +56,7 @@ from mfjax.objective.formulas import (
 )
 from mfjax.objective.problem import (SCALES, MFObjective, as_objective, bucket_size, check_factor_shapes,
                                      check_factors, mf_objective, row_counts)
-from mfjax.objective.gram import GramLayout, build_gram_layout, solve_rows, solve_rows_cg
+from mfjax.objective.gram import GramLayout, build_gram_layout, build_gram_tiers, solve_rows, solve_rows_cg
 from mfjax.objective.sharded import (
     entry_map,
     process_row_block,
@@ -126,6 +126,7 @@ __all__ = [
     "NORMAL_EQUATIONS_CHUNK",
     "GramLayout",
     "build_gram_layout",
+    "build_gram_tiers",
     "solve_rows",
     "solve_rows_cg",
     "shard_objective",

@@ -25,6 +25,7 @@ for the column half).  Same sweep, same numbers as on one device
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Union
 
 import jax
@@ -36,7 +37,8 @@ from jax.sharding import PartitionSpec as P
 from mfjax import objective as _objective
 from mfjax.core.factors import BiasedFactors, Factors, swap_factors
 from mfjax.objective import MFObjective
-from mfjax.objective.gram import CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_layout, solve_rows, solve_rows_cg
+from mfjax.objective.gram import (CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_layout, build_gram_tiers, solve_rows,
+                                  solve_rows_cg)
 
 __all__ = ["ALSProblem", "als_problem", "gram_sweep", "gram_step", "shard_als_problem"]
 
@@ -50,7 +52,9 @@ class ALSProblem:
     Attributes:
       objective: the :class:`~mfjax.objective.MFObjective` (its ``l2``,
         ``l2_bias``, data weight, entry weights and row weights are used).
-      rows: :class:`~mfjax.objective.gram.GramLayout` of the objective's rows.
+      rows: the :class:`~mfjax.objective.gram.GramLayout` of the objective's rows, or a tuple
+        of layout tiers (:func:`~mfjax.objective.gram.build_gram_tiers`: bounded padding when
+        some rows are longer than a chunk; the default of :func:`als_problem`).
       cols: the same for its columns (``objective.T``).
       mesh: ``None``, or the :class:`jax.sharding.Mesh` whose ``axis`` the
         layouts' chunks are split over (:func:`shard_als_problem`; static).
@@ -58,8 +62,8 @@ class ALSProblem:
     """
 
     objective: MFObjective
-    rows: GramLayout
-    cols: GramLayout
+    rows: Union[GramLayout, tuple]
+    cols: Union[GramLayout, tuple]
     mesh: Optional[Any] = None
     axis: Optional[str] = None
 
@@ -92,23 +96,36 @@ def _padded(layout: GramLayout, num_rows: int) -> GramLayout:
 
 
 def als_problem(objective: MFObjective, *, segment: int = SEGMENT,
-                chunk_entries: int = CHUNK_ENTRIES) -> ALSProblem:
+                chunk_entries: int = CHUNK_ENTRIES, tiers: bool = True) -> ALSProblem:
     """The :class:`ALSProblem` of an objective (e.g. :func:`~mfjax.solvers.als.als_objective`).
 
     The objective must be concrete (its indices are laid out on the host).
+
+    Memory: with ``tiers`` (default) each side is laid out by
+    :func:`~mfjax.objective.gram.build_gram_tiers`: at most ``2 (nnz + m L)``
+    int32/float32 slots (12 bytes each) per side, and one scan step gathers at
+    most ``max(chunk_entries, longest row)`` slots, i.e. a ``(slots, r)``
+    feature block and, for the exact solve, ``slots / L`` Gram matrices of
+    ``r x r``; nothing of size ``m r^2`` or ``nnz r`` is formed.
 
     Args:
       objective: the problem ALS minimises.
       segment: entries per segment of the batched Gram products.
       chunk_entries: entry slots per step of the scan (memory bound).
+      tiers: lay long rows out in a tier of their own (bounded padding); ``False``: one
+        :class:`~mfjax.objective.gram.GramLayout` per side, every chunk padded to the largest.
     """
     rows, cols = np.asarray(objective.rows), np.asarray(objective.cols)
     w = np.asarray(objective.weights)
     m, n = objective.shape
     kw = dict(segment=segment, chunk_entries=chunk_entries, weights=w)
+    if not tiers:
+        return ALSProblem(objective,
+                          _padded(build_gram_layout(rows, cols, m, **kw), m),
+                          _padded(build_gram_layout(cols, rows, n, **kw), n))
     return ALSProblem(objective,
-                      _padded(build_gram_layout(rows, cols, m, **kw), m),
-                      _padded(build_gram_layout(cols, rows, n, **kw), n))
+                      tuple(_padded(t, m) for t in build_gram_tiers(rows, cols, m, **kw)),
+                      tuple(_padded(t, n) for t in build_gram_tiers(cols, rows, n, **kw)))
 
 
 def _pad_chunks(layout: GramLayout, multiple: int, num_rows: int) -> GramLayout:
@@ -151,7 +168,7 @@ def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str |
     m, n = obj.shape
     slots = int(np.count_nonzero(np.asarray(obj.weights))) + max(m, n) * segment // 2
     per = max(segment, min(int(chunk_entries), -(-slots // (2 * d))))
-    base = als_problem(obj, segment=segment, chunk_entries=per)
+    base = als_problem(obj, segment=segment, chunk_entries=per, tiers=False)
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
     place = lambda lay, k: jax.device_put(_pad_chunks(lay, d, k), split)  # noqa: E731
     return ALSProblem(jax.device_put(obj, whole), place(base.rows, m), place(base.cols, n), mesh=mesh, axis=axis)
@@ -168,7 +185,11 @@ def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int, x0, 
         return solve_rows_cg(layout, F, y, w, ridge, x0, m, cg_steps, return_sse=sse)
 
     if problem.mesh is None:
-        return solve(layout, F, y, w, ridge, x0)
+        if isinstance(layout, GramLayout):
+            return solve(layout, F, y, w, ridge, x0)
+        # tiers: every row is solved in exactly one tier, the others return 0 for it
+        outs = [solve(t, F, y, w, ridge, x0) for t in layout]
+        return jax.tree.map(lambda *a: functools.reduce(jnp.add, a), *outs)
     ax = problem.axis
 
     def local(*args):
