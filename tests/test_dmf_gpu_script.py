@@ -52,3 +52,34 @@ def test_bundle_round_trip_restores_records_and_tables(ga, tmp_path):
     bad.write_text(json.dumps({"profile": "authors", "records": {"../x.json": {}}}))
     with pytest.raises(ValueError, match="bad record name"):
         ga.unpack_bundle(bad, dest)
+
+
+def test_budget_alarm_stops_a_task_cleanly_and_records_nothing(ga, tmp_path, monkeypatch, capsys):
+    """A task still running at the budget is aborted (SIGALRM), not recorded, and the bundle is still written."""
+    import time
+
+    class FakeContext:
+        def __init__(self, profile_name, data_dir, workdir, ckpt_dir, command):
+            self.profile_name = profile_name
+
+        def finished(self, seed, task):
+            return False
+
+    def slow_task(ctx, seed, task):
+        for _ in range(200):  # 20 s unless interrupted
+            time.sleep(0.1)
+        raise AssertionError("the budget alarm did not fire")
+
+    monkeypatch.setattr(ga.rt, "Context", FakeContext)
+    monkeypatch.setattr(ga.rt, "run_task", slow_task)
+    monkeypatch.setitem(ga.PRIOR_S, "table1", 0.0)
+    monkeypatch.setattr(ga, "T_START", time.time())
+    t0 = time.time()
+    rc = ga.main(["--budget-s", str(ga.RESERVE_S + 1.0), "--seeds", "0", "--tasks", "table1", "--allow-cpu",
+                  "--out", str(tmp_path / "out"), "--records", str(tmp_path / "rec")])
+    assert rc == 0 and time.time() - t0 < 10.0
+    out = capsys.readouterr().out
+    assert "budget reached during seed 0 task table1: that task was not recorded" in out
+    bundle = json.loads((tmp_path / "out" / ga.BUNDLE).read_text())
+    assert bundle["records"] == {}
+    assert (tmp_path / "out" / "tables_authors.md").exists()
