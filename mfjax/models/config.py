@@ -84,6 +84,8 @@ class TrainConfig:
         (Loshchilov & Hutter, "SGDR", ICLR 2017, one cycle, no restart), or
         ``lr_t = lr + (lr_min - lr) t / T``; constant ``lr_min`` after ``T``.
         ``lr_decay`` / ``lr_decay_every`` are then unused.
+        Measured on ML-1M (``experiments/results/dmf``, seed 0): cosine
+        1e-2 -> 1e-4 over 630 steps tracks the staircase within 0.002 RMSE.
       lr_min: the final learning rate of ``"cosine"`` / ``"linear"``.
       loss: ``"rmse"`` (authors' code) or ``"mse"`` (paper eq. 1), over the
         observed entries of the block.
