@@ -338,3 +338,59 @@ def test_old_checkpoint_without_identity_and_policies(data, short_ck, tmp_path):
         mm.train_dmf(tr, va, CFG, SHORT, checkpoint_path=ck, resume="yes")
     with pytest.raises(ValueError, match="valid has no entries"):
         mm.train_dmf(tr, va.select(np.zeros(va.nnz, bool)), CFG, SHORT)
+
+
+def test_learning_rate_schedules_values():
+    """Staircase (authors), cosine and linear schedules against their formulas."""
+    st = mm.TrainConfig(learning_rate=1e-2, lr_decay=0.5, lr_decay_every=10)
+    f = mm.learning_rate_schedule(st)
+    np.testing.assert_allclose([float(f(t)) for t in (0, 9, 10, 25)], [1e-2, 1e-2, 5e-3, 2.5e-3], rtol=1e-6)
+    T_, lr, lo = 40, 1e-2, 1e-4
+    cos = mm.learning_rate_schedule(mm.TrainConfig(learning_rate=lr, lr_schedule="cosine", lr_min=lo), T_)
+    lin = mm.learning_rate_schedule(mm.TrainConfig(learning_rate=lr, lr_schedule="linear", lr_min=lo), T_)
+    for t in (0, 7, 20, 33, 40, 60):
+        u = min(t, T_) / T_
+        np.testing.assert_allclose(float(cos(t)), lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * u)), rtol=1e-5)
+        np.testing.assert_allclose(float(lin(t)), lr + (lo - lr) * u, rtol=1e-5)
+    with pytest.raises(ValueError, match="total_steps"):
+        mm.learning_rate_schedule(mm.TrainConfig(lr_schedule="cosine"))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        mm.TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_min"):
+        mm.TrainConfig(learning_rate=1e-3, lr_min=1e-2)
+
+
+def test_trainer_optimizer_follows_the_schedule_over_the_run(data, monkeypatch):
+    """train_dmf builds Adam with T = epochs x steps per epoch; with a constant gradient Adam's step is -lr_t."""
+    tr, va, _ = data
+    tc = dataclasses.replace(TC, epochs=3, lr_schedule="cosine", lr_min=1e-4)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(tc_, total_steps=None):
+        seen["T"] = total_steps
+        return make(tc_, total_steps)
+
+    def stop(*a, **k):
+        raise Stop
+
+    make = T._make_optimizer
+    monkeypatch.setattr(T, "_make_optimizer", spy)
+    monkeypatch.setattr(T, "_epoch_fn_cached", stop)
+    with pytest.raises(Stop):
+        mm.train_dmf(tr, va, CFG, tc)
+    steps = 3 * math.ceil(np.unique(np.asarray(tr.rows)).size / tc.block_rows)
+    assert seen["T"] == steps
+    opt = make(tc, steps)
+    p = jnp.zeros(1)
+    st = opt.init(p)
+    upd = jax.jit(opt.update)
+    lrs = []
+    for _ in range(steps + 2):
+        u, st = upd(jnp.ones(1), st, p)
+        lrs.append(-float(u[0]))
+    ref = [float(mm.learning_rate_schedule(tc, steps)(t)) for t in range(steps + 2)]
+    np.testing.assert_allclose(lrs, ref, rtol=1e-4)
+    assert ref[0] == pytest.approx(tc.learning_rate) and ref[-1] == pytest.approx(1e-4)

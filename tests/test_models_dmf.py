@@ -242,3 +242,22 @@ def test_input_offset_centres_observed_entries_only(model_and_vars):
     np.testing.assert_allclose(np.asarray(e_sparse)[3], np.asarray(e_plain)[3], rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(e_sparse)[0], np.asarray(e_plain)[0])
     assert mm.DMFConfig().input_offset == 0.0  # default: the authors' raw inputs
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_input_norm_divides_each_vector_by_its_count(model_and_vars, power):
+    """input_norm = a: every vector enters as (x - c [observed]) / max(n_x, 1)^a (sparse = dense = numpy)."""
+    R, _, variables = model_and_vars
+    c = 3.5
+    model_n = mm.DMF(dataclasses.replace(CFG, input_offset=c, input_norm=power), *R.shape)
+    X = np.asarray(R.to_dense()[0])
+    n_x = (X != 0).sum(1)
+    Xc = np.where(X != 0, X - c, 0.0) / np.maximum(n_x, 1)[:, None] ** power
+    ref = mm.DMF(CFG, *R.shape).apply(variables, jnp.asarray(Xc), train=False, method=mm.DMF.embed_rows)
+    xs = mm.full_batch(mm.csr_inputs(R, "rows"))
+    for x in (xs, jnp.asarray(X)):
+        e = model_n.apply(variables, x, train=False, method=mm.DMF.embed_rows)
+        np.testing.assert_allclose(np.asarray(e), np.asarray(ref), rtol=1e-4, atol=1e-5)
+    assert mm.DMFConfig().input_norm == 0.0  # default: the authors' unnormalised inputs
+    with pytest.raises(ValueError, match="input_norm"):
+        mm.DMFConfig(input_norm=1.5)

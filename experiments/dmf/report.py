@@ -23,7 +23,8 @@ PAPER1 = {"I": 0.850, "II": 0.883, "III": 0.864, "IV": 0.904}
 PAPER2 = (0.898, 0.625)
 SELECTED = "cpu_center_mask_rows"  # chosen on the pseudo areas of `--tasks select` (see the results README)
 LARGE2 = "cpu_large_slowlam"  # Table 2 at the `cpu_large` size (DMF-D with the `cpu_slowlam` slope; DMF)
-SELECT_PROFILES = ("cpu", "cpu_mask", "cpu_mask_rows", "cpu_mask_rows_strong", "cpu_center", "cpu_center_mask_rows")
+SELECT_PROFILES = ("cpu", "cpu_mask", "cpu_mask_rows", "cpu_mask_rows_strong", "cpu_center", "cpu_center_mask_rows",
+                   "cmr_cos", "cmr_norm", "cmr_sqrt", "cmr_large", "cmr_large_norm")  # issue 14 part 3: GAP_PROFILES
 
 
 def load(out, profile, task):

@@ -74,6 +74,16 @@ CENTER_PROFILES = {"cpu_center": 3.5, "cpu_center_mask_rows": 3.5}
 # row 50% (extendability_split reveal_frac 0.5, fractions (0.75, .05, .2)): thinning training inputs
 # to 0.5 / 0.75 of their entries makes them as long as the revealed rows of areas II-IV
 PSEUDO_KEEP = 0.5 / 0.75
+# issue 14 part 3: levers for the area I / III gap, each on top of the selected `cpu_center_mask_rows`
+# (centred inputs, row masking U(0.3, 1)); selected on the pseudo areas of `--tasks select` only.
+# model: DMFConfig overrides; train: TrainConfig overrides; large: the `cpu_large` size and length
+GAP_PROFILES = {
+    "cmr_norm": {"model": {"input_norm": 1.0}},  # first layer / n_x: mean of the rated items' rows
+    "cmr_sqrt": {"model": {"input_norm": 0.5}},  # first layer / sqrt(n_x) (SVD++ scaling)
+    "cmr_cos": {"train": {"lr_schedule": "cosine", "lr_min": 1e-4}},  # cosine 1e-2 -> 1e-4 over the run
+    "cmr_large": {"large": True},  # [1024, 512], 60 passes, lr x0.65 every 240 steps
+    "cmr_large_norm": {"large": True, "model": {"input_norm": 1.0}},
+}
 
 
 def profile(name: str, shape) -> dict:
@@ -101,6 +111,15 @@ def profile(name: str, shape) -> dict:
         q = mm.QuantizerConfig(lambda0=0.1, lambda_growth=float((30.0 / 0.1) ** (1.0 / steps)), lambda_every=1)
         cfg = mm.DMFConfig.cpu(row_widths=(1024, 512), col_widths=(1024, 512))
         return {"dmf": (cfg, base), "dmfd": (cfg, dataclasses.replace(base, quantizer=q))}
+    if name in GAP_PROFILES:
+        g = GAP_PROFILES[name]
+        epochs, every = (60, 240) if g.get("large") else (30, 120)
+        base = mm.TrainConfig(epochs=epochs, block_rows=300, block_cols=500, learning_rate=1e-2, lr_decay=0.65,
+                              lr_decay_every=every, eval_every=3, checkpoint_every=3, max_seconds=None,
+                              **MASK_PROFILES["cpu_center_mask_rows"], **g.get("train", {}))
+        widths = {"row_widths": (1024, 512), "col_widths": (1024, 512)} if g.get("large") else {}
+        cfg = mm.DMFConfig.cpu(input_offset=3.5, **widths, **g.get("model", {}))
+        return {"dmf": (cfg, base), "dmfd": (cfg, base)}
     if name in ("cpu", "cpu_hide", "cpu_slowlam", "smoke") or name in MASK_PROFILES or name in CENTER_PROFILES:
         epochs = 2 if name == "smoke" else 30
         br, bc = 300, 500
@@ -122,12 +141,14 @@ def profile(name: str, shape) -> dict:
 def config_dict(cfg, tc) -> dict:
     train = dataclasses.asdict(tc)
     # options added later: drop them at their defaults to keep the hashes of earlier records valid
-    for k, default in (("hide_targets", False), ("input_keep", None), ("input_keep_branches", "both")):
+    for k, default in (("hide_targets", False), ("input_keep", None), ("input_keep_branches", "both"),
+                       ("lr_schedule", "staircase"), ("lr_min", 0.0)):
         if train.get(k, default) == default:
             train.pop(k, None)
     model = dataclasses.asdict(cfg)
-    if not model.get("input_offset"):
-        model.pop("input_offset", None)
+    for k in ("input_offset", "input_norm"):
+        if not model.get(k):
+            model.pop(k, None)
     return {"model": model, "train": train}
 
 
@@ -344,7 +365,7 @@ def aggregate(out: pathlib.Path, profile_name: str):
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "cpu_large_slowlam", "smoke", "authors", *MASK_PROFILES, *CENTER_PROFILES])
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "cpu_large_slowlam", "smoke", "authors", *MASK_PROFILES, *CENTER_PROFILES, *GAP_PROFILES])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tasks", nargs="+", default=[t for t in TASKS if t != "select"], choices=list(TASKS))
     ap.add_argument("--data-dir", default=os.environ.get("MFJAX_ML1M"),
@@ -358,6 +379,92 @@ def main(argv=None):
     return run(args, args.out)
 
 
+class Context:
+    """What every task of one invocation shares: the data, the profile, the store, the machine."""
+
+    def __init__(self, profile_name: str, data_dir, workdir, ckpt_dir, command: str):
+        self.profile_name = profile_name
+        self.out = pathlib.Path(workdir)
+        self.store = ResultStore(self.out / "runs", digits=12)
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = None if ckpt_dir is None else pathlib.Path(ckpt_dir)
+        if self.ckpt_dir is not None:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.command = command
+        self.ratings = mdata.load_movielens("ml-1m", data_dir)
+        self.checksum = mdata.data_checksum(self.ratings)
+        self.prof = profile(profile_name, self.ratings.shape)
+        self.machine = {"platform": platform.platform(), "python": platform.python_version(),
+                        "jax": jax.__version__, "devices": [str(dv) for dv in jax.devices()],
+                        "cpu_count": os.cpu_count()}
+        self._splits = {}
+
+    def key(self, seed, task) -> str:
+        return f"{self.profile_name}_seed{seed}_{task}"
+
+    def config(self, task) -> dict:
+        return ({"als": "rank 10, ALS-WR, biases, l2 grid on valid"} if task == "als"
+                else config_dict(*self.prof["dmfd" if task == "dmfd" else "dmf"]))
+
+    def finished(self, seed, task) -> bool:
+        """Whether the record of ``(seed, task)`` exists with the current configuration hash."""
+        return self.store.load(self.key(seed, task), config_hash=config_hash(self.config(task))) is not None
+
+    def split(self, seed):
+        if seed not in self._splits:
+            self._splits = {seed: mdata.split(self.ratings, (0.75, 0.05, 0.2), seed=seed)}
+        return self._splits[seed]
+
+
+def run_task(ctx: Context, seed: int, task: str):
+    """Run ``task`` for ``seed`` unless its record exists; write the record atomically and the summaries.
+
+    Returns the record, or ``None`` when it was skipped (finished before,
+    same configuration hash).  A DMF task checkpoints under ``ctx.ckpt_dir``
+    (none when it is ``None``: an interrupted task then restarts from scratch).
+    """
+    key = ctx.key(seed, task)
+    path = ctx.store.path(key)
+    cfgd = ctx.config(task)
+    h = config_hash(cfgd)
+    if ctx.store.load(key, config_hash=h) is not None:
+        print(f"[skip] {path} (finished)", flush=True)
+        return None
+    print(f"[run] seed {seed} task {task}", flush=True)
+    log = lambda s, seed=seed, task=task: print(f"  [{task} s{seed}] {s}", flush=True)
+    ratings, split = ctx.ratings, ctx.split(seed)
+    t0 = time.perf_counter()
+    extra = {}
+    if task == "als":
+        metrics = run_als(split, seed, log)
+    else:
+        cfg, tc = ctx.prof["dmfd" if task == "dmfd" else "dmf"]
+        ckpt = None if ctx.ckpt_dir is None else ctx.ckpt_dir / f"{ctx.profile_name}_{h}_seed{seed}_{task}.msgpack"
+        fn = {"table1": lambda: run_table1(ratings, seed, cfg, tc, ckpt, log),
+              "select": lambda: run_select(ratings, seed, cfg, tc, ckpt, log),
+              "dmf": lambda: run_dmf(split, seed, cfg, tc, ckpt, log),
+              "dmfd": lambda: run_dmfd(split, seed, cfg, tc, ckpt, log)}[task]
+        res, metrics = fn()
+        extra = {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
+                 "best_val": res.best_val, "trace": res.trace,
+                 "train_wall_time_s": res.wall_time}
+    record = {
+        "task": task, "seed": seed, "profile": ctx.profile_name, "command": ctx.command,
+        "data_checksum": ctx.checksum, "split": {
+            "table1": "extendability_split(0.1, 0.1, 0.5, (0.75, 0.05, 0.2))",
+            "select": "inner extendability_split(outer.train, 0.1, 0.1, 2/3, (0.95, 0.05), seed=[seed, 7])",
+        }.get(task, "split((0.75, 0.05, 0.2))"),
+        "split_checksums": None if task in ("table1", "select") else {
+            k: mdata.data_checksum(p) for k, p in zip(("train", "valid", "test"), split)},
+        "config": cfgd, "config_hash": h, "metrics": metrics, "wall_time_s": time.perf_counter() - t0,
+        "machine": ctx.machine, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
+    }
+    ctx.store.save(key, record, config_hash=h)
+    print(f"[done] {path}: {json.dumps(metrics)[:300]}", flush=True)
+    aggregate(ctx.out, ctx.profile_name)
+    return record
+
+
 def run(config, workdir) -> int:
     """Run the tasks of ``config`` (the parsed options) for every seed; results under ``workdir``.
 
@@ -366,61 +473,12 @@ def run(config, workdir) -> int:
     the same configuration hash; summaries are rewritten after every task.
     """
     args = copy.copy(config)
-    out = pathlib.Path(workdir)
-    store = ResultStore(out / "runs", digits=12)
-    store.root.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = pathlib.Path(args.ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     command = getattr(args, "command", None) or "python experiments/dmf/run_tables.py"
-
-    ratings = mdata.load_movielens("ml-1m", args.data_dir)
-    checksum = mdata.data_checksum(ratings)
-    prof = profile(args.profile, ratings.shape)
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
-               "devices": [str(dv) for dv in jax.devices()], "cpu_count": os.cpu_count()}
-
+    ctx = Context(args.profile, args.data_dir, workdir, args.ckpt_dir, command)
     for seed in args.seeds:
-        split = mdata.split(ratings, (0.75, 0.05, 0.2), seed=seed)
         for task in args.tasks:
-            key = f"{args.profile}_seed{seed}_{task}"
-            path = store.path(key)
-            cfgd = ({"als": "rank 10, ALS-WR, biases, l2 grid on valid"} if task == "als"
-                    else config_dict(*prof["dmfd" if task == "dmfd" else "dmf"]))
-            h = config_hash(cfgd)
-            if store.load(key, config_hash=h) is not None:
-                print(f"[skip] {path} (finished)", flush=True)
-                continue
-            print(f"[run] seed {seed} task {task}", flush=True)
-            log = lambda s, seed=seed, task=task: print(f"  [{task} s{seed}] {s}", flush=True)
-            t0 = time.perf_counter()
-            extra = {}
-            if task == "als":
-                metrics = run_als(split, seed, log)
-            else:
-                cfg, tc = prof["dmfd" if task == "dmfd" else "dmf"]
-                ckpt = ckpt_dir / f"{args.profile}_{h}_seed{seed}_{task}.msgpack"
-                fn = {"table1": lambda: run_table1(ratings, seed, cfg, tc, ckpt, log),
-                      "select": lambda: run_select(ratings, seed, cfg, tc, ckpt, log),
-                      "dmf": lambda: run_dmf(split, seed, cfg, tc, ckpt, log),
-                      "dmfd": lambda: run_dmfd(split, seed, cfg, tc, ckpt, log)}[task]
-                res, metrics = fn()
-                extra = {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
-                         "best_val": res.best_val, "trace": res.trace,
-                         "train_wall_time_s": res.wall_time}
-            record = {
-                "task": task, "seed": seed, "profile": args.profile, "command": command,
-                "data_checksum": checksum, "split": {
-                    "table1": "extendability_split(0.1, 0.1, 0.5, (0.75, 0.05, 0.2))",
-                    "select": "inner extendability_split(outer.train, 0.1, 0.1, 2/3, (0.95, 0.05), seed=[seed, 7])",
-                }.get(task, "split((0.75, 0.05, 0.2))"),
-                "split_checksums": None if task in ("table1", "select") else {k: mdata.data_checksum(p) for k, p in zip(("train", "valid", "test"), split)},
-                "config": cfgd, "config_hash": h, "metrics": metrics, "wall_time_s": time.perf_counter() - t0,
-                "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
-            }
-            store.save(key, record, config_hash=h)
-            print(f"[done] {path}: {json.dumps(metrics)[:300]}", flush=True)
-            aggregate(out, args.profile)
-    summ = aggregate(out, args.profile)
+            run_task(ctx, seed, task)
+    summ = aggregate(ctx.out, args.profile)
     print(json.dumps({"table1": summ["table1"]}, indent=1))
     return 0
 

@@ -69,6 +69,7 @@ from mfjax.models.train import (
     QuantizerConfig,
     TrainConfig,
     authors_epoch_length,
+    learning_rate_schedule,
     predict,
     predict_areas,
     train_dmf,
@@ -83,7 +84,7 @@ __all__ = [
     "FitBoundariesResult", "boundary_penalty", "check_levels", "exponential_lambda", "fit_boundaries",
     "quantize_hard", "round_to_levels", "smooth_quantize", "uniform_boundaries",
     # training
-    "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "predict",
+    "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "learning_rate_schedule", "predict",
     "predict_areas", "train_dmf",
     # side-feature MLP
     "FEATURES", "EarlyStopping", "SideMLP", "SideMLPConfig", "SideMLPResult", "SideMLPState", "SideTables",

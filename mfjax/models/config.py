@@ -20,10 +20,14 @@ import math
 from typing import Callable
 
 import numpy as np
+import optax
 
 from mfjax.models.quantizer import check_levels, exponential_lambda, uniform_boundaries
 
-__all__ = ["QuantizerConfig", "TrainConfig", "authors_epoch_length"]
+__all__ = ["QuantizerConfig", "TrainConfig", "authors_epoch_length", "LR_SCHEDULES", "learning_rate_schedule"]
+
+#: the learning-rate schedules of :attr:`TrainConfig.lr_schedule`
+LR_SCHEDULES = ("staircase", "cosine", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,17 @@ class TrainConfig:
       epochs: passes over all row blocks (see module docstring).
       block_rows, block_cols: sub-block size of one step (authors: 100 x 170).
       learning_rate, lr_decay, lr_decay_every: Adam with
-        ``lr * lr_decay ** floor(step / lr_decay_every)``.
+        ``lr * lr_decay ** floor(step / lr_decay_every)`` (``lr_schedule``
+        ``"staircase"``, the authors' schedule and the default).
+      lr_schedule: ``"staircase"`` (above), ``"cosine"`` or ``"linear"``
+        (mfjax options): over the run's ``T = epochs x steps per epoch``
+        steps, ``lr_t = lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2``
+        (Loshchilov & Hutter, "SGDR", ICLR 2017, one cycle, no restart), or
+        ``lr_t = lr + (lr_min - lr) t / T``; constant ``lr_min`` after ``T``.
+        ``lr_decay`` / ``lr_decay_every`` are then unused.
+        Measured on ML-1M (``experiments/results/dmf``, seed 0): cosine
+        1e-2 -> 1e-4 over 630 steps tracks the staircase within 0.002 RMSE.
+      lr_min: the final learning rate of ``"cosine"`` / ``"linear"``.
       loss: ``"rmse"`` (authors' code) or ``"mse"`` (paper eq. 1), over the
         observed entries of the block.
       l2: gamma, weight of the squared Frobenius norm of all kernels.
@@ -132,6 +146,8 @@ class TrainConfig:
     learning_rate: float = 1e-2
     lr_decay: float = 0.65
     lr_decay_every: int = 810
+    lr_schedule: str = "staircase"
+    lr_min: float = 0.0
     loss: str = "rmse"
     l2: float = 0.0
     quantizer: QuantizerConfig | None = None
@@ -152,6 +168,10 @@ class TrainConfig:
             object.__setattr__(self, "input_keep", keep)
         if self.input_keep_branches not in ("both", "rows", "cols"):
             raise ValueError(f"input_keep_branches must be 'both', 'rows' or 'cols', got {self.input_keep_branches!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min <= self.learning_rate:
+            raise ValueError(f"lr_min must be in [0, learning_rate={self.learning_rate}], got {self.lr_min}")
         if self.loss not in ("rmse", "mse"):
             raise ValueError(f"loss must be 'rmse' or 'mse', got {self.loss!r}")
         for name in ("epochs", "block_rows", "block_cols", "lr_decay_every", "eval_every", "checkpoint_every"):
@@ -185,6 +205,26 @@ class TrainConfig:
             quantizer=q,
         )
         return dataclasses.replace(base, **overrides)
+
+
+def learning_rate_schedule(tc: TrainConfig, total_steps: int | None = None) -> Callable:
+    """The schedule ``step -> learning rate`` of ``tc`` (an optax schedule; see :attr:`TrainConfig.lr_schedule`).
+
+    ``total_steps`` (``T``, required for ``"cosine"`` / ``"linear"``) is the
+    run's number of steps.
+
+    >>> tc = TrainConfig(learning_rate=1.0, lr_schedule="cosine", lr_min=0.1)
+    >>> [round(float(learning_rate_schedule(tc, 10)(t)), 4) for t in (0, 5, 10, 20)]
+    [1.0, 0.55, 0.1, 0.1]
+    """
+    if tc.lr_schedule == "staircase":
+        return optax.exponential_decay(tc.learning_rate, tc.lr_decay_every, tc.lr_decay, staircase=True)
+    if total_steps is None or int(total_steps) < 1:
+        raise ValueError(f"lr_schedule {tc.lr_schedule!r} needs total_steps >= 1, got {total_steps!r}")
+    T = int(total_steps)
+    if tc.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(tc.learning_rate, T, alpha=tc.lr_min / tc.learning_rate)
+    return optax.linear_schedule(tc.learning_rate, tc.lr_min, T)
 
 
 def authors_epoch_length(shape, block_rows: int, block_cols: int) -> float:

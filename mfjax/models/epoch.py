@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from mfjax.models.blocks import MASK_STREAM, make_block
-from mfjax.models.config import QuantizerConfig, TrainConfig
+from mfjax.models.config import QuantizerConfig, TrainConfig, learning_rate_schedule
 from mfjax.models.dmf import (
     DMF,
     CSRInputs,
@@ -51,28 +51,32 @@ def _kernel_sq(params):
     return tot
 
 
-def _make_optimizer(tc: TrainConfig):
-    """Adam with the staircase decay ``lr * lr_decay ** floor(step / lr_decay_every)``."""
-    sched = optax.exponential_decay(tc.learning_rate, tc.lr_decay_every, tc.lr_decay, staircase=True)
-    return optax.adam(sched)
+def _make_optimizer(tc: TrainConfig, total_steps: int | None = None):
+    """Adam with :func:`~mfjax.models.config.learning_rate_schedule` (default: the staircase decay
+    ``lr * lr_decay ** floor(step / lr_decay_every)``; ``total_steps`` for cosine / linear)."""
+    return optax.adam(learning_rate_schedule(tc, total_steps))
 
 
 _EPOCH_FNS: dict = {}
 
 
-def _epoch_fn_cached(cfg: DMFConfig, tc: TrainConfig, shape, cap_r: int, cap_c: int):
+def _epoch_fn_cached(cfg: DMFConfig, tc: TrainConfig, shape, cap_r: int, cap_c: int,
+                     total_steps: int | None = None):
     """One compiled epoch function per (architecture, schedule, shape, capacities).
 
     Fields that do not enter the step (epochs, seed, evaluation, stopping)
     are normalised out of the key, so repeated runs (seeds, resumes) reuse
-    the compiled function.
+    the compiled function; ``total_steps`` (the run's step count) enters
+    only the cosine / linear schedules.
     """
     key_tc = dataclasses.replace(tc, epochs=1, seed=0, eval_every=1, patience=None,
                                  max_seconds=None, checkpoint_every=1)
-    key = (cfg, key_tc, tuple(shape), cap_r, cap_c)
+    if tc.lr_schedule == "staircase":
+        total_steps = None
+    key = (cfg, key_tc, tuple(shape), cap_r, cap_c, total_steps)
     if key not in _EPOCH_FNS:
         model = DMF(cfg, *shape)
-        _EPOCH_FNS[key] = _make_epoch_fn(model, cfg, tc, _make_optimizer(tc), cap_r, cap_c)
+        _EPOCH_FNS[key] = _make_epoch_fn(model, cfg, tc, _make_optimizer(tc, total_steps), cap_r, cap_c)
     return _EPOCH_FNS[key]
 
 

@@ -57,7 +57,7 @@ from mfjax.data.ratings import Ratings
 from mfjax.metrics import rmse_from_predictions
 from mfjax.models import checkpoint as ckpt
 from mfjax.models.blocks import MASK_STREAM, _bucket, _epoch_plan, make_block, mask_inputs  # noqa: F401
-from mfjax.models.config import QuantizerConfig, TrainConfig, authors_epoch_length
+from mfjax.models.config import QuantizerConfig, TrainConfig, authors_epoch_length, learning_rate_schedule  # noqa: F401
 from mfjax.models.dmf import DMFConfig, csr_inputs, init_dmf
 from mfjax.models.epoch import _epoch_fn_cached, _eval_fn_cached, _full, _make_optimizer
 from mfjax.models.predict import predict, predict_areas  # noqa: F401  (re-exported)
@@ -75,6 +75,7 @@ __all__ = [
     "predict",
     "predict_areas",
     "authors_epoch_length",
+    "learning_rate_schedule",
     "make_block",
 ]
 
@@ -163,12 +164,13 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
     params = {"net": variables["params"]}
     if tc.quantizer is not None:
         params["b"] = jnp.asarray(tc.quantizer.reference(), jnp.float32)
-    opt = _make_optimizer(tc)
+    total_steps = tc.epochs * int(np.ceil(active_rows.size / br))  # T of the cosine / linear schedules
+    opt = _make_optimizer(tc, total_steps)
     state = DMFState(params, variables.get("batch_stats", {}), jax.jit(opt.init)(params), jnp.zeros((), jnp.int32))
 
     # fixed padded capacities from all epochs' plans: one compilation per run
     cap_r, cap_c = _capacities(tc, rlen, clen, active_rows, active_cols, n)
-    epoch_fn = _epoch_fn_cached(config, tc, (m, n), cap_r, cap_c)
+    epoch_fn = _epoch_fn_cached(config, tc, (m, n), cap_r, cap_c, total_steps)
     eval_fn = _eval_fn_cached(config, tc.quantizer, (m, n))
     rdev = (jnp.asarray(rcsr.indptr), jnp.asarray(rcsr.indices), jnp.asarray(rcsr.values))
     cdev = (jnp.asarray(ccsr.indptr), jnp.asarray(ccsr.indices), jnp.asarray(ccsr.values))
