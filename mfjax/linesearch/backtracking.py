@@ -22,6 +22,11 @@ from mfjax.linesearch import base
 from mfjax.linesearch.kernels import Backtracking, LipschitzEstimate, StrongWolfeConditions, SufficientDecrease
 from mfjax.linesearch.search import SearchState, line_search
 
+#: default warm start factors (``growth=None, interpolate=False``: the slides' algorithms as written)
+ARMIJO_GROWTH = 2.0
+LIPSCHITZ_GROWTH = 1.0
+STRONG_WOLFE_GROWTH = 2.0
+
 __all__ = [
     "armijo",
     "inverse_lipschitz",
@@ -46,9 +51,9 @@ def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step
 
 
 def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
-           initial_step: float = 1.0, *, growth: float | None = None,
-           min_step: float = 0.0, store_grad: bool = True, grad_at: str = "end"
-           ) -> optax.GradientTransformationExtraArgs:
+           initial_step: float = 1.0, *, growth: float | None = ARMIJO_GROWTH,
+           interpolate: bool = True, min_step: float = 0.0, store_grad: bool = True,
+           grad_at: str = "end") -> optax.GradientTransformationExtraArgs:
     r"""Armijo backtracking (slides, Algorithm 2).
 
     Finds the first ``alpha`` in ``alpha_0, beta alpha_0, beta^2 alpha_0, ...``
@@ -109,13 +114,14 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
         raise ValueError(f"mfjax.linesearch.armijo: grad_at must be 'trial' or 'end', got {grad_at!r}")
     _check_backtracking("armijo", beta=beta, max_iters=max_iters, initial_step=initial_step,
                         growth=growth, min_step=min_step)
-    kernel = Backtracking(SufficientDecrease(c1), beta, int(max_iters), initial_step, growth, min_step)
+    kernel = Backtracking(SufficientDecrease(c1), beta, int(max_iters), initial_step, growth, min_step,
+                          bool(interpolate))
     return line_search(kernel, store_grad=store_grad, lazy_grad=grad_at == "trial", rule="armijo")
 
 
 def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: float = 1.0,
-                      *, growth: float | None = None, min_step: float = 0.0
-                      ) -> optax.GradientTransformationExtraArgs:
+                      *, growth: float | None = LIPSCHITZ_GROWTH, interpolate: bool = True,
+                      min_step: float = 0.0) -> optax.GradientTransformationExtraArgs:
     r"""Step ``alpha ~ 1/L`` from a local Lipschitz estimate (slides, Algorithm 1).
 
     Shrinks ``alpha`` by ``beta`` until
@@ -149,12 +155,14 @@ def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: floa
 
     _check_backtracking("inverse_lipschitz", beta=beta, max_iters=max_iters,
                         initial_step=initial_step, growth=growth, min_step=min_step)
-    kernel = Backtracking(LipschitzEstimate(), beta, int(max_iters), initial_step, growth, min_step)
+    kernel = Backtracking(LipschitzEstimate(), beta, int(max_iters), initial_step, growth, min_step,
+                          bool(interpolate))
     return line_search(kernel, rule="inverse_lipschitz")
 
 
 def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters: int = 30,
-                 initial_step: float = 1.0, *, min_step: float = 0.0
+                 initial_step: float = 1.0, *, growth: float | None = STRONG_WOLFE_GROWTH,
+                 interpolate: bool = True, min_step: float = 0.0
                  ) -> optax.GradientTransformationExtraArgs:
     r"""Shrink-only strong Wolfe step (slides, Algorithm 4, as written).
 
@@ -177,6 +185,7 @@ def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters
         raise ValueError(f"mfjax.linesearch.strong_wolfe: need c1 < c2 < 1, got c1={c1!r}, c2={c2!r}")
 
     _check_backtracking("strong_wolfe", beta=beta, max_iters=max_iters, initial_step=initial_step,
-                        growth=None, min_step=min_step)
-    kernel = Backtracking(StrongWolfeConditions(c1, c2), beta, int(max_iters), initial_step, None, min_step)
+                        growth=growth, min_step=min_step)
+    kernel = Backtracking(StrongWolfeConditions(c1, c2), beta, int(max_iters), initial_step, growth, min_step,
+                          bool(interpolate))
     return line_search(kernel, rule="strong_wolfe")

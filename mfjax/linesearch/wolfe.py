@@ -21,8 +21,12 @@ import jax.numpy as jnp
 import optax
 
 from mfjax.linesearch import base
-from mfjax.linesearch.kernels import (
+from mfjax.linesearch.kernels import (  # the interpolation formulas live with the kernels
     BisectionWolfe,
+    cubic_minimizer,
+    midpoint,
+    safeguarded_cubic,
+    warm_start,
     Decision,
     Needs,
     Origin,
@@ -51,6 +55,11 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: default warm start factors (``growth=None``: a cold start every search, the algorithms as written)
+WOLFE_GROWTH = 2.0
+ZOOM_GROWTH = 2.0
+
+
 def _check_wolfe(c1, c2, rule):
     base.check_unit("c1", c1, rule)
     if not (c1 < c2 < 1):
@@ -59,7 +68,8 @@ def _check_wolfe(c1, c2, rule):
 
 # ---------------------------------------------------------------- weak Wolfe
 def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
-                         initial_step: float = 1.0) -> optax.GradientTransformationExtraArgs:
+                         initial_step: float = 1.0, *, growth: float | None = WOLFE_GROWTH,
+                         interpolate: bool = True) -> optax.GradientTransformationExtraArgs:
     r"""Bisection search for a weak Wolfe step (slides, Algorithm 3).
 
     Keeps a bracket ``[a, b]`` (``a = 0``, ``b = +inf``) and a trial ``alpha``
@@ -93,44 +103,12 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
     _check_wolfe(c1, c2, rule)
     base.check_iters(max_iters, rule)
     base.check_positive("initial_step", initial_step, rule)
-    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step), rule=rule)
+    base.check_positive("growth", growth, rule)
+    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step, growth, bool(interpolate)),
+                       rule=rule)
 
 
 # ---------------------------------------------------------------- zoom
-def cubic_minimizer(a, fa, da, b, fb, db):
-    r"""Minimiser of the cubic interpolating ``(a, fa, f'(a)=da)``, ``(b, fb, f'(b)=db)``.
-
-    Nocedal & Wright (2006) eq. (3.59)::
-
-        d1 = da + db - 3 (fa - fb) / (a - b)
-        d2 = sign(b - a) sqrt(d1^2 - da db)
-        x  = b - (b - a) (db + d2 - d1) / (db - da + 2 d2)
-
-    Returns NaN when the cubic has no minimiser (negative radicand) or the
-    inputs are not finite; callers fall back to bisection.
-    """
-    d1 = da + db - 3 * (fa - fb) / (a - b)
-    rad = d1 * d1 - da * db
-    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(rad >= 0, rad, jnp.nan))
-    return b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
-
-
-def midpoint(lo, f_lo, d_lo, hi, f_hi, d_hi):
-    """Zoom trial by bisection: ``(lo + hi) / 2``."""
-    return 0.5 * (lo + hi)
-
-
-def safeguarded_cubic(lo, f_lo, d_lo, hi, f_hi, d_hi):
-    """Zoom trial: :func:`cubic_minimizer` when it lies in the middle 80% of the bracket, else the midpoint."""
-    mid = 0.5 * (lo + hi)
-    x = cubic_minimizer(lo, f_lo, d_lo, hi, f_hi, d_hi)
-    w = jnp.abs(hi - lo)
-    left = jnp.minimum(lo, hi) + 0.1 * w
-    right = jnp.maximum(lo, hi) - 0.1 * w
-    good = jnp.isfinite(x) & (x >= left) & (x <= right)
-    return jnp.where(good, x, mid)
-
-
 class ZoomState(NamedTuple):
     """State of :class:`ZoomWolfe`.
 
@@ -170,6 +148,9 @@ class ZoomWolfe(NamedTuple):
       max_step: largest step tried.
       interpolate: the zoom trial ``interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi)``:
         :func:`safeguarded_cubic` or :func:`midpoint`.
+      growth: warm start: the first trial is ``min(growth * prev_step,
+        initial_step, max_step)``; ``None``: ``initial_step`` every search
+        (Algorithm 3.5 as written).
     """
 
     c1: float = 1e-4
@@ -179,6 +160,7 @@ class ZoomWolfe(NamedTuple):
     expand: float = 2.0
     max_step: float = float("inf")
     interpolate: Callable = safeguarded_cubic
+    growth: float | None = None
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
@@ -186,7 +168,8 @@ class ZoomWolfe(NamedTuple):
         zero, v, s0 = jnp.asarray(0, dt), origin.value, origin.slope
         state = ZoomState(origin, jnp.asarray(False), jnp.asarray(True),
                           zero, v, s0, zero, v, s0, zero, v, s0)
-        return jnp.minimum(self.initial_step, self.max_step).astype(dt), state
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        return jnp.minimum(a0, self.max_step).astype(dt), state
 
     def step(self, c: ZoomState, trial: Trial):
         a, v, d, fin = trial.step, trial.value, trial.slope, trial.finite
@@ -237,7 +220,7 @@ _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
 def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
                       initial_step: float = 1.0, *, expand: float = 2.0,
                       max_step: float = float("inf"), interpolation: str = "cubic",
-                      ) -> optax.GradientTransformationExtraArgs:
+                      growth: float | None = ZOOM_GROWTH) -> optax.GradientTransformationExtraArgs:
     r"""Strong Wolfe line search by bracketing and zoom (Nocedal & Wright, Algorithms 3.5/3.6).
 
     Finds ``alpha`` with
@@ -287,6 +270,7 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(
             f"mfjax.linesearch.{rule}: interpolation must be 'cubic' or 'bisection', got {interpolation!r}")
+    base.check_positive("growth", growth, rule)
     kernel = ZoomWolfe(c1, c2, int(max_iters), initial_step, expand, max_step,
-                       _INTERPOLATIONS[interpolation])
+                       _INTERPOLATIONS[interpolation], growth)
     return line_search(kernel, rule=rule)

@@ -139,7 +139,7 @@ class _FoldCarry(NamedTuple):
     dstate: Any
     step: jax.Array       # next trial step of the running search
     kstate: Any           # the kernel's state of the running search
-    last_step: jax.Array  # last accepted step (warm start)
+    last_step: jax.Array  # warm start hint of the last accepted trial (Decision.warm, else its step)
     trials: jax.Array     # trials of the running search (0: start a new one)
     it: jax.Array
     nf: jax.Array
@@ -204,7 +204,7 @@ def _solve_folded(cfg: Folded, fun, u0):
             dstate=tree_where(accept, d_new, c.dstate),
             step=c.step if one_trial else dec.next_step.astype(dt),
             kstate=c.kstate if one_trial else ks,
-            last_step=jnp.where(accept, a, c.last_step).astype(dt),
+            last_step=jnp.where(accept, a if dec.warm is None else dec.warm, c.last_step).astype(dt),
             trials=jnp.where(accept, 0, trials),
             it=it,
             nf=c.nf + 1,
