@@ -18,6 +18,7 @@ problem of plain ``mfjax compare`` with ``--synthetic`` or when ML-1M is absent.
 Usage::
 
     python benchmarks/step_rule_evals.py [--synthetic] [--steps 200] [--skip 10] [--rules armijo,...]
+        [--settings literal,default]
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--skip", type=int, default=10)
     ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--settings", default="literal,default",
+                    help="which settings to run: literal (the slides' algorithms), default, or both")
     args = ap.parse_args()
 
     from mfjax.compare.run import run_one
@@ -81,7 +84,8 @@ def main():
     print(head)
     print("-" * len(head))
     for rule in args.rules.split(","):
-        for setting, run in (("literal", f"gd+{rule}({LITERAL[rule]})"), ("default", f"gd+{rule}")):
+        runs = (("literal", f"gd+{rule}({LITERAL[rule]})"), ("default", f"gd+{rule}"))
+        for setting, run in (r for r in runs if r[0] in args.settings.split(",")):
             t = time.perf_counter()
             rec = run_one(parse_run(run), problem, num_steps=args.steps)
             f, g, n = per_step(rec, args.skip)

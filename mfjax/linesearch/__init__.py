@@ -25,11 +25,35 @@ inverse_sqrt              gamma_0 / sqrt(k)                      0
 inverse_lipschitz         Algorithm 1, 1/L estimate              value+grad per trial
 armijo                    Algorithm 2, backtracking              value per trial, +1 value+grad
 weak_wolfe_bisection      Algorithm 3, bisection, can grow       value+grad per trial
-strong_wolfe              Algorithm 4 as written, shrink only    value+grad per trial
+strong_wolfe              Algorithm 4, shrink only               value+grad per trial
 strong_wolfe_zoom         Nocedal-Wright bracketing + zoom       value+grad per trial
 adaptive_gd               Algorithm 6 (Malitsky-Mishchenko)      0
 exact_mf                  exact step for the masked MF loss      2 (+1 grad; value free)
 ========================  =====================================  ================================
+
+Defaults and the slides' algorithms as written (issue 11).  The searching
+rules start each search from the previous one (``growth``) and, after a
+rejected trial, try a model step (``interpolate``) instead of a fixed
+fraction; the options below give the algorithms exactly as written.  With
+GD on ML-1M this takes 1.2-1.7 trials per step instead of ~10
+(``benchmarks/step_rule_evals.py``, ``BENCHMARKS.md``).
+
+========================  ==========================================================  ==============================
+rule                      default                                                     as written
+========================  ==========================================================  ==============================
+inverse_lipschitz         first trial ``1 / L_loc`` of the last accepted trial         ``growth=None,
+                          (``growth=1.0``); after a rejection ``0.95 / L_loc``         interpolate=False``
+                          of the rejected trial
+armijo                    first trial ``min(2 a_prev, initial_step)``; after a        ``growth=None,
+                          rejection the quadratic interpolation step in               interpolate=False``
+                          ``[0.1 a, 0.5 a]``
+weak_wolfe_bisection      first trial ``min(2 a_prev, initial_step)``; a finite       ``growth=None,
+                          bracket is split at its safeguarded cubic minimiser         interpolate=False``
+strong_wolfe              first trial ``min(2 a_prev, initial_step)``; after a        ``growth=None,
+                          rejection the cubic interpolation step in                   interpolate=False``
+                          ``[0.1 a, 0.5 a]``
+strong_wolfe_zoom         first trial ``min(2 a_prev, initial_step)``                 ``growth=None``
+========================  ==========================================================  ==============================
 
 Every searching rule is a *kernel* (:mod:`mfjax.linesearch.kernels`: the
 Armijo test, the curvature tests and the bisection bracket written once)

@@ -62,11 +62,20 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
     .. math::
       f(\theta + \alpha p) \le f(\theta) + c_1 \alpha \langle \nabla f(\theta), p \rangle
 
-    and returns ``alpha p``.  ``alpha_0 = initial_step`` (the slides' 1), or,
-    when ``growth`` is given, ``min(growth * previous step, initial_step)``
-    (optax's ``increase_factor``/``max_learning_rate`` warm start; with
-    ``growth=1.5, initial_step=1, beta=0.8`` this picks the same steps as
-    ``optax.scale_by_backtracking_linesearch`` with its defaults).
+    and returns ``alpha p``.  By default (``growth=2.0``) a search starts at
+    ``alpha_0 = min(growth * previous step, initial_step)`` (optax's
+    ``increase_factor``/``max_learning_rate`` warm start) and
+    (``interpolate=True``) a rejected trial ``alpha`` is followed by the
+    minimiser of the quadratic through ``phi(0), phi'(0), phi(alpha)``,
+
+    .. math:: \alpha_q = -\frac{\phi'(0) \alpha^2}{2 (\phi(\alpha) - \phi(0) - \phi'(0)\alpha)},
+
+    safeguarded to ``[0.1 alpha, 0.5 alpha]`` (Nocedal & Wright eq. 3.58;
+    Dennis & Schnabel A6.3.1), instead of ``beta alpha``.  The slides'
+    Algorithm 2 as written (``alpha_0 = initial_step = 1`` every search,
+    ``alpha <- beta alpha``) is ``growth=None, interpolate=False``; with
+    ``growth=1.5, initial_step=1, beta=0.8, interpolate=False`` this picks the
+    same steps as ``optax.scale_by_backtracking_linesearch`` with its defaults.
 
     Each trial evaluates ``f`` only.  With ``store_grad=True`` the value and
     gradient at the accepted point are stored for reuse (otherwise the state
@@ -88,7 +97,9 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
       beta: shrink factor in (0, 1).
       max_iters: maximum number of trials (the slides' ``t``).
       initial_step: first trial step (and cap when ``growth`` is set).
-      growth: warm start factor, ``None`` restarts at ``initial_step``.
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
+      interpolate: quadratic interpolation after a rejection (default),
+        ``False``: ``alpha <- beta alpha``.
       min_step: the slides' ``epsilon``: stop (failure) when the next trial
         step would fall below it.
       store_grad: compute and store ``grad f`` at the accepted point.
@@ -135,16 +146,29 @@ def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: floa
     gradient descent with ``L`` estimated along ``p``.  Every trial evaluates
     value and gradient (the accepted ones are stored for reuse).
 
-    ``alpha_0 = initial_step`` each update (the slides' ``alpha <- 1``).  With
-    ``growth`` set, ``alpha_0 = min(growth * previous alpha, initial_step)``:
-    on a problem whose ``L`` is large (the ``"sum"``-scaled ML-1M loss) this
-    replaces ~20 halvings per update by one or two trials.
+    Defaults (``growth=1.0, interpolate=True``): every trial measures
+    ``L_loc`` itself, so a rejected trial ``alpha`` is followed directly by
+    ``0.95 / L_loc(alpha) = 0.95 alpha ||p|| / ||Delta grad||`` (at most
+    ``0.9 alpha``; ``beta alpha`` when the trial is not finite), and the next
+    search starts at ``min(growth / L_loc, initial_step)`` with ``L_loc``
+    measured at the last accepted trial.  On the ``"sum"``-scaled ML-1M loss,
+    whose ``L`` is large, this takes 1-2 trials per update instead of ~10.
+
+    The slides' Algorithm 1 as written (``alpha_0 = 1`` every update, the
+    slides' ``alpha <- 1``; ``alpha <- beta alpha``) is ``growth=None,
+    interpolate=False``.  ``interpolate=False`` with ``growth`` set is the
+    warm start ``alpha_0 = min(growth * previous alpha, initial_step)`` of the
+    earlier releases (``inverse_lipschitz(growth=2.0, interpolate=False)``).
 
     Args:
       beta: shrink factor in (0, 1).
       max_iters: maximum number of trials.
       initial_step: first trial step (and cap when ``growth`` is set).
-      growth: warm start factor (e.g. 2.0); ``None`` restarts at ``initial_step``.
+      growth: warm start factor (default 1.0) on ``1 / L_loc`` of the last
+        accepted trial (on the last accepted step with ``interpolate=False``);
+        ``None`` restarts at ``initial_step``.
+      interpolate: next trial ``0.95 / L_loc`` after a rejection and the
+        ``1 / L_loc`` warm start (default); ``False``: ``alpha <- beta alpha``.
       min_step: the slides' ``epsilon`` (stop, failure, below it).
 
     References:
@@ -164,7 +188,7 @@ def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters
                  initial_step: float = 1.0, *, growth: float | None = STRONG_WOLFE_GROWTH,
                  interpolate: bool = True, min_step: float = 0.0
                  ) -> optax.GradientTransformationExtraArgs:
-    r"""Shrink-only strong Wolfe step (slides, Algorithm 4, as written).
+    r"""Shrink-only strong Wolfe step (slides, Algorithm 4).
 
     Shrinks ``alpha`` by ``beta`` until both
 
@@ -172,10 +196,28 @@ def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters
       f(\theta + \alpha p) \le f(\theta) + c_1 \alpha \langle \nabla f(\theta), p\rangle,
       \qquad |\langle p, \nabla f(\theta + \alpha p)\rangle| \le c_2 |\langle p, \nabla f(\theta)\rangle|.
 
-    It never grows the step, so when ``initial_step`` is shorter than every
-    strong Wolfe step it fails (``success=False``, step 0); use
-    :func:`strong_wolfe_zoom` for the bracketing version that can expand.
-    Every trial evaluates value and gradient.
+    It never grows the step within a search, so when the first trial is
+    shorter than every strong Wolfe step it fails (``success=False``, step
+    0); use :func:`strong_wolfe_zoom` for the bracketing version that can
+    expand.  Every trial evaluates value and gradient.
+
+    Defaults (``growth=2.0, interpolate=True``): the first trial is
+    ``min(growth * previous step, initial_step)`` and a rejected trial
+    ``alpha`` is followed by the minimiser of the cubic through ``phi(0),
+    phi'(0), phi(alpha), phi'(alpha)`` (Nocedal & Wright eq. 3.59; the
+    quadratic one where the cubic has none) in ``[0.1 alpha, 0.5 alpha]``
+    instead of ``beta alpha``.  The slides' Algorithm 4 as written
+    (``alpha_0 = initial_step`` every search, ``alpha <- beta alpha``) is
+    ``growth=None, interpolate=False``.
+
+    Args:
+      c1, c2: Wolfe constants, ``0 < c1 < c2 < 1``.
+      beta: shrink factor in (0, 1).
+      max_iters: maximum number of trials.
+      initial_step: first trial step (and cap of the warm start).
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
+      interpolate: cubic interpolation after a rejection (default), ``False``: ``alpha <- beta alpha``.
+      min_step: stop (failure) when the next trial step would fall below it.
 
     References:
       Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, eq. (3.7).

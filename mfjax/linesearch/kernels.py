@@ -76,6 +76,7 @@ __all__ = [
     "safeguarded_cubic",
     "midpoint",
     "quadratic_step",
+    "model_hint",
     "cubic_step",
     "safeguard",
     "warm_start",
@@ -317,13 +318,25 @@ def warm_start(initial_step, growth, prev_step, dtype) -> jax.Array:
 
 #: safeguard of an interpolated backtracking step: ``[0.1 a, 0.5 a]`` (Dennis & Schnabel, A6.3.1)
 SHRINK_BOUNDS = (0.1, 0.5)
+#: safeguard of a warm start hint from an accepted trial ``a``: ``[0.1 a, 10 a]``
+WARM_BOUNDS = (0.1, 10.0)
+
+
+def model_hint(model, trial: Trial) -> jax.Array:
+    """Warm start hint from an accepted trial: the model's minimiser ``model`` in
+    ``[0.1 a, 10 a]`` (:data:`WARM_BOUNDS`), the accepted step ``a`` where it is undefined."""
+    a = trial.step
+    lo, hi = WARM_BOUNDS
+    return safeguard(model, lo * a, hi * a, a)
 
 # ---------------------------------------------- acceptance tests (shrink)
 class SufficientDecrease(NamedTuple):
     """Accept on the Armijo condition (slides, Algorithm 2); trials need values only.
 
     ``propose``: after a rejection, the quadratic interpolation step
-    (:func:`quadratic_step`) safeguarded to ``[0.1 a, 0.5 a]``.
+    (:func:`quadratic_step`) safeguarded to ``[0.1 a, 0.5 a]``; ``warm``:
+    after an acceptance, the same model's minimiser (:func:`model_hint`), an
+    estimate of the line minimiser for the next search's start.
     """
 
     c1: float = 1e-4
@@ -338,7 +351,7 @@ class SufficientDecrease(NamedTuple):
         return safeguard(quadratic_step(origin, trial), lo * a, hi * a, fallback)
 
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
-        return trial.step
+        return model_hint(quadratic_step(origin, trial), trial)
 
 
 class StrongWolfeConditions(NamedTuple):
@@ -358,7 +371,8 @@ class StrongWolfeConditions(NamedTuple):
         return safeguard(cubic_step(origin, trial), lo * a, hi * a, fallback)
 
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
-        return trial.step
+        """After an acceptance: the cubic model's minimiser (:func:`model_hint`)."""
+        return model_hint(cubic_step(origin, trial), trial)
 
 
 class LipschitzEstimate(NamedTuple):
@@ -369,14 +383,20 @@ class LipschitzEstimate(NamedTuple):
 
     ``propose``: after a rejection, ``safety / L_loc = safety a ||p|| / ||Delta grad||``
     (the measured estimate gives the next trial directly), at most ``0.9 a``;
-    ``warm``: ``1 / L_loc`` at the accepted trial (``>= a``), the next search's start.
+    ``too_short``: a trial that meets the test with ``a L_loc < min_ratio``
+    (much shorter than ``1 / L_loc``) is not taken by the interpolating
+    search, which tries ``extend = safety / L_loc`` instead (the slides'
+    halving from 1 ends in ``(1/(2 L), 1/L]``); ``warm``: ``1 / L_loc`` at the
+    accepted trial (``>= a``), the next search's start.
 
     Attributes:
-      safety: factor ``< 1`` on ``1 / L_loc`` after a rejection (on a quadratic
+      safety: factor ``< 1`` on ``1 / L_loc`` for a new trial (on a quadratic
         ``a = 1/L_loc`` meets the test with equality, rounding may break it).
+      min_ratio: the shortest accepted ``a L_loc`` of the interpolating search.
     """
 
     safety: float = 0.95
+    min_ratio: float = 0.5
     needs = Needs(grad_change=True)
 
     def __call__(self, origin: Origin, trial: Trial) -> jax.Array:
@@ -392,9 +412,19 @@ class LipschitzEstimate(NamedTuple):
         x = self.safety * self.inverse_estimate(origin, trial)
         return safeguard(x, jnp.zeros_like(a), 0.9 * a, fallback)
 
+    def too_short(self, origin: Origin, trial: Trial) -> jax.Array:
+        """``a L_loc < min_ratio``: the trial is far shorter than ``1 / L_loc``."""
+        return trial.grad_change < self.min_ratio * origin.direction_norm
+
+    def extend(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The next trial after a too short one: ``safety / L_loc`` in ``[a, 10 a]``."""
+        a = trial.step
+        return safeguard(self.safety * self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
+
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
-        x = self.inverse_estimate(origin, trial)
-        return jnp.where(jnp.isfinite(x), jnp.maximum(x, trial.step), trial.step)
+        """After an acceptance: ``1 / L_loc`` (``>= a``) in ``[a, 10 a]``."""
+        a = trial.step
+        return safeguard(self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
 
 
 # ------------------------------------------------------------- kernels
@@ -413,8 +443,9 @@ class Backtracking(NamedTuple):
     (Armijo) or cubic (strong Wolfe) interpolation minimiser in
     ``[0.1 a, 0.5 a]``, or ``0.95 / L_loc`` for the 1/L test) instead of
     ``beta a`` (``beta a`` where the model is undefined, e.g. a non-finite
-    trial), and an accepted trial passes ``condition.warm`` (the accepted
-    step, or ``1 / L_loc`` for the 1/L test) to the next search's warm start.
+    trial), and an accepted trial passes ``condition.warm`` (the same model's
+    minimiser, or ``1 / L_loc`` for the 1/L test, in ``[0.1 a, 10 a]``) to
+    the next search, which starts at ``min(growth * warm, initial_step)``.
 
     Attributes:
       condition: the acceptance test, called as ``condition(origin, trial)``.
@@ -450,6 +481,12 @@ class Backtracking(NamedTuple):
         if self.interpolate:
             nxt = self.condition.propose(origin, trial, nxt).astype(dt)
             warm = self.condition.warm(origin, trial).astype(dt)
+            if hasattr(self.condition, "too_short"):  # the 1/L test: retry a far too short step once longer
+                short = accept & self.condition.too_short(origin, trial) & (trial.step < self.initial_step)
+                longer = jnp.minimum(self.condition.extend(origin, trial), self.initial_step).astype(dt)
+                short = short & (longer > trial.step)
+                accept = accept & ~short
+                nxt = jnp.where(short, longer, nxt)
         return Decision(accept, nxt, nxt < self.min_step, warm), origin
 
 
@@ -476,8 +513,10 @@ class BisectionWolfe(NamedTuple):
     ``growth``: the first trial is ``min(growth * prev_step, initial_step)``.
     ``interpolate=True``: once the bracket is finite the next trial is the
     safeguarded cubic minimiser through both ends
-    (:func:`mfjax.linesearch.wolfe.safeguarded_cubic`: the middle 80% of the
-    bracket, the midpoint where the cubic is undefined) instead of the midpoint.
+    (:func:`safeguarded_cubic`: the middle 80% of the bracket, the midpoint
+    where the cubic is undefined) instead of the midpoint, and an accepted
+    trial passes the minimiser of the cubic through ``phi, phi'`` at 0 and at
+    the trial (:func:`model_hint`) to the next search's warm start.
 
     Attributes:
       c1, c2: Wolfe constants, ``0 < c1 < c2 < 1``.
@@ -516,7 +555,10 @@ class BisectionWolfe(NamedTuple):
         if self.interpolate:
             cubic = safeguarded_cubic(lo, f_lo, d_lo, hi, f_hi, d_hi)
             nxt = jnp.where(jnp.isinf(hi), nxt, cubic)
-        return (Decision(decrease & curv, nxt.astype(dt), jnp.asarray(False)),
+        warm = None
+        if self.interpolate:
+            warm = model_hint(cubic_step(state.origin, trial), trial).astype(dt)
+        return (Decision(decrease & curv, nxt.astype(dt), jnp.asarray(False), warm),
                 BisectionState(state.origin, lo, hi, f_lo, d_lo, f_hi, d_hi))
 
 

@@ -24,7 +24,9 @@ from mfjax.linesearch import base
 from mfjax.linesearch.kernels import (  # the interpolation formulas live with the kernels
     BisectionWolfe,
     cubic_minimizer,
+    cubic_step,
     midpoint,
+    model_hint,
     safeguarded_cubic,
     warm_start,
     Decision,
@@ -85,10 +87,20 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
 
     The kernel is :class:`~mfjax.linesearch.kernels.BisectionWolfe`.
 
+    Defaults (``growth=2.0, interpolate=True``): the first trial is
+    ``min(growth * previous step, initial_step)``, and once the bracket is
+    finite the next trial is the minimiser of the cubic through both ends
+    (:func:`safeguarded_cubic`: the middle 80% of the bracket, the midpoint
+    where the cubic is undefined) instead of the midpoint.  The slides'
+    Algorithm 3 as written (``alpha = initial_step`` every search, midpoints)
+    is ``growth=None, interpolate=False``.
+
     Args:
       c1, c2: Wolfe constants, ``0 < c1 < c2 < 1``.
       max_iters: maximum number of trials.
-      initial_step: first trial step.
+      initial_step: first trial step (and cap of the warm start).
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
+      interpolate: cubic trials inside a finite bracket (default), ``False``: midpoints.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
@@ -149,8 +161,10 @@ class ZoomWolfe(NamedTuple):
       interpolate: the zoom trial ``interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi)``:
         :func:`safeguarded_cubic` or :func:`midpoint`.
       growth: warm start: the first trial is ``min(growth * prev_step,
-        initial_step, max_step)``; ``None``: ``initial_step`` every search
-        (Algorithm 3.5 as written).
+        initial_step, max_step)`` where ``prev_step`` is the minimiser of the
+        cubic through ``phi, phi'`` at 0 and at the last accepted trial
+        (:func:`~mfjax.linesearch.kernels.model_hint`); ``None``:
+        ``initial_step`` every search (Algorithm 3.5 as written).
     """
 
     c1: float = 1e-4
@@ -211,7 +225,8 @@ class ZoomWolfe(NamedTuple):
         eps = jnp.finfo(dt).eps
         tiny = zoom & (jnp.abs(hi - lo) <= 10 * eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi)))
         state = ZoomState(c.origin, zoom, jnp.asarray(False), a, v_, d_, lo, f_lo, d_lo, hi, f_hi, d_hi)
-        return Decision(ok, nxt.astype(dt), tiny | (~c.zoom & b_stuck)), state
+        warm = None if self.growth is None else model_hint(cubic_step(c.origin, trial), trial).astype(dt)
+        return Decision(ok, nxt.astype(dt), tiny | (~c.zoom & b_stuck), warm), state
 
 
 _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
@@ -230,7 +245,9 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
       |\phi'(\alpha)| \le c_2 |\phi'(0)|, \qquad
       \phi(\alpha) = f(\theta + \alpha p).
 
-    Bracketing: trials ``alpha_1 = initial_step``, ``alpha_{i+1} = min(expand
+    Bracketing: trials ``alpha_1 = min(growth * previous step, initial_step,
+    max_step)`` (default ``growth=2.0``; ``growth=None``: ``initial_step``
+    every search, Algorithm 3.5 as written), ``alpha_{i+1} = min(expand
     alpha_i, max_step)``, until a trial violates sufficient decrease, or is
     not below the previous value, or has ``phi' >= 0``; that brackets a strong
     Wolfe step in ``[alpha_lo, alpha_hi]``.  Zoom: the next trial is the
@@ -250,6 +267,7 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
       expand: growth factor of the bracketing phase (> 1).
       max_step: largest step tried; reaching it without a Wolfe step fails.
       interpolation: ``"cubic"`` or ``"bisection"``.
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
