@@ -156,16 +156,20 @@ def test_warm_starts_reuse_the_previous_step():
         assert float(kernel.init(origin, jnp.asarray(0.25))[0]) == 1.0
     # the interpolating 1/L test passes 1/L_loc of the accepted trial to the next search:
     # grad f(x) = A x along p: ||Delta g|| = a ||A p||, so 1/L_loc = ||p|| / ||A p|| whatever a
+    # (here ||p|| = 2, ||A p|| = 16: 1/L_loc = 0.125)
     o = K.make_origin(jnp.asarray(1.0), jnp.asarray(-1.0), direction_norm=jnp.asarray(2.0))
-    t = K.make_trial(jnp.asarray(0.1), jnp.asarray(0.5), jnp.asarray(True), grad_change=jnp.asarray(0.1 * 8.0))
-    dec, _ = K.Backtracking(K.LipschitzEstimate(), growth=1.0, interpolate=True).step(o, t)
-    assert bool(dec.accept) and float(dec.warm) == pytest.approx(0.25)
+    t = K.make_trial(jnp.asarray(0.1), jnp.asarray(0.5), jnp.asarray(True), grad_change=jnp.asarray(0.1 * 16.0))
+    warm_1l = K.Backtracking(K.LipschitzEstimate(), growth=1.0, interpolate=True)
+    dec, _ = warm_1l.step(o, t)
+    assert bool(dec.accept) and float(dec.warm) == pytest.approx(0.125)
     dec, _ = K.Backtracking(K.LipschitzEstimate()).step(o, t)
     assert dec.warm is None                                               # literal: the accepted step
     # rejected: the next trial is safety / L_loc directly
-    t = t._replace(step=jnp.asarray(1.0), grad_change=jnp.asarray(8.0))
-    dec, _ = K.Backtracking(K.LipschitzEstimate(), interpolate=True).step(o, t)
-    assert not bool(dec.accept) and float(dec.next_step) == pytest.approx(0.95 * 0.25)
+    dec, _ = warm_1l.step(o, t._replace(step=jnp.asarray(1.0), grad_change=jnp.asarray(16.0)))
+    assert not bool(dec.accept) and float(dec.next_step) == pytest.approx(0.95 * 0.125)
+    # far too short (a L_loc = 0.16 < 1/2): retried at 0.95 / L_loc (at most 10 a) instead of taken
+    dec, _ = warm_1l.step(o, t._replace(step=jnp.asarray(0.02), grad_change=jnp.asarray(0.02 * 16.0)))
+    assert not bool(dec.accept) and float(dec.next_step) == pytest.approx(0.95 * 0.125)
 
 
 def test_kernels_are_hashable_values_so_solvers_do_not_recompile():
