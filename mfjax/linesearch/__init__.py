@@ -35,7 +35,8 @@ Defaults and the slides' algorithms as written (issue 11).  The searching
 rules start each search from the previous one (``growth``) and, after a
 rejected trial, try a model step (``interpolate``) instead of a fixed
 fraction; the options below give the algorithms exactly as written.  With
-GD on ML-1M this takes 1.2-1.7 trials per step instead of ~10
+GD on ML-1M this takes 1.45-1.99 trials per step instead of ~14, at a 3.7-7.1%
+higher training loss after 200 steps
 (``benchmarks/step_rule_evals.py``, ``BENCHMARKS.md``).
 
 ========================  ==========================================================  ==============================
