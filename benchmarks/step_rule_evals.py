@@ -1,11 +1,12 @@
-"""Evaluations per accepted step of the step rules, old (literal) defaults vs new (issue 11).
+"""Evaluations per accepted step of the step rules: the defaults (literal) vs ``mfjax.linesearch.WARM`` (issue 11).
 
 Runs what ``mfjax compare`` runs for GD with each searching step rule
 (:func:`mfjax.compare.run.run_one`: the problem of ``mfjax compare --data
 ml-1m``: 90/10 split seed 0, rank 10, ``l2 = 2``, ``scale="sum"``; the same
-initialisation) for a fixed step budget, once with the rule's defaults and
-once with the slides' literal algorithms (``growth=None, interpolate=False``:
-the defaults before issue 11), and prints per rule
+initialisation) for a fixed step budget, once with the cheap settings
+``mfjax.linesearch.WARM[rule]`` (warm start + interpolation, setting ``warm``)
+and once with the defaults, the slides' literal algorithms (``growth=None,
+interpolate=False``, setting ``literal``), and prints per rule
 
 * function, gradient and combined (f + g) evaluations per accepted step
   after the first ``--skip`` steps (from the fit trace's cumulative counts,
@@ -18,7 +19,7 @@ problem of plain ``mfjax compare`` with ``--synthetic`` or when ML-1M is absent.
 Usage::
 
     python benchmarks/step_rule_evals.py [--synthetic] [--steps 200] [--skip 10] [--rules armijo,...]
-        [--settings literal,default]
+        [--settings literal,warm]
 """
 
 from __future__ import annotations
@@ -31,9 +32,17 @@ import numpy as np
 
 from _data import ml1m_dir  # noqa: E402  (benchmarks/_data.py: one data-path rule)
 
+from mfjax.linesearch import WARM  # noqa: E402
+
+
+def _spec(options: dict) -> str:
+    """``{'growth': 2.0, 'interpolate': True}`` -> ``growth=2.0,interpolate=true`` (run-name syntax)."""
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
+
+
 RULES = ("inverse_lipschitz", "armijo", "weak_wolfe_bisection", "strong_wolfe", "strong_wolfe_zoom")
 
-#: the slides' literal algorithms (the defaults before issue 11); zoom: N&W Algorithm 3.5 cold-started
+#: the slides' literal algorithms (the defaults); zoom: N&W Algorithm 3.5 cold-started
 LITERAL = {
     "inverse_lipschitz": "growth=none,interpolate=false",
     "armijo": "growth=none,interpolate=false",
@@ -60,8 +69,8 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--skip", type=int, default=10)
     ap.add_argument("--rules", default=",".join(RULES))
-    ap.add_argument("--settings", default="literal,default",
-                    help="which settings to run: literal (the slides' algorithms), default, or both")
+    ap.add_argument("--settings", default="literal,warm",
+                    help="which settings to run: literal (the slides' algorithms, the defaults), warm, or both")
     args = ap.parse_args()
 
     from mfjax.compare.run import run_one
@@ -84,7 +93,7 @@ def main():
     print(head)
     print("-" * len(head))
     for rule in args.rules.split(","):
-        runs = (("literal", f"gd+{rule}({LITERAL[rule]})"), ("default", f"gd+{rule}"))
+        runs = (("literal", f"gd+{rule}"), ("warm", f"gd+{rule}({_spec(WARM[rule])})"))
         for setting, run in (r for r in runs if r[0] in args.settings.split(",")):
             t = time.perf_counter()
             rec = run_one(parse_run(run), problem, num_steps=args.steps)

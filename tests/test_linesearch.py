@@ -96,10 +96,10 @@ COND_RULES = {
     "zoom_tight_bisect": lambda: ls.strong_wolfe_zoom(C1, 0.01, max_iters=60, interpolation="bisection",
                                                       growth=None),
     # the defaults: warm starts and interpolation
-    "armijo_default": lambda: ls.armijo(C1, 0.5, max_iters=60),
-    "inverse_lipschitz_default": lambda: ls.inverse_lipschitz(0.5, max_iters=60),
-    "weak_wolfe_default": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60),
-    "strong_wolfe_default": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60),
+    "armijo_default": lambda: ls.armijo(C1, 0.5, max_iters=60, **ls.WARM["armijo"]),
+    "inverse_lipschitz_default": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **ls.WARM["inverse_lipschitz"]),
+    "weak_wolfe_default": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **ls.WARM["weak_wolfe_bisection"]),
+    "strong_wolfe_default": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60, **ls.WARM["strong_wolfe"]),
 }
 
 
@@ -185,12 +185,9 @@ def test_zoom_agrees_with_scipy_line_search(cond_results):
             assert n_scipy_failed <= 2
 
 
-DEFAULT_RULES = {
-    "armijo": ls.armijo,
-    "inverse_lipschitz": ls.inverse_lipschitz,
-    "weak_wolfe_bisection": ls.weak_wolfe_bisection,
-    "strong_wolfe": ls.strong_wolfe,
-    "strong_wolfe_zoom": ls.strong_wolfe_zoom,
+DEFAULT_RULES = {  # the cheap settings (ls.WARM); the defaults are the literal algorithms
+    name: (lambda f=getattr(ls, name), kw=ls.WARM[name]: f(**kw))
+    for name in ("armijo", "inverse_lipschitz", "weak_wolfe_bisection", "strong_wolfe", "strong_wolfe_zoom")
 }
 
 

@@ -22,7 +22,7 @@ from mfjax.linesearch import base
 from mfjax.linesearch.kernels import Backtracking, LipschitzEstimate, StrongWolfeConditions, SufficientDecrease
 from mfjax.linesearch.search import SearchState, line_search
 
-#: default warm start factors (``growth=None, interpolate=False``: the slides' algorithms as written)
+#: warm start factors of the cheap settings :data:`mfjax.linesearch.WARM` (the defaults are the slides' algorithms as written: ``growth=None, interpolate=False``)
 ARMIJO_GROWTH = 2.0
 LIPSCHITZ_GROWTH = 1.0
 STRONG_WOLFE_GROWTH = 2.0
@@ -51,8 +51,8 @@ def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step
 
 
 def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
-           initial_step: float = 1.0, *, growth: float | None = ARMIJO_GROWTH,
-           interpolate: bool = True, min_step: float = 0.0, store_grad: bool = True,
+           initial_step: float = 1.0, *, growth: float | None = None,
+           interpolate: bool = False, min_step: float = 0.0, store_grad: bool = True,
            grad_at: str = "end") -> optax.GradientTransformationExtraArgs:
     r"""Armijo backtracking (slides, Algorithm 2).
 
@@ -62,7 +62,7 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
     .. math::
       f(\theta + \alpha p) \le f(\theta) + c_1 \alpha \langle \nabla f(\theta), p \rangle
 
-    and returns ``alpha p``.  By default (``growth=2.0``) a search starts at
+    and returns ``alpha p``.  With ``mfjax.linesearch.WARM['armijo']`` (``growth=2.0``) a search starts at
     ``alpha_0 = min(growth * previous step, initial_step)`` (optax's
     ``increase_factor``/``max_learning_rate`` warm start) and
     (``interpolate=True``) a rejected trial ``alpha`` is followed by the
@@ -131,7 +131,7 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
 
 
 def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: float = 1.0,
-                      *, growth: float | None = LIPSCHITZ_GROWTH, interpolate: bool = True,
+                      *, growth: float | None = None, interpolate: bool = False,
                       min_step: float = 0.0) -> optax.GradientTransformationExtraArgs:
     r"""Step ``alpha ~ 1/L`` from a local Lipschitz estimate (slides, Algorithm 1).
 
@@ -146,7 +146,7 @@ def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: floa
     gradient descent with ``L`` estimated along ``p``.  Every trial evaluates
     value and gradient (the accepted ones are stored for reuse).
 
-    Defaults (``growth=1.0, interpolate=True``): every trial measures
+    With ``mfjax.linesearch.WARM['inverse_lipschitz']`` (``growth=1.0, interpolate=True``): every trial measures
     ``L_loc`` itself, so a rejected trial ``alpha`` is followed directly by
     ``0.95 / L_loc(alpha) = 0.95 alpha ||p|| / ||Delta grad||`` (at most
     ``0.9 alpha``; ``beta alpha`` when the trial is not finite), and the next
@@ -185,8 +185,8 @@ def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: floa
 
 
 def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters: int = 30,
-                 initial_step: float = 1.0, *, growth: float | None = STRONG_WOLFE_GROWTH,
-                 interpolate: bool = True, min_step: float = 0.0
+                 initial_step: float = 1.0, *, growth: float | None = None,
+                 interpolate: bool = False, min_step: float = 0.0
                  ) -> optax.GradientTransformationExtraArgs:
     r"""Shrink-only strong Wolfe step (slides, Algorithm 4).
 
@@ -201,7 +201,7 @@ def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters
     0); use :func:`strong_wolfe_zoom` for the bracketing version that can
     expand.  Every trial evaluates value and gradient.
 
-    Defaults (``growth=2.0, interpolate=True``): the first trial is
+    With ``mfjax.linesearch.WARM['strong_wolfe']`` (``growth=2.0, interpolate=True``): the first trial is
     ``min(growth * previous step, initial_step)`` and a rejected trial
     ``alpha`` is followed by the minimiser of the cubic through ``phi(0),
     phi'(0), phi(alpha), phi'(alpha)`` (Nocedal & Wright eq. 3.59; the

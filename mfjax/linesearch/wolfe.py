@@ -57,7 +57,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: default warm start factors (``growth=None``: a cold start every search, the algorithms as written)
+#: warm start factors of :data:`mfjax.linesearch.WARM` (the defaults: ``growth=None``, a cold start every search, the algorithms as written)
 WOLFE_GROWTH = 2.0
 ZOOM_GROWTH = 2.0
 
@@ -70,8 +70,8 @@ def _check_wolfe(c1, c2, rule):
 
 # ---------------------------------------------------------------- weak Wolfe
 def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
-                         initial_step: float = 1.0, *, growth: float | None = WOLFE_GROWTH,
-                         interpolate: bool = True) -> optax.GradientTransformationExtraArgs:
+                         initial_step: float = 1.0, *, growth: float | None = None,
+                         interpolate: bool = False) -> optax.GradientTransformationExtraArgs:
     r"""Bisection search for a weak Wolfe step (slides, Algorithm 3).
 
     Keeps a bracket ``[a, b]`` (``a = 0``, ``b = +inf``) and a trial ``alpha``
@@ -87,7 +87,7 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
 
     The kernel is :class:`~mfjax.linesearch.kernels.BisectionWolfe`.
 
-    Defaults (``growth=2.0, interpolate=True``): the first trial is
+    With ``mfjax.linesearch.WARM['weak_wolfe_bisection']`` (``growth=2.0, interpolate=True``): the first trial is
     ``min(growth * previous step, initial_step)``, and once the bracket is
     finite the next trial is the minimiser of the cubic through both ends
     (:func:`safeguarded_cubic`: the middle 80% of the bracket, the midpoint
@@ -235,7 +235,7 @@ _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
 def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
                       initial_step: float = 1.0, *, expand: float = 2.0,
                       max_step: float = float("inf"), interpolation: str = "cubic",
-                      growth: float | None = ZOOM_GROWTH) -> optax.GradientTransformationExtraArgs:
+                      growth: float | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Strong Wolfe line search by bracketing and zoom (Nocedal & Wright, Algorithms 3.5/3.6).
 
     Finds ``alpha`` with
@@ -246,8 +246,8 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
       \phi(\alpha) = f(\theta + \alpha p).
 
     Bracketing: trials ``alpha_1 = min(growth * previous step, initial_step,
-    max_step)`` (default ``growth=2.0``; ``growth=None``: ``initial_step``
-    every search, Algorithm 3.5 as written), ``alpha_{i+1} = min(expand
+    max_step)`` (``mfjax.linesearch.WARM['strong_wolfe_zoom']``: ``growth=2.0``; the default
+    ``growth=None``: ``initial_step`` every search, Algorithm 3.5 as written), ``alpha_{i+1} = min(expand
     alpha_i, max_step)``, until a trial violates sufficient decrease, or is
     not below the previous value, or has ``phi' >= 0``; that brackets a strong
     Wolfe step in ``[alpha_lo, alpha_hi]``.  Zoom: the next trial is the
