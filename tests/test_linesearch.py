@@ -85,13 +85,21 @@ def phi(x, p, A, b, w, a):
 
 # ----------------------------------------------------------------- conditions on accepted steps
 
+LITERAL = dict(growth=None, interpolate=False)  # the slides' algorithms as written
+
 COND_RULES = {
-    "armijo": lambda: ls.armijo(C1, 0.5, max_iters=60),
-    "inverse_lipschitz": lambda: ls.inverse_lipschitz(0.5, max_iters=60),
-    "weak_wolfe": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60),
-    "strong_wolfe": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60),
-    "zoom": lambda: ls.strong_wolfe_zoom(C1, C2, max_iters=60),
-    "zoom_tight_bisect": lambda: ls.strong_wolfe_zoom(C1, 0.01, max_iters=60, interpolation="bisection"),
+    "armijo": lambda: ls.armijo(C1, 0.5, max_iters=60, **LITERAL),
+    "inverse_lipschitz": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **LITERAL),
+    "weak_wolfe": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **LITERAL),
+    "strong_wolfe": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60, **LITERAL),
+    "zoom": lambda: ls.strong_wolfe_zoom(C1, C2, max_iters=60, growth=None),
+    "zoom_tight_bisect": lambda: ls.strong_wolfe_zoom(C1, 0.01, max_iters=60, interpolation="bisection",
+                                                      growth=None),
+    # the defaults: warm starts and interpolation
+    "armijo_default": lambda: ls.armijo(C1, 0.5, max_iters=60, **ls.WARM["armijo"]),
+    "inverse_lipschitz_default": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **ls.WARM["inverse_lipschitz"]),
+    "weak_wolfe_default": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **ls.WARM["weak_wolfe_bisection"]),
+    "strong_wolfe_default": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60, **ls.WARM["strong_wolfe"]),
 }
 
 
@@ -107,7 +115,9 @@ def cond_results():
 def test_accepted_steps_satisfy_their_conditions(cond_results):
     batch, results = cond_results
     with enable_x64():
-        for name, (info, value, grad, x1) in results.items():
+        for full_name, (info, value, grad, x1) in results.items():
+            name = full_name.removesuffix("_default")
+            literal = name == full_name
             c2 = 0.01 if "tight" in name else C2
             n_ok = 0
             for k, (x, p, A, b, w) in enumerate(zip(*batch)):
@@ -128,13 +138,13 @@ def test_accepted_steps_satisfy_their_conditions(cond_results):
                 armijo_ok = fa <= f0 + C1 * a * d0
                 if name == "armijo":
                     assert armijo_ok
-                    if a < 1.0:  # maximal: the previous trial 2a violated Armijo
+                    if a < 1.0 and literal:  # maximal: the previous trial 2a violated Armijo
                         f2 = phi(x, p, A, b, w, 2 * a)[0]
                         assert not (f2 <= f0 + C1 * 2 * a * d0)
                     assert int(info.num_grad_evals[k]) == 1
                 elif name == "inverse_lipschitz":
                     assert np.linalg.norm(g0 - ga) <= np.linalg.norm(a * p) / a * (1 + 1e-12)
-                    if a < 1.0:
+                    if a < 1.0 and literal:
                         g2 = phi(x, p, A, b, w, 2 * a)[2]
                         assert np.linalg.norm(g0 - g2) > np.linalg.norm(p)
                 elif name == "weak_wolfe":
@@ -142,7 +152,7 @@ def test_accepted_steps_satisfy_their_conditions(cond_results):
                 else:
                     assert armijo_ok and abs(da) <= c2 * abs(d0), (name, k, a)
                 assert int(info.num_fun_evals[k]) >= 1
-            assert n_ok >= (9 if name == "strong_wolfe" else 12), (name, n_ok)
+            assert n_ok >= (9 if name == "strong_wolfe" else 12), (full_name, n_ok)
 
 
 def test_zoom_agrees_with_scipy_line_search(cond_results):
@@ -175,6 +185,62 @@ def test_zoom_agrees_with_scipy_line_search(cond_results):
             assert n_scipy_failed <= 2
 
 
+DEFAULT_RULES = {  # the cheap settings (ls.WARM); the defaults are the literal algorithms
+    name: (lambda f=getattr(ls, name), kw=ls.WARM[name]: f(**kw))
+    for name in ("armijo", "inverse_lipschitz", "weak_wolfe_bisection", "strong_wolfe", "strong_wolfe_zoom")
+}
+
+
+def _gd_steps(rule, x0, A, b, w, num):
+    """``num`` GD steps with ``rule`` (its warm starts active): the iterates and the infos."""
+    f = lambda y: general_f(y, A, b, w)
+    opt = optax.chain(optax.scale(-1.0), rule)
+
+    def body(carry, _):
+        x, s = carry
+        v, g = jax.value_and_grad(f)(x)
+        u, s = opt.update(g, s, x, value=v, grad=g, value_fn=f)
+        return (optax.apply_updates(x, u), s), (x, ls.get_linesearch_info(s))
+
+    (_, _), (xs, infos) = jax.lax.scan(body, (x0, opt.init(x0)), None, length=num)
+    return xs, infos
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_RULES))
+def test_default_rules_meet_their_conditions_at_every_step(name):
+    """Over 25 warm-started GD steps (Rosenbrock, an ill-conditioned quadratic) every accepted
+    step of a default rule meets the rule's acceptance conditions, and the search is cheap."""
+    rng = np.random.default_rng(5)
+    with enable_x64():
+        n = 6
+        A = random_spd(rng, n, cond=300.0)
+        problems = [(np.tile([-1.2, 1.0], n // 2), np.zeros((n, n)), np.zeros(n), 1.0),
+                    (rng.standard_normal(n), A, rng.standard_normal(n), 0.0)]
+        run = jax.jit(jax.vmap(lambda x, A, b, w: _gd_steps(DEFAULT_RULES[name](), x, A, b, w, 25)))
+        batch = [jnp.asarray(np.array(v)) for v in zip(*problems)]
+        xs, infos = jax.device_get(run(*batch))
+        for k, (_, A, b, w) in enumerate(problems):
+            A, b = jnp.asarray(A), jnp.asarray(b)
+            assert infos.success[k].all(), (name, k)
+            trials = infos.num_grad_evals[k] if name != "armijo" else infos.num_fun_evals[k] - 1
+            assert trials[5:].mean() <= 3.0, (name, k, trials)
+            for t in range(24):
+                x, a = xs[k, t], float(infos.step_size[k, t])
+                g = np.asarray(jax.grad(general_f)(jnp.asarray(x), A, b, w))
+                p = -g
+                np.testing.assert_allclose(xs[k, t + 1], x + a * p, rtol=1e-12, atol=1e-14)
+                f0, d0, g0 = phi(x, p, A, b, w, 0.0)
+                fa, da, ga = phi(x, p, A, b, w, a)
+                if name == "inverse_lipschitz":
+                    assert np.linalg.norm(g0 - ga) <= np.linalg.norm(p) * (1 + 1e-12), (k, t)
+                    continue
+                assert fa <= f0 + C1 * a * d0, (name, k, t)
+                if name == "weak_wolfe_bisection":
+                    assert da >= C2 * d0, (k, t)
+                elif name != "armijo":
+                    assert abs(da) <= C2 * abs(d0) * (1 + 1e-9), (name, k, t)
+
+
 def test_armijo_equals_optax_backtracking():
     rng = np.random.default_rng(2)
     with enable_x64():
@@ -182,8 +248,9 @@ def test_armijo_equals_optax_backtracking():
         b = jnp.asarray(rng.standard_normal(10))
         f = lambda x: 0.5 * x @ A @ x - b @ x
         ours = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5,
-                                                        grad_at="trial"))
-        ours_end = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5))
+                                                        interpolate=False, grad_at="trial"))
+        ours_end = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5,
+                                                            interpolate=False))
         theirs = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(
             max_backtracking_steps=40, slope_rtol=1e-4, decrease_factor=0.8, increase_factor=1.5,
             max_learning_rate=1.0, store_grad=True))

@@ -88,13 +88,88 @@ def test_kernels_find_their_steps_on_a_parabola():
 
 
 def test_non_finite_trials_are_rejected():
-    origin = K.make_origin(jnp.asarray(1.0), jnp.asarray(-1.0))
-    bad = K.make_trial(jnp.asarray(1.0), jnp.asarray(jnp.nan), jnp.asarray(False), slope=jnp.asarray(0.0))
-    for kernel in (K.Backtracking(), K.BisectionWolfe(), ls.ZoomWolfe()):
+    origin = K.make_origin(jnp.asarray(1.0), jnp.asarray(-1.0), direction_norm=jnp.asarray(1.0))
+    bad = K.make_trial(jnp.asarray(1.0), jnp.asarray(jnp.nan), jnp.asarray(False), slope=jnp.asarray(0.0),
+                       grad_change=jnp.asarray(jnp.nan))
+    for kernel in (K.Backtracking(), K.BisectionWolfe(), ls.ZoomWolfe(),
+                   K.Backtracking(interpolate=True), K.Backtracking(K.LipschitzEstimate(), interpolate=True),
+                   K.Backtracking(K.StrongWolfeConditions(), interpolate=True),
+                   K.BisectionWolfe(interpolate=True)):
         _, state = kernel.init(origin, None)
         dec, _ = kernel.step(state, bad)
         assert not bool(dec.accept)
         assert float(dec.next_step) < 1.0       # the step shrinks away from the bad trial
+
+
+def _quad_origin_trial(phi, dphi, a):
+    origin = K.make_origin(jnp.asarray(phi(0.0)), jnp.asarray(dphi(0.0)))
+    return origin, K.make_trial(jnp.asarray(a), jnp.asarray(phi(a)), jnp.asarray(True), slope=jnp.asarray(dphi(a)))
+
+
+def test_interpolation_steps_are_the_analytic_minimisers():
+    with jax.enable_x64(True):
+        # a parabola is its own quadratic (and cubic) model: both give its minimiser 3 from any trial
+        phi, dphi = (lambda a: 2.0 * (a - 3.0) ** 2 + 1.0), (lambda a: 4.0 * (a - 3.0))
+        for a in (0.5, 8.0, 40.0):
+            origin, trial = _quad_origin_trial(phi, dphi, a)
+            assert float(K.quadratic_step(origin, trial)) == pytest.approx(3.0, rel=1e-12)
+            assert float(K.cubic_step(origin, trial)) == pytest.approx(3.0, rel=1e-12)
+        # a cubic phi(a) = a^3 - 6 a^2 + 5 a + 2: local minimiser (6 + sqrt(21)) / 3 from (0, a) data
+        phi, dphi = (lambda a: a ** 3 - 6 * a ** 2 + 5 * a + 2), (lambda a: 3 * a ** 2 - 12 * a + 5)
+        x_star = (6 + np.sqrt(21.0)) / 3
+        for a in (2.0, 7.0):
+            origin, trial = _quad_origin_trial(phi, dphi, a)
+            assert float(K.cubic_step(origin, trial)) == pytest.approx(x_star, rel=1e-12)
+            assert float(ls.cubic_minimizer(0.0, phi(0.0), dphi(0.0), a, phi(a), dphi(a))) == pytest.approx(
+                x_star, rel=1e-12)
+        # no minimiser: phi(a) below the tangent at 0 -> NaN, the kernel falls back to beta a
+        origin = K.make_origin(jnp.asarray(1.0), jnp.asarray(-1.0))
+        below = K.make_trial(jnp.asarray(2.0), jnp.asarray(-5.0), jnp.asarray(True))
+        assert np.isnan(float(K.quadratic_step(origin, below)))
+
+
+def test_interpolating_kernels_on_a_parabola():
+    phi = lambda a: (a - 3.0) ** 2           # phi(0) = 9, phi'(0) = -6, minimum at 3
+    # Armijo from 8: the quadratic model's minimiser 3 (inside [0.8, 4]) in one rejection
+    assert _search(K.Backtracking(K.SufficientDecrease(1e-4), 0.5, 30, 8.0, interpolate=True), phi) == (3.0, 2)
+    # from 100 the model step 3 is clipped to 0.1 * 100 = 10, then the model gives 3
+    assert _search(K.Backtracking(K.SufficientDecrease(1e-4), 0.5, 30, 100.0, interpolate=True), phi) == (3.0, 3)
+    # strong Wolfe with cubic interpolation, c2 = 0.1 (the literal search fails here, see above)
+    a, n = _search(K.Backtracking(K.StrongWolfeConditions(1e-4, 0.1), 0.5, 4, 8.0, interpolate=True), phi)
+    assert a == pytest.approx(3.0, rel=1e-6) and n == 2
+    # bisection weak Wolfe: 8 violates Armijo and brackets [0, 8]; the cubic through both ends is
+    # the parabola's minimiser 3, the literal midpoint is 4 (both weak Wolfe steps)
+    a, n = _search(K.BisectionWolfe(1e-4, 0.1, 30, 8.0, interpolate=True), phi)
+    assert a == pytest.approx(3.0, rel=1e-6) and n == 2
+    assert _search(K.BisectionWolfe(1e-4, 0.1, 30, 8.0), phi) == (4.0, 2)
+
+
+def test_warm_starts_reuse_the_previous_step():
+    phi = lambda a: (a - 3.0) ** 2
+    origin, _ = _line(phi)
+    for kernel in (K.Backtracking(growth=2.0), K.Backtracking(growth=2.0, interpolate=True),
+                   K.BisectionWolfe(growth=2.0), ls.ZoomWolfe(growth=2.0)):
+        assert float(kernel.init(origin, jnp.asarray(0.25))[0]) == 0.5      # growth * previous step
+        assert float(kernel.init(origin, jnp.asarray(4.0))[0]) == 1.0       # capped at initial_step
+        assert float(kernel.init(origin, jnp.asarray(jnp.inf))[0]) == 1.0   # no step yet: cold start
+    for kernel in (K.Backtracking(), K.BisectionWolfe(), ls.ZoomWolfe()):  # the literal searches: cold
+        assert float(kernel.init(origin, jnp.asarray(0.25))[0]) == 1.0
+    # the interpolating 1/L test passes 1/L_loc of the accepted trial to the next search:
+    # grad f(x) = A x along p: ||Delta g|| = a ||A p||, so 1/L_loc = ||p|| / ||A p|| whatever a
+    # (here ||p|| = 2, ||A p|| = 16: 1/L_loc = 0.125)
+    o = K.make_origin(jnp.asarray(1.0), jnp.asarray(-1.0), direction_norm=jnp.asarray(2.0))
+    t = K.make_trial(jnp.asarray(0.1), jnp.asarray(0.5), jnp.asarray(True), grad_change=jnp.asarray(0.1 * 16.0))
+    warm_1l = K.Backtracking(K.LipschitzEstimate(), growth=1.0, interpolate=True)
+    dec, _ = warm_1l.step(o, t)
+    assert bool(dec.accept) and float(dec.warm) == pytest.approx(0.125)
+    dec, _ = K.Backtracking(K.LipschitzEstimate()).step(o, t)
+    assert dec.warm is None                                               # literal: the accepted step
+    # rejected: the next trial is safety / L_loc directly
+    dec, _ = warm_1l.step(o, t._replace(step=jnp.asarray(1.0), grad_change=jnp.asarray(16.0)))
+    assert not bool(dec.accept) and float(dec.next_step) == pytest.approx(0.95 * 0.125)
+    # far too short (a L_loc = 0.16 < 1/2): retried at 0.95 / L_loc (at most 10 a) instead of taken
+    dec, _ = warm_1l.step(o, t._replace(step=jnp.asarray(0.02), grad_change=jnp.asarray(0.02 * 16.0)))
+    assert not bool(dec.accept) and float(dec.next_step) == pytest.approx(0.95 * 0.125)
 
 
 def test_kernels_are_hashable_values_so_solvers_do_not_recompile():
@@ -112,17 +187,25 @@ def _row_problem(seed=0, r=4):
     return f, jnp.asarray(rng.normal(size=r)), jnp.linalg.solve(A, b)
 
 
-@pytest.mark.parametrize("name", ["armijo", "wolfe"])
-def test_folded_loop_and_optax_rule_take_the_same_steps(name):
-    """One kernel, two drivers: GD + the search per row gives the same iterates either way."""
+_LITERAL = dict(growth=None, interpolate=False)
+_WARM = dict(growth=2.0, interpolate=True)
+
+
+@pytest.mark.parametrize("name,opts", [("armijo", _LITERAL), ("wolfe", _LITERAL), ("armijo", _WARM),
+                                       ("wolfe", _WARM)])
+def test_folded_loop_and_optax_rule_take_the_same_steps(name, opts):
+    """One kernel, two drivers: GD + the search per row gives the same iterates either way
+    (the slides' searches and the warm-started interpolating ones: the warm start hint travels
+    through both drivers)."""
     from mfjax.optim import gd_direction
 
     with jax.enable_x64(True):
         f, u0, _ = _row_problem()
         if name == "armijo":
-            search, rule = rw.armijo_search(initial_step=1.0), ls.armijo(initial_step=1.0)
+            search, rule = rw.armijo_search(initial_step=1.0, **opts), ls.armijo(initial_step=1.0, **opts)
         else:
-            search, rule = rw.weak_wolfe_search(initial_step=0.01), ls.weak_wolfe_bisection(initial_step=0.01)
+            search = rw.weak_wolfe_search(initial_step=0.01, **opts)
+            rule = ls.weak_wolfe_bisection(initial_step=0.01, **opts)
         u_fold, info_fold = rw.folded(gd_direction(), search, max_iters=6, rtol=0.0).solve(f, u0)
         u_fix, info_fix = rw.fixed_count(optax.chain(gd_direction(), rule), 6, rtol=0.0).solve(f, u0)
         assert int(info_fold.num_iters) == int(info_fix.num_iters) == 6

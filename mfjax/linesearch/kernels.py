@@ -72,6 +72,14 @@ __all__ = [
     "weak_curvature",
     "strong_curvature",
     "bisection_bracket",
+    "cubic_minimizer",
+    "safeguarded_cubic",
+    "midpoint",
+    "quadratic_step",
+    "model_hint",
+    "cubic_step",
+    "safeguard",
+    "warm_start",
     "SufficientDecrease",
     "StrongWolfeConditions",
     "LipschitzEstimate",
@@ -146,11 +154,16 @@ class Decision(NamedTuple):
       accept: take the trial step.
       next_step: the next trial step when not accepted.
       stop: give up now (no further trial; a failure unless ``accept``).
+      warm: what the *next* search's ``init`` receives as ``prev_step`` when
+        this trial is accepted; ``None`` (the default): the accepted step.
+        :class:`Backtracking` with :class:`LipschitzEstimate` and
+        ``interpolate=True`` passes ``1 / L_loc`` measured at the accepted trial.
     """
 
     accept: jax.Array
     next_step: jax.Array
     stop: jax.Array
+    warm: Any = None
 
 
 @runtime_checkable
@@ -225,15 +238,120 @@ def rounding_slack(value) -> jax.Array:
     return jnp.sqrt(eps) * (jnp.abs(value) + 1.0)
 
 
+def cubic_minimizer(a, fa, da, b, fb, db):
+    r"""Minimiser of the cubic interpolating ``(a, fa, f'(a)=da)``, ``(b, fb, f'(b)=db)``.
+
+    Nocedal & Wright (2006) eq. (3.59)::
+
+        d1 = da + db - 3 (fa - fb) / (a - b)
+        d2 = sign(b - a) sqrt(d1^2 - da db)
+        x  = b - (b - a) (db + d2 - d1) / (db - da + 2 d2)
+
+    Returns NaN when the cubic has no minimiser (negative radicand) or the
+    inputs are not finite; callers fall back to bisection.
+    """
+    d1 = da + db - 3 * (fa - fb) / (a - b)
+    rad = d1 * d1 - da * db
+    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(rad >= 0, rad, jnp.nan))
+    return b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
+
+
+def midpoint(lo, f_lo, d_lo, hi, f_hi, d_hi):
+    """Zoom trial by bisection: ``(lo + hi) / 2``."""
+    return 0.5 * (lo + hi)
+
+
+def safeguarded_cubic(lo, f_lo, d_lo, hi, f_hi, d_hi):
+    """Zoom trial: :func:`cubic_minimizer` when it lies in the middle 80% of the bracket, else the midpoint."""
+    mid = 0.5 * (lo + hi)
+    x = cubic_minimizer(lo, f_lo, d_lo, hi, f_hi, d_hi)
+    w = jnp.abs(hi - lo)
+    left = jnp.minimum(lo, hi) + 0.1 * w
+    right = jnp.maximum(lo, hi) - 0.1 * w
+    good = jnp.isfinite(x) & (x >= left) & (x <= right)
+    return jnp.where(good, x, mid)
+
+
+def quadratic_step(origin: Origin, trial: Trial) -> jax.Array:
+    r"""Minimiser of the quadratic through :math:`\phi(0), \phi'(0), \phi(a)` (Nocedal & Wright eq. 3.58).
+
+    .. math::  a_q = -\frac{\phi'(0)\, a^2}{2\,(\phi(a) - \phi(0) - \phi'(0)\, a)}
+
+    NaN when the quadratic has no minimiser (``phi(a)`` not above the tangent
+    at 0) or the trial is not finite.
+    """
+    a = trial.step
+    curv = trial.value - origin.value - origin.slope * a
+    ok = trial.finite & (curv > 0)
+    return jnp.where(ok, -origin.slope * a * a / (2 * jnp.where(ok, curv, 1.0)), jnp.nan)
+
+
+def cubic_step(origin: Origin, trial: Trial) -> jax.Array:
+    r"""Minimiser of the cubic through :math:`\phi(0), \phi'(0), \phi(a), \phi'(a)` (N&W eq. 3.59).
+
+    Falls back to :func:`quadratic_step` where the cubic has no minimiser;
+    NaN when neither exists.
+    """
+    zero = jnp.zeros_like(trial.step)
+    x = cubic_minimizer(zero, origin.value, origin.slope, trial.step, trial.value, trial.slope)
+    x = jnp.where(trial.finite & jnp.isfinite(x) & (x > 0), x, jnp.nan)
+    return jnp.where(jnp.isnan(x), quadratic_step(origin, trial), x)
+
+
+def safeguard(x, lo, hi, fallback) -> jax.Array:
+    """``x`` clipped to ``[lo, hi]``; ``fallback`` where ``x`` is not finite."""
+    return jnp.where(jnp.isfinite(x), jnp.clip(x, lo, hi), fallback)
+
+
+def warm_start(initial_step, growth, prev_step, dtype) -> jax.Array:
+    """First trial of a search: ``initial_step``, or ``min(growth * prev_step, initial_step)``.
+
+    ``growth=None`` or ``prev_step=None`` is the cold start; a non-finite
+    ``prev_step`` (the folded loop's "no step yet") gives ``initial_step``.
+    """
+    if growth is None or prev_step is None:
+        return jnp.asarray(initial_step, dtype)
+    warm = jnp.asarray(growth * prev_step, dtype)
+    ok = jnp.isfinite(warm) & (warm > 0)
+    return jnp.where(ok, jnp.minimum(warm, initial_step), initial_step).astype(dtype)
+
+
+#: safeguard of an interpolated backtracking step: ``[0.1 a, 0.5 a]`` (Dennis & Schnabel, A6.3.1)
+SHRINK_BOUNDS = (0.1, 0.5)
+#: safeguard of a warm start hint from an accepted trial ``a``: ``[0.1 a, 10 a]``
+WARM_BOUNDS = (0.1, 10.0)
+
+
+def model_hint(model, trial: Trial) -> jax.Array:
+    """Warm start hint from an accepted trial: the model's minimiser ``model`` in
+    ``[0.1 a, 10 a]`` (:data:`WARM_BOUNDS`), the accepted step ``a`` where it is undefined."""
+    a = trial.step
+    lo, hi = WARM_BOUNDS
+    return safeguard(model, lo * a, hi * a, a)
+
 # ---------------------------------------------- acceptance tests (shrink)
 class SufficientDecrease(NamedTuple):
-    """Accept on the Armijo condition (slides, Algorithm 2); trials need values only."""
+    """Accept on the Armijo condition (slides, Algorithm 2); trials need values only.
+
+    ``propose``: after a rejection, the quadratic interpolation step
+    (:func:`quadratic_step`) safeguarded to ``[0.1 a, 0.5 a]``; ``warm``:
+    after an acceptance, the same model's minimiser (:func:`model_hint`), an
+    estimate of the line minimiser for the next search's start.
+    """
 
     c1: float = 1e-4
     needs = Needs()
 
     def __call__(self, origin: Origin, trial: Trial) -> jax.Array:
         return sufficient_decrease(origin, trial, self.c1)
+
+    def propose(self, origin: Origin, trial: Trial, fallback) -> jax.Array:
+        a = trial.step
+        lo, hi = SHRINK_BOUNDS
+        return safeguard(quadratic_step(origin, trial), lo * a, hi * a, fallback)
+
+    def warm(self, origin: Origin, trial: Trial) -> jax.Array:
+        return model_hint(quadratic_step(origin, trial), trial)
 
 
 class StrongWolfeConditions(NamedTuple):
@@ -246,18 +364,67 @@ class StrongWolfeConditions(NamedTuple):
     def __call__(self, origin: Origin, trial: Trial) -> jax.Array:
         return sufficient_decrease(origin, trial, self.c1) & strong_curvature(origin, trial, self.c2)
 
+    def propose(self, origin: Origin, trial: Trial, fallback) -> jax.Array:
+        """After a rejection: the cubic interpolation step (:func:`cubic_step`) in ``[0.1 a, 0.5 a]``."""
+        a = trial.step
+        lo, hi = SHRINK_BOUNDS
+        return safeguard(cubic_step(origin, trial), lo * a, hi * a, fallback)
+
+    def warm(self, origin: Origin, trial: Trial) -> jax.Array:
+        """After an acceptance: the cubic model's minimiser (:func:`model_hint`)."""
+        return model_hint(cubic_step(origin, trial), trial)
+
 
 class LipschitzEstimate(NamedTuple):
     r"""Accept when :math:`\|\nabla f(\theta) - \nabla f(\theta + a p)\| \le \|a p\| / a = \|p\|`.
 
     The local Lipschitz estimate ``L = ||Delta grad|| / ||a p||`` then satisfies
     ``a <= 1 / L`` (slides, Algorithm 1); ``f`` is not looked at.
+
+    ``propose``: after a rejection, ``safety / L_loc = safety a ||p|| / ||Delta grad||``
+    (the measured estimate gives the next trial directly), at most ``0.9 a``;
+    ``too_short``: a trial that meets the test with ``a L_loc < min_ratio``
+    (much shorter than ``1 / L_loc``) is not taken by the interpolating
+    search, which tries ``extend = safety / L_loc`` instead (the slides'
+    halving from 1 ends in ``(1/(2 L), 1/L]``); ``warm``: ``1 / L_loc`` at the
+    accepted trial (``>= a``), the next search's start.
+
+    Attributes:
+      safety: factor ``< 1`` on ``1 / L_loc`` for a new trial (on a quadratic
+        ``a = 1/L_loc`` meets the test with equality, rounding may break it).
+      min_ratio: the shortest accepted ``a L_loc`` of the interpolating search.
     """
 
+    safety: float = 0.95
+    min_ratio: float = 0.5
     needs = Needs(grad_change=True)
 
     def __call__(self, origin: Origin, trial: Trial) -> jax.Array:
         return trial.grad_change <= origin.direction_norm
+
+    def inverse_estimate(self, origin: Origin, trial: Trial) -> jax.Array:
+        """``1 / L_loc = a ||p|| / ||Delta grad||`` (NaN when not finite or ``Delta grad = 0``)."""
+        x = trial.step * origin.direction_norm / trial.grad_change
+        return jnp.where(trial.finite & jnp.isfinite(x), x, jnp.nan)
+
+    def propose(self, origin: Origin, trial: Trial, fallback) -> jax.Array:
+        a = trial.step
+        x = self.safety * self.inverse_estimate(origin, trial)
+        return safeguard(x, jnp.zeros_like(a), 0.9 * a, fallback)
+
+    def too_short(self, origin: Origin, trial: Trial) -> jax.Array:
+        """``a L_loc < min_ratio``: the trial is far shorter than ``1 / L_loc``."""
+        return trial.grad_change < self.min_ratio * origin.direction_norm
+
+    def extend(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The next trial after a too short one: ``safety / L_loc`` in ``[a, 10 a]``."""
+        a = trial.step
+        return safeguard(self.safety * self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
+
+    def warm(self, origin: Origin, trial: Trial) -> jax.Array:
+        """After an acceptance: ``1 / L_loc`` (``>= a``) in ``[a, 10 a]``."""
+        a = trial.step
+        return safeguard(self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
 
 
 # ------------------------------------------------------------- kernels
@@ -268,7 +435,17 @@ class Backtracking(NamedTuple):
     ``min(growth * prev_step, initial_step)``.  Stops (failure) when the next
     trial would fall below ``min_step``.  With :class:`SufficientDecrease`
     this is Algorithm 2, with :class:`LipschitzEstimate` Algorithm 1, with
-    :class:`StrongWolfeConditions` Algorithm 4 of the slides.
+    :class:`StrongWolfeConditions` Algorithm 4 of the slides (``growth=None,
+    interpolate=False``: the slides' algorithms as written).
+
+    ``interpolate=True``: a rejected trial ``a`` is followed by the
+    condition's model step (``condition.propose``: the safeguarded quadratic
+    (Armijo) or cubic (strong Wolfe) interpolation minimiser in
+    ``[0.1 a, 0.5 a]``, or ``0.95 / L_loc`` for the 1/L test) instead of
+    ``beta a`` (``beta a`` where the model is undefined, e.g. a non-finite
+    trial), and an accepted trial passes ``condition.warm`` (the same model's
+    minimiser, or ``1 / L_loc`` for the 1/L test, in ``[0.1 a, 10 a]``) to
+    the next search, which starts at ``min(growth * warm, initial_step)``.
 
     Attributes:
       condition: the acceptance test, called as ``condition(origin, trial)``.
@@ -277,6 +454,7 @@ class Backtracking(NamedTuple):
       initial_step: first trial step (and cap of the warm start).
       growth: warm start factor, ``None`` for a cold start every search.
       min_step: smallest trial step.
+      interpolate: model steps after a rejection (see above).
     """
 
     condition: Any = SufficientDecrease()
@@ -285,6 +463,7 @@ class Backtracking(NamedTuple):
     initial_step: float = 1.0
     growth: float | None = None
     min_step: float = 0.0
+    interpolate: bool = False
 
     @property
     def needs(self) -> Needs:
@@ -292,24 +471,35 @@ class Backtracking(NamedTuple):
 
     def init(self, origin: Origin, prev_step):
         dt = jnp.result_type(origin.value)
-        if self.growth is None or prev_step is None:
-            step = jnp.asarray(self.initial_step, dt)
-        else:
-            step = jnp.minimum(self.growth * prev_step, self.initial_step).astype(dt)
-        return step, origin
+        return warm_start(self.initial_step, self.growth, prev_step, dt), origin
 
     def step(self, origin: Origin, trial: Trial):
         accept = trial.finite & self.condition(origin, trial)
-        nxt = (self.beta * trial.step).astype(trial.step.dtype)
-        return Decision(accept, nxt, nxt < self.min_step), origin
+        dt = trial.step.dtype
+        nxt = (self.beta * trial.step).astype(dt)
+        warm = None
+        if self.interpolate:
+            nxt = self.condition.propose(origin, trial, nxt).astype(dt)
+            warm = self.condition.warm(origin, trial).astype(dt)
+            if hasattr(self.condition, "too_short"):  # the 1/L test: retry a far too short step once longer
+                short = accept & self.condition.too_short(origin, trial) & (trial.step < self.initial_step)
+                longer = jnp.minimum(self.condition.extend(origin, trial), self.initial_step).astype(dt)
+                short = short & (longer > trial.step)
+                accept = accept & ~short
+                nxt = jnp.where(short, longer, nxt)
+        return Decision(accept, nxt, nxt < self.min_step, warm), origin
 
 
 class BisectionState(NamedTuple):
-    """State of :class:`BisectionWolfe`: the origin and the bracket ``[lo, hi]``."""
+    """State of :class:`BisectionWolfe`: the origin, the bracket ``[lo, hi]`` and ``phi, phi'`` at its ends."""
 
     origin: Origin
     lo: jax.Array
     hi: jax.Array
+    f_lo: jax.Array
+    d_lo: jax.Array
+    f_hi: jax.Array
+    d_hi: jax.Array
 
 
 class BisectionWolfe(NamedTuple):
@@ -319,30 +509,57 @@ class BisectionWolfe(NamedTuple):
     sufficient-decrease (a non-finite trial violates it) and weak-curvature
     tests; accept when both hold.  Trials need values and slopes.
 
+    ``growth=None, interpolate=False`` is the slides' algorithm as written.
+    ``growth``: the first trial is ``min(growth * prev_step, initial_step)``.
+    ``interpolate=True``: once the bracket is finite the next trial is the
+    safeguarded cubic minimiser through both ends
+    (:func:`safeguarded_cubic`: the middle 80% of the bracket, the midpoint
+    where the cubic is undefined) instead of the midpoint, and an accepted
+    trial passes the minimiser of the cubic through ``phi, phi'`` at 0 and at
+    the trial (:func:`model_hint`) to the next search's warm start.
+
     Attributes:
       c1, c2: Wolfe constants, ``0 < c1 < c2 < 1``.
       max_trials: most trials per search.
-      initial_step: first trial step of every search.
+      initial_step: first trial step (and cap of the warm start).
+      growth: warm start factor, ``None`` for a cold start every search.
+      interpolate: cubic instead of midpoint trials inside a finite bracket.
     """
 
     c1: float = 1e-4
     c2: float = 0.9
     max_trials: int = 30
     initial_step: float = 1.0
+    growth: float | None = None
+    interpolate: bool = False
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
         dt = jnp.result_type(origin.value)
         zero, inf = jnp.asarray(0, dt), jnp.asarray(jnp.inf, dt)
-        return jnp.asarray(self.initial_step, dt), BisectionState(origin, zero, inf)
+        nan = jnp.asarray(jnp.nan, dt)
+        state = BisectionState(origin, zero, inf, origin.value, origin.slope, nan, nan)
+        return warm_start(self.initial_step, self.growth, prev_step, dt), state
 
     def step(self, state: BisectionState, trial: Trial):
         decrease = trial.finite & sufficient_decrease(state.origin, trial, self.c1)
         curv = weak_curvature(state.origin, trial, self.c2)
         lo, hi, nxt = bisection_bracket(state.lo, state.hi, trial.step, decrease, curv)
         dt = trial.step.dtype
-        return (Decision(decrease & curv, nxt.astype(dt), jnp.asarray(False)),
-                BisectionState(state.origin, lo, hi))
+        new_hi = ~decrease
+        new_lo = decrease & ~curv
+        v = jnp.where(trial.finite, trial.value, jnp.nan)
+        d = jnp.where(trial.finite, trial.slope, jnp.nan)
+        f_lo, d_lo = jnp.where(new_lo, v, state.f_lo), jnp.where(new_lo, d, state.d_lo)
+        f_hi, d_hi = jnp.where(new_hi, v, state.f_hi), jnp.where(new_hi, d, state.d_hi)
+        if self.interpolate:
+            cubic = safeguarded_cubic(lo, f_lo, d_lo, hi, f_hi, d_hi)
+            nxt = jnp.where(jnp.isinf(hi), nxt, cubic)
+        warm = None
+        if self.interpolate:
+            warm = model_hint(cubic_step(state.origin, trial), trial).astype(dt)
+        return (Decision(decrease & curv, nxt.astype(dt), jnp.asarray(False), warm),
+                BisectionState(state.origin, lo, hi, f_lo, d_lo, f_hi, d_hi))
 
 
 class ExactState(NamedTuple):

@@ -49,7 +49,10 @@ class SearchState(NamedTuple):
     """State of every kernel-driven step rule (Armijo, 1/L, the Wolfe searches).
 
     Attributes:
-      step: last accepted step (the warm start of the next search).
+      step: the warm start hint of the last accepted trial, passed to the next
+        search's ``kernel.init`` as ``prev_step``: the last accepted step
+        (``1 / L_loc`` there for the interpolating 1/L rule, see
+        :class:`~mfjax.linesearch.kernels.Decision`).
       value: ``f`` at the accepted point (``+inf`` if not stored).
       grad: ``grad f`` at the accepted point (zeros if not stored).
       info: :class:`LineSearchInfo` of the last update.
@@ -68,6 +71,7 @@ class _Carry(NamedTuple):
     done: jax.Array
     ok: jax.Array         # a trial was accepted
     acc_step: jax.Array
+    warm: jax.Array       # the kernel's warm start hint of the accepted trial
     value: jax.Array
     grad: optax.Params
     num_grad: jax.Array
@@ -128,15 +132,17 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
         dec, kstate = kernel.step(c.kstate, trial)
         ok = dec.accept
         i = c.i + 1
+        warm = a if dec.warm is None else dec.warm
         return _Carry(i, jnp.where(ok, a, dec.next_step).astype(a.dtype), kstate,
                       ok | dec.stop | (i >= kernel.max_trials), ok,
                       jnp.where(ok, a, c.acc_step).astype(a.dtype),
+                      jnp.where(ok, warm, c.warm).astype(a.dtype),
                       jnp.where(ok, trial.value, c.value).astype(c.value.dtype),
                       tree_where(ok, g, c.grad), ng)
 
     zero = jnp.zeros_like(step0)
     init = _Carry(jnp.asarray(0, jnp.int32), step0, kstate0, ~can_start(origin),
-                  jnp.asarray(False), zero, value, grad, jnp.asarray(0, jnp.int32))
+                  jnp.asarray(False), zero, zero, value, grad, jnp.asarray(0, jnp.int32))
     c = jax.lax.while_loop(lambda c: ~c.done, body, init)
     if trial_grad or not store_grad or lazy_grad:
         return c
@@ -195,7 +201,7 @@ def line_search(kernel, *, store_grad: bool = True, lazy_grad: bool = False,
         else:
             new_value, new_grad = jnp.asarray(jnp.inf, dt), optax.tree.zeros_like(params)
         new_state = SearchState(
-            step=jnp.where(c.ok, c.acc_step, state.step).astype(dt),
+            step=jnp.where(c.ok, c.warm, state.step).astype(dt),
             value=new_value, grad=new_grad,
             info=base.make_info(step, c.i, c.num_grad, c.ok))
         return base.scaled_update(step, updates, c.ok), new_state

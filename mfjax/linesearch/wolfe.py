@@ -21,8 +21,14 @@ import jax.numpy as jnp
 import optax
 
 from mfjax.linesearch import base
-from mfjax.linesearch.kernels import (
+from mfjax.linesearch.kernels import (  # the interpolation formulas live with the kernels
     BisectionWolfe,
+    cubic_minimizer,
+    cubic_step,
+    midpoint,
+    model_hint,
+    safeguarded_cubic,
+    warm_start,
     Decision,
     Needs,
     Origin,
@@ -51,6 +57,11 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: warm start factors of :data:`mfjax.linesearch.WARM` (the defaults: ``growth=None``, a cold start every search, the algorithms as written)
+WOLFE_GROWTH = 2.0
+ZOOM_GROWTH = 2.0
+
+
 def _check_wolfe(c1, c2, rule):
     base.check_unit("c1", c1, rule)
     if not (c1 < c2 < 1):
@@ -59,7 +70,8 @@ def _check_wolfe(c1, c2, rule):
 
 # ---------------------------------------------------------------- weak Wolfe
 def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
-                         initial_step: float = 1.0) -> optax.GradientTransformationExtraArgs:
+                         initial_step: float = 1.0, *, growth: float | None = None,
+                         interpolate: bool = False) -> optax.GradientTransformationExtraArgs:
     r"""Bisection search for a weak Wolfe step (slides, Algorithm 3).
 
     Keeps a bracket ``[a, b]`` (``a = 0``, ``b = +inf``) and a trial ``alpha``
@@ -75,10 +87,20 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
 
     The kernel is :class:`~mfjax.linesearch.kernels.BisectionWolfe`.
 
+    With ``mfjax.linesearch.WARM['weak_wolfe_bisection']`` (``growth=2.0, interpolate=True``): the first trial is
+    ``min(growth * previous step, initial_step)``, and once the bracket is
+    finite the next trial is the minimiser of the cubic through both ends
+    (:func:`safeguarded_cubic`: the middle 80% of the bracket, the midpoint
+    where the cubic is undefined) instead of the midpoint.  The slides'
+    Algorithm 3 as written (``alpha = initial_step`` every search, midpoints)
+    is ``growth=None, interpolate=False``.
+
     Args:
       c1, c2: Wolfe constants, ``0 < c1 < c2 < 1``.
       max_iters: maximum number of trials.
-      initial_step: first trial step.
+      initial_step: first trial step (and cap of the warm start).
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
+      interpolate: cubic trials inside a finite bracket (default), ``False``: midpoints.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
@@ -93,44 +115,12 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
     _check_wolfe(c1, c2, rule)
     base.check_iters(max_iters, rule)
     base.check_positive("initial_step", initial_step, rule)
-    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step), rule=rule)
+    base.check_positive("growth", growth, rule)
+    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step, growth, bool(interpolate)),
+                       rule=rule)
 
 
 # ---------------------------------------------------------------- zoom
-def cubic_minimizer(a, fa, da, b, fb, db):
-    r"""Minimiser of the cubic interpolating ``(a, fa, f'(a)=da)``, ``(b, fb, f'(b)=db)``.
-
-    Nocedal & Wright (2006) eq. (3.59)::
-
-        d1 = da + db - 3 (fa - fb) / (a - b)
-        d2 = sign(b - a) sqrt(d1^2 - da db)
-        x  = b - (b - a) (db + d2 - d1) / (db - da + 2 d2)
-
-    Returns NaN when the cubic has no minimiser (negative radicand) or the
-    inputs are not finite; callers fall back to bisection.
-    """
-    d1 = da + db - 3 * (fa - fb) / (a - b)
-    rad = d1 * d1 - da * db
-    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(rad >= 0, rad, jnp.nan))
-    return b - (b - a) * (db + d2 - d1) / (db - da + 2 * d2)
-
-
-def midpoint(lo, f_lo, d_lo, hi, f_hi, d_hi):
-    """Zoom trial by bisection: ``(lo + hi) / 2``."""
-    return 0.5 * (lo + hi)
-
-
-def safeguarded_cubic(lo, f_lo, d_lo, hi, f_hi, d_hi):
-    """Zoom trial: :func:`cubic_minimizer` when it lies in the middle 80% of the bracket, else the midpoint."""
-    mid = 0.5 * (lo + hi)
-    x = cubic_minimizer(lo, f_lo, d_lo, hi, f_hi, d_hi)
-    w = jnp.abs(hi - lo)
-    left = jnp.minimum(lo, hi) + 0.1 * w
-    right = jnp.maximum(lo, hi) - 0.1 * w
-    good = jnp.isfinite(x) & (x >= left) & (x <= right)
-    return jnp.where(good, x, mid)
-
-
 class ZoomState(NamedTuple):
     """State of :class:`ZoomWolfe`.
 
@@ -170,6 +160,11 @@ class ZoomWolfe(NamedTuple):
       max_step: largest step tried.
       interpolate: the zoom trial ``interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi)``:
         :func:`safeguarded_cubic` or :func:`midpoint`.
+      growth: warm start: the first trial is ``min(growth * prev_step,
+        initial_step, max_step)`` where ``prev_step`` is the minimiser of the
+        cubic through ``phi, phi'`` at 0 and at the last accepted trial
+        (:func:`~mfjax.linesearch.kernels.model_hint`); ``None``:
+        ``initial_step`` every search (Algorithm 3.5 as written).
     """
 
     c1: float = 1e-4
@@ -179,6 +174,7 @@ class ZoomWolfe(NamedTuple):
     expand: float = 2.0
     max_step: float = float("inf")
     interpolate: Callable = safeguarded_cubic
+    growth: float | None = None
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
@@ -186,7 +182,8 @@ class ZoomWolfe(NamedTuple):
         zero, v, s0 = jnp.asarray(0, dt), origin.value, origin.slope
         state = ZoomState(origin, jnp.asarray(False), jnp.asarray(True),
                           zero, v, s0, zero, v, s0, zero, v, s0)
-        return jnp.minimum(self.initial_step, self.max_step).astype(dt), state
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        return jnp.minimum(a0, self.max_step).astype(dt), state
 
     def step(self, c: ZoomState, trial: Trial):
         a, v, d, fin = trial.step, trial.value, trial.slope, trial.finite
@@ -228,7 +225,8 @@ class ZoomWolfe(NamedTuple):
         eps = jnp.finfo(dt).eps
         tiny = zoom & (jnp.abs(hi - lo) <= 10 * eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi)))
         state = ZoomState(c.origin, zoom, jnp.asarray(False), a, v_, d_, lo, f_lo, d_lo, hi, f_hi, d_hi)
-        return Decision(ok, nxt.astype(dt), tiny | (~c.zoom & b_stuck)), state
+        warm = None if self.growth is None else model_hint(cubic_step(c.origin, trial), trial).astype(dt)
+        return Decision(ok, nxt.astype(dt), tiny | (~c.zoom & b_stuck), warm), state
 
 
 _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
@@ -237,7 +235,7 @@ _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
 def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
                       initial_step: float = 1.0, *, expand: float = 2.0,
                       max_step: float = float("inf"), interpolation: str = "cubic",
-                      ) -> optax.GradientTransformationExtraArgs:
+                      growth: float | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Strong Wolfe line search by bracketing and zoom (Nocedal & Wright, Algorithms 3.5/3.6).
 
     Finds ``alpha`` with
@@ -247,7 +245,9 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
       |\phi'(\alpha)| \le c_2 |\phi'(0)|, \qquad
       \phi(\alpha) = f(\theta + \alpha p).
 
-    Bracketing: trials ``alpha_1 = initial_step``, ``alpha_{i+1} = min(expand
+    Bracketing: trials ``alpha_1 = min(growth * previous step, initial_step,
+    max_step)`` (``mfjax.linesearch.WARM['strong_wolfe_zoom']``: ``growth=2.0``; the default
+    ``growth=None``: ``initial_step`` every search, Algorithm 3.5 as written), ``alpha_{i+1} = min(expand
     alpha_i, max_step)``, until a trial violates sufficient decrease, or is
     not below the previous value, or has ``phi' >= 0``; that brackets a strong
     Wolfe step in ``[alpha_lo, alpha_hi]``.  Zoom: the next trial is the
@@ -267,6 +267,7 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
       expand: growth factor of the bracketing phase (> 1).
       max_step: largest step tried; reaching it without a Wolfe step fails.
       interpolation: ``"cubic"`` or ``"bisection"``.
+      growth: warm start factor (default 2.0), ``None`` restarts at ``initial_step``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
@@ -287,6 +288,7 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(
             f"mfjax.linesearch.{rule}: interpolation must be 'cubic' or 'bisection', got {interpolation!r}")
+    base.check_positive("growth", growth, rule)
     kernel = ZoomWolfe(c1, c2, int(max_iters), initial_step, expand, max_step,
-                       _INTERPOLATIONS[interpolation])
+                       _INTERPOLATIONS[interpolation], growth)
     return line_search(kernel, rule=rule)

@@ -34,14 +34,19 @@ __all__ = ["Folded", "folded", "armijo_search", "weak_wolfe_search", "exact_sear
 
 
 def armijo_search(c1: float = 1e-4, beta: float = 0.5, max_trials: int = 30,
-                  initial_step: float = 1.0, *, growth: float | None = None) -> Backtracking:
+                  initial_step: float = 1.0, *, growth: float | None = None,
+                  interpolate: bool = False) -> Backtracking:
     r"""Armijo backtracking (slides Algorithm 2) as a folded search.
 
     Trial ``a`` accepted when ``f(u + a p) <= f(u) + c1 a <g, p>``, else
-    ``a <- beta a``; a new search starts at ``initial_step`` or, with
-    ``growth``, at ``min(growth * last accepted step, initial_step)`` (the
-    warm start of :func:`mfjax.linesearch.armijo`).  ``max_trials`` failed
-    trials in a row fail the row.
+    ``a <- beta a`` (``interpolate=True``: the safeguarded quadratic
+    interpolation step in ``[0.1 a, 0.5 a]``); a new search starts at
+    ``initial_step`` or, with ``growth``, at ``min(growth * last accepted
+    step, initial_step)`` (the warm start of :func:`mfjax.linesearch.armijo`).
+    ``max_trials`` failed trials in a row fail the row.  The defaults are the
+    slides' algorithm as written (unlike :func:`mfjax.linesearch.armijo`,
+    whose defaults warm-start and interpolate: pass ``growth=2.0,
+    interpolate=True`` for the same search).
 
     Returns:
       The kernel ``Backtracking(SufficientDecrease(c1), ...)`` of :func:`mfjax.linesearch.armijo`.
@@ -49,21 +54,26 @@ def armijo_search(c1: float = 1e-4, beta: float = 0.5, max_trials: int = 30,
     if not 0 < c1 < 1 or not 0 < beta < 1:
         raise ValueError(f"need 0 < c1 < 1 and 0 < beta < 1, got c1={c1!r}, beta={beta!r}")
     return Backtracking(SufficientDecrease(float(c1)), float(beta), int(max_trials),
-                        float(initial_step), growth)
+                        float(initial_step), growth, 0.0, bool(interpolate))
 
 
 def weak_wolfe_search(c1: float = 1e-4, c2: float = 0.9, max_trials: int = 30,
-                      initial_step: float = 1.0) -> BisectionWolfe:
+                      initial_step: float = 1.0, *, growth: float | None = None,
+                      interpolate: bool = False) -> BisectionWolfe:
     r"""Bisection weak-Wolfe search (slides Algorithm 3) as a folded search.
 
     Bracket ``[lo, hi] = [0, inf]``: sufficient decrease fails -> ``hi = a``,
     ``a = (lo + hi)/2``; curvature ``<g(u + a p), p> >= c2 <g, p>`` fails ->
     ``lo = a``, ``a = 2 lo`` while ``hi = inf`` else ``(lo + hi)/2``; else accept
-    (the kernel of :func:`mfjax.linesearch.weak_wolfe_bisection`).
+    (the kernel of :func:`mfjax.linesearch.weak_wolfe_bisection`).  The
+    defaults are the slides' algorithm as written; ``growth`` warm-starts at
+    ``min(growth * last accepted step, initial_step)``, ``interpolate=True``
+    replaces the midpoint of a finite bracket by the safeguarded cubic step.
     """
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1!r}, c2={c2!r}")
-    return BisectionWolfe(float(c1), float(c2), int(max_trials), float(initial_step))
+    return BisectionWolfe(float(c1), float(c2), int(max_trials), float(initial_step), growth,
+                          bool(interpolate))
 
 
 def exact_search() -> ExactQuadratic:
@@ -139,7 +149,7 @@ class _FoldCarry(NamedTuple):
     dstate: Any
     step: jax.Array       # next trial step of the running search
     kstate: Any           # the kernel's state of the running search
-    last_step: jax.Array  # last accepted step (warm start)
+    last_step: jax.Array  # warm start hint of the last accepted trial (Decision.warm, else its step)
     trials: jax.Array     # trials of the running search (0: start a new one)
     it: jax.Array
     nf: jax.Array
@@ -204,7 +214,7 @@ def _solve_folded(cfg: Folded, fun, u0):
             dstate=tree_where(accept, d_new, c.dstate),
             step=c.step if one_trial else dec.next_step.astype(dt),
             kstate=c.kstate if one_trial else ks,
-            last_step=jnp.where(accept, a, c.last_step).astype(dt),
+            last_step=jnp.where(accept, a if dec.warm is None else dec.warm, c.last_step).astype(dt),
             trials=jnp.where(accept, 0, trials),
             it=it,
             nf=c.nf + 1,
