@@ -217,8 +217,13 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
         from mfjax import objective
 
         loss = objective.loss
-        loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
-                                               problem.mesh),)
+        if jax.process_count() > 1:  # each process builds its part of the objective from its own rows only
+            mine = objective.process_row_block(problem.train)
+            local = objective.mf_objective(mine, problem.l2, scale=problem.scale)
+            loss_args = (objective.shard_local_objective(local, problem.mesh, num_ratings=problem.train.nnz),)
+        else:
+            loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
+                                                   problem.mesh),)
 
     # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart); the scan
     # runs in TIME_CHUNKS timed pieces: ``trace["time_s"]`` is measured at each piece's last step
