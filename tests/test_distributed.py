@@ -55,7 +55,7 @@ def test_two_processes_equal_one_process_objective_fit_and_compare(tmp_path):
     objective and mf.fit, then ``mfjax fit`` and ``mfjax compare`` (the main job) through the CLI."""
     out, err = io.StringIO(), io.StringIO()
     rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two.json"), "mean",
-                             str(tmp_path / "cmp2")], 2, timeout_s=300, stdout=out, stderr=err, env=_env())
+                             str(tmp_path / "cmp2")], 2, timeout_s=600, stdout=out, stderr=err, env=_env())
     assert rc == 0, err.getvalue()[-3000:]
     two = json.loads((tmp_path / "two.json").read_text())
     one, mod = _one_process(tmp_path / "one.json", "mean", tmp_path / "cmp1")
@@ -82,7 +82,7 @@ def test_two_processes_equal_one_process_objective_fit_and_compare(tmp_path):
     sgd = recs["cmp2"]["solver-sgd"]
     assert "solver-sgd" in sgd["error"] and "one device only" in sgd["error"]
     assert recs["cmp1"]["solver-sgd"]["error"] is None
-    for name in ("gd+armijo", "gd+exact_mf", "solver-als", "solver-vector_descent"):
+    for name in ("gd+armijo", "solver-als", "solver-vector_descent"):
         a, b = recs["cmp2"][name], recs["cmp1"][name]
         assert a["error"] is None and a["status"] == b["status"], (name, a["error"])
         for k in ("final_loss", "initial_loss", "test_rmse"):

@@ -29,7 +29,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 def _run_part(part: str, tmp_path) -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, str(HERE / "_sharded_check.py"), part, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=420)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
