@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,14 @@ assert len(jax.devices()) == 4, jax.devices()
 rel = lambda a, b: float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))  # noqa: E731
 tree_rel = lambda a, b: max(rel(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
 mesh_of = lambda k, name: Mesh(np.array(jax.devices()[:k]), (name,))  # noqa: E731
+_T0 = [time.perf_counter()]
+
+
+def _stage(name):
+    """Seconds since the last stage, on stderr (shown when a part fails or times out)."""
+    t = time.perf_counter()
+    print(f"[_sharded_check] {name}: {t - _T0[0]:.1f} s", file=sys.stderr, flush=True)
+    _T0[0] = t
 
 
 def _problem():
@@ -94,6 +103,7 @@ def solvers(out):
     sp = mf.solvers.shard_als_problem(mf.solvers.als_objective(als_r, l2=1.0), mesh_of(4, "rows"))
     out["als_slots_per_device"] = [float(np.asarray(s.data).sum()) for s in sp.rows.mask.addressable_shards]
     out["als_layout_spec"] = str(sp.rows.entry.sharding.spec)
+    _stage("als")
     # DSGD: one block per device, V blocks passed with ppermute; equals the one-device schedule
     for biases in (False, True):
         kw = dict(l2=1.0, lr=0.02, num_steps=3, batch_size=4, biases=biases, key=jax.random.key(2))
@@ -101,6 +111,7 @@ def solvers(out):
             ref = mf.solvers.dsgd(als_r, 3, blocks=ndev, **kw)
             res = mf.solvers.dsgd(als_r, 3, mesh=mesh_of(ndev, "blocks"), **kw)
             out[f"dsgd_{int(biases)}_{ndev}"] = tree_rel(res.params, ref.params)
+    _stage("dsgd")
     # vector descent: each device its own rows of U and of V; equal to one device after 3 sweeps
     kw = dict(l2=1.5, num_steps=3, key=jax.random.key(0))
     ref = mf.solvers.vector_descent(als_r, 3, **kw)
@@ -128,24 +139,26 @@ def solvers(out):
         out["vd_interleaved_error"] = None
     except ValueError as e:
         out["vd_interleaved_error"] = str(e)
+    _stage("vector descent")
     # mfjax compare --devices 2 (the main job on a 2-device mesh) against --devices 1, in this process
     from mfjax import cli
 
-    grid = "gd+armijo,gd+exact_mf,solver:als,solver:vector_descent,solver:dsgd"
+    grid = "gd+armijo,solver:als,solver:vector_descent,solver:dsgd"
     for d in (1, 2):
         argv = ["compare", "--synthetic-size", "120x90", "--synthetic-density", "0.15", "--devices", str(d),
                 "--runs", grid, "--iters", "12", "--out", f"{sys.argv[2]}/d{d}", "--no-plots", "--no-progress",
                 "--no-compile-cache"]
         with contextlib.redirect_stdout(io.StringIO()):
             out[f"compare_rc_{d}"] = cli.main(argv)
+        _stage(f"compare --devices {d}")
     # DSGD on 2 devices is the 2 x 2-block schedule: its one-device reference is that schedule without a mesh
-    from mfjax import compare
+    from mfjax.compare.run import solver_steps
     from mfjax.losses import masked_sq_loss
 
     args = cli.build_parser().parse_args(argv[:5] + ["--devices", "1"])
     problem = cli._problem(args)
     res = mf.solvers.dsgd(problem.train, problem.rank, l2=problem.l2, key=jax.random.key(0), blocks=2,
-                          num_steps=compare.solver_steps("dsgd", 12), eval_set=problem.test)
+                          num_steps=solver_steps("dsgd", 12), eval_set=problem.test)
     out["compare_dsgd_2_blocks"] = float(masked_sq_loss(res.params, problem.train.device_put(), problem.l2))
 
 

@@ -40,13 +40,14 @@ def _dsgd_two_blocks_final_loss(mod):
     """The 1-process reference of a 2-device DSGD run: the same 2 x 2-block schedule on one device."""
     import jax
 
-    from mfjax import cli, compare, solvers
+    from mfjax import cli, solvers
+    from mfjax.compare.run import solver_steps
     from mfjax.losses import masked_sq_loss
 
     args = cli.build_parser().parse_args(mod.COMPARE)
     problem = cli._problem(args)
     res = solvers.dsgd(problem.train, problem.rank, l2=problem.l2, key=jax.random.key(args.seed), blocks=2,
-                       num_steps=compare.solver_steps("dsgd", args.iters), eval_set=problem.test)
+                       num_steps=solver_steps("dsgd", args.iters), eval_set=problem.test)
     return float(masked_sq_loss(res.params, problem.train.device_put(), problem.l2))
 
 
