@@ -292,7 +292,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
 
     Raises:
       ValueError: empty or non-finite training / evaluation ratings (naming
-        the entry), shapes that disagree, ``num_steps < 1``.
+        the entry), shapes that disagree, ``num_steps < 1``, a mesh with
+        ``schedule="interleaved"`` or an ``axis`` that is not the mesh's.
       FloatingPointError: the training loss became non-finite (drive
         :func:`vector_descent_solver` with :func:`mfjax.solvers.run` for the
         ``nonfinite`` status and the last finite factors instead).
