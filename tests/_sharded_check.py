@@ -1,8 +1,9 @@
 """Run in a subprocess with 4 virtual CPU devices (see tests/test_sharded.py): ``_sharded_check.py PART``.
 
 PART ``formulas``: the sharded objective's formulas on 1, 2, 4 devices, padding-only shards, metrics;
-``fits``: mf.fit with Armijo, exact_mf and Gauss-Newton + exact_mf on 1, 2, 4 devices; ``solvers``: ALS,
-DSGD and vector descent on a mesh, and ``mfjax compare --devices 2`` against ``--devices 1``.
+``fits``: mf.fit with Armijo, exact_mf and Gauss-Newton + exact_mf on 1, 2, 4 devices; ``solvers``: ALS
+and DSGD on a mesh; ``vd_compare``: vector descent on a mesh, and ``mfjax compare --devices 2`` against
+``--devices 1``.
 Each part is one process (one JAX start, every compilation once) that prints one JSON object.
 """
 import contextlib
@@ -112,6 +113,11 @@ def solvers(out):
             res = mf.solvers.dsgd(als_r, 3, mesh=mesh_of(ndev, "blocks"), **kw)
             out[f"dsgd_{int(biases)}_{ndev}"] = tree_rel(res.params, ref.params)
     _stage("dsgd")
+
+
+def vector_descent_and_compare(out):
+    als_r = mf.data.synthetic(m=200, n=150, rank=3, density=0.12, seed=1)
+    out["als_nnz"] = int(als_r.nnz)
     # vector descent: each device its own rows of U and of V; equal to one device after 3 sweeps
     kw = dict(l2=1.5, num_steps=3, key=jax.random.key(0))
     ref = mf.solvers.vector_descent(als_r, 3, **kw)
@@ -164,5 +170,6 @@ def solvers(out):
 
 if __name__ == "__main__":
     result = {}
-    {"formulas": formulas, "fits": fits, "solvers": solvers}[sys.argv[1]](result)
+    parts = {"formulas": formulas, "fits": fits, "solvers": solvers, "vd_compare": vector_descent_and_compare}
+    parts[sys.argv[1]](result)
     print("\n" + json.dumps(result))

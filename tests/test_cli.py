@@ -219,5 +219,5 @@ def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert cli.enable_compile_cache() is None
 
 
-# `mfjax compare --devices 2` against `--devices 1`: tests/test_sharded.py::test_sharded_solvers_and_compare_devices_equal_single_device
+# `mfjax compare --devices 2` against `--devices 1`: tests/test_sharded.py::test_sharded_vector_descent_and_compare_devices_equal_single_device
 # (in its 4-device child process); `mfjax launch -n 2 -- compare`: tests/test_distributed.py.
