@@ -7,7 +7,7 @@ Commands::
     mfjax fit [...] [--json]   # one configuration
     mfjax reproduce TABLE      # the source documents' tables and figures (see --help)
     mfjax data info|download   # data sets
-    mfjax launch -n N -- fit   # N cooperating processes (jax.distributed) on this machine
+    mfjax launch -n N -- fit   # N cooperating processes (jax.distributed) on this machine (fit, compare)
     mfjax --version
 
 Statuses print as names (``max_steps``, ``diverged``, ...) everywhere.
@@ -284,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="run an mfjax command as N cooperating processes on this machine "
                                        "(jax.distributed; CPU collectives by gloo)",
                         description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
-                                    "(process 0 coordinates on localhost). Supported: fit (optimizer runs and "
-                                    "solver:als) on a mesh over every process's devices.",
-                        epilog="example: mfjax launch -n 2 -- fit --run gd+armijo --iters 50")
+                                    "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
+                                    "process 0 writes the results): optimizer runs shard the objective, ALS and "
+                                    "vector descent their rows, DSGD its blocks over every process's devices; "
+                                    "SGD and NMF runs are refused by name.",
+                        epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo,solver:als --iters 50")
     la.add_argument("-n", "--num-processes", type=int, required=True, help="number of processes N")
     la.add_argument("--local-devices", type=int, default=1, help="CPU devices per process (default 1)")
     la.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
@@ -369,20 +371,28 @@ def _split_list(text):
 def cmd_compare(args) -> int:
     from mfjax import compare
 
+    import jax
+
     t0 = time.perf_counter()
     problem = _problem(args)
-    print(f"problem: {json.dumps(problem.describe())}")
+    # under mfjax launch every process runs the same grid on the global mesh; process 0 reports and writes
+    lead = jax.process_index() == 0
+    say = print if lead else (lambda *a, **k: None)
+    say(f"problem: {json.dumps(problem.describe())}")
     if args.runs:
         specs = [compare.parse_run(t) for t in compare.split_runs(args.runs)]
     else:
         specs = compare.default_grid(_split_list(args.directions), _split_list(args.steps),
                                      solvers=_split_list(args.solvers) or (),
                                      optax_baselines=_split_list(args.optax) or (), full=args.full_grid)
-    print(f"{len(specs)} runs -> {args.out}")
+    say(f"{len(specs)} runs -> {args.out}")
     tally: dict = {}
     results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
-                               seed=args.seed, resume=not args.no_resume, progress=not args.no_progress,
+                               seed=args.seed, resume=not args.no_resume, progress=lead and not args.no_progress,
                                summary=tally)
+    ok = 0 if all(not r.get("error") for r in results) else 1
+    if not lead:
+        return ok
     compare.write_tables(results, args.out)
     if not args.no_plots:
         mean = compare.mean_predictor_rmse(problem.train.values, problem.test.values)
@@ -391,7 +401,7 @@ def cmd_compare(args) -> int:
     print(_tally_line(tally))
     print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", plots (PNG, PDF)"))
     print(f"total wall time {time.perf_counter() - t0:.1f} s, of which compilation {_compile_line(args)}")
-    return 0 if all(not r.get("error") for r in results) else 1
+    return ok
 
 
 def _compile_line(args) -> str:
@@ -428,7 +438,7 @@ def cmd_launch(args) -> int:
         raise SystemExit(f"mfjax launch: {e}") from None
 
 
-_MULTIPROCESS_COMMANDS = ("fit",)
+_MULTIPROCESS_COMMANDS = ("fit", "compare")
 
 
 def cmd_fit(args) -> int:

@@ -1,10 +1,14 @@
 """Run by tests/test_distributed.py as N cooperating processes (mfjax.core.distributed.launch).
 
 Each process builds ONLY its block of rows (process_row_block) and the sharded objective from it
-(shard_local_objective); then value, gradient, and mf.fit with Armijo and with exact_mf.  Process 0
-writes the results as JSON to argv[1].  With no launcher environment it runs as one process.
+(shard_local_objective); then value, gradient, and mf.fit with Armijo and with exact_mf.  Then the CLI in
+the same processes (one start-up of the N processes for every check): ``mfjax fit`` (its JSON line) and
+``mfjax compare`` (the main job, results under argv[3]).  Process 0 writes the results as JSON to argv[1].
+With no launcher environment it runs as one process.
 """
 
+import contextlib
+import io
 import json
 import sys
 
@@ -19,7 +23,14 @@ from jax.sharding import Mesh  # noqa: E402
 import mfjax as mf  # noqa: E402
 
 
-def main(out: str, scale: str) -> None:
+#: The CLI runs: ``mfjax fit`` and ``mfjax compare`` on the same small synthetic problem.
+CLI_PROBLEM = ["--synthetic-size", "60x40", "--synthetic-density", "0.2", "--no-compile-cache"]
+FIT = ["fit", "--run", "gd+armijo", "--iters", "10", "--json", *CLI_PROBLEM]
+GRID = "gd+armijo,solver:als,solver:vector_descent,solver:dsgd,solver:sgd"
+COMPARE = ["compare", *CLI_PROBLEM, "--runs", GRID, "--iters", "10", "--no-plots", "--no-progress"]
+
+
+def main(out: str, scale: str, workdir: str | None = None) -> None:
     train = mf.data.synthetic(m=50, n=30, rank=3, density=0.3, seed=0)
     mine = mf.objective.process_row_block(train)
     mesh = Mesh(np.array(jax.devices()), ("entries",))
@@ -32,10 +43,20 @@ def main(out: str, scale: str) -> None:
         fit = mf.fit(mf.objective.loss, mf.optim.gd(linesearch=step), p0, 8, loss_args=(obj,))
         res[name] = {"value": float(fit.value), "status": fit.status_name,
                      "U": np.asarray(fit.params.U).tolist()}
+    if workdir is not None:
+        from mfjax import cli
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            res["fit_rc"] = cli.main(FIT)
+        lines = buf.getvalue().strip().splitlines()
+        res["fit"] = json.loads(lines[-1]) if lines else None  # process 0 alone prints
+        with contextlib.redirect_stdout(io.StringIO()):
+            res["compare_rc"] = cli.main([*COMPARE, "--out", workdir])
     if jax.process_index() == 0:
         with open(out, "w") as f:
             json.dump(res, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "sum")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "sum", sys.argv[3] if len(sys.argv) > 3 else None)

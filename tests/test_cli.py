@@ -225,26 +225,5 @@ def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert cli.enable_compile_cache() is None
 
 
-def test_devices_flag_runs_the_main_job_on_a_mesh_with_the_same_results(tmp_path):
-    """``mfjax compare --devices 2``: optimizer runs on the sharded objective, ALS on split rows (fresh processes:
-    the CPU device count is fixed when JAX starts)."""
-    import os
-    import subprocess
-    import sys
-
-    finals = {}
-    for d in (1, 2):
-        out = tmp_path / f"d{d}"
-        argv = ["compare", "--synthetic-size", "120x90", "--synthetic-density", "0.15", "--devices", str(d),
-                "--runs", "gd+armijo,gd+exact_mf,solver:als", "--iters", "12", "--out", str(out), "--no-plots",
-                "--no-progress"]
-        if d == 1:  # one device: in this process
-            assert cli.main(argv) == 0
-        else:       # two virtual CPU devices: a fresh process (the device count is fixed when JAX starts)
-            subprocess.run([sys.executable, "-m", "mfjax", *argv], check=True, capture_output=True, text=True,
-                           timeout=600, env=dict(os.environ))
-        recs = json.loads((out / "results.json").read_text())
-        assert recs[0]["problem"].get("devices", 1) == d
-        finals[d] = {r["name"]: r["final_loss"] for r in recs}
-    for name, v in finals[1].items():
-        assert abs(finals[2][name] - v) <= 1e-4 * abs(v), (name, v, finals[2][name])
+# `mfjax compare --devices 2` against `--devices 1`: tests/test_sharded.py::test_sharded_vector_descent_and_compare_devices_equal_single_device
+# (in its 4-device child process); `mfjax launch -n 2 -- compare`: tests/test_distributed.py.

@@ -19,30 +19,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "_distributed_check.py"
 
 
-def _one_process(out, scale):
+def _one_process(out, scale, workdir=None):
     spec = importlib.util.spec_from_file_location("_distributed_check", CHECK)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # no launcher environment here: initialize_from_env is a no-op
-    mod.main(str(out), scale)
-    return json.loads(out.read_text())
-
-
-def test_two_processes_each_holding_half_the_rows_equal_one_process(tmp_path):
-    out, err = io.StringIO(), io.StringIO()
-    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two.json"), "mean"], 2,
-                            timeout_s=240, stdout=out, stderr=err, env=_env())
-    assert rc == 0, err.getvalue()[-3000:]
-    two = json.loads((tmp_path / "two.json").read_text())
-    one = _one_process(tmp_path / "one.json", "mean")
-    assert two["processes"] == 2 and one["processes"] == 1
-    assert two["local_entries"] < two["nnz"]  # process 0 never held the whole data set
-    np.testing.assert_allclose(two["value"], one["value"], rtol=1e-5)
-    for g in ("grad_U", "grad_V"):
-        np.testing.assert_allclose(two[g], one[g], rtol=1e-4, atol=1e-6)
-    for rule in ("armijo", "exact_mf"):
-        assert two[rule]["status"] == one[rule]["status"] == "max_steps"
-        np.testing.assert_allclose(two[rule]["value"], one[rule]["value"], rtol=1e-4)
-        np.testing.assert_allclose(two[rule]["U"], one[rule]["U"], rtol=1e-4, atol=1e-5)
+    mod.main(str(out), scale, None if workdir is None else str(workdir))
+    return json.loads(out.read_text()), mod
 
 
 def _env():
@@ -54,22 +36,60 @@ def _env():
     return env
 
 
-def test_cli_launch_fit_equals_the_single_process_fit(capsys):
-    from mfjax import cli
+def _dsgd_two_blocks_final_loss(mod):
+    """The 1-process reference of a 2-device DSGD run: the same 2 x 2-block schedule on one device."""
+    import jax
 
-    args = ["fit", "--run", "gd+armijo", "--iters", "10", "--json", "--synthetic-size", "60x40",
-            "--no-compile-cache"]
+    from mfjax import cli, solvers
+    from mfjax.compare.run import solver_steps
+    from mfjax.losses import masked_sq_loss
+
+    args = cli.build_parser().parse_args(mod.COMPARE)
+    problem = cli._problem(args)
+    res = solvers.dsgd(problem.train, problem.rank, l2=problem.l2, key=jax.random.key(args.seed), blocks=2,
+                       num_steps=solver_steps("dsgd", args.iters), eval_set=problem.test)
+    return float(masked_sq_loss(res.params, problem.train.device_put(), problem.l2))
+
+
+def test_two_processes_equal_one_process_objective_fit_and_compare(tmp_path):
+    """One launch of 2 processes (each holding half the rows) for every multi-process check: the sharded
+    objective and mf.fit, then ``mfjax fit`` and ``mfjax compare`` (the main job) through the CLI."""
     out, err = io.StringIO(), io.StringIO()
-    rc = distributed.launch([sys.executable, "-m", "mfjax", *args], 2, timeout_s=240, stdout=out, stderr=err,
-                            env=_env())
+    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two.json"), "mean",
+                             str(tmp_path / "cmp2")], 2, timeout_s=600, stdout=out, stderr=err, env=_env())
     assert rc == 0, err.getvalue()[-3000:]
-    two = json.loads(out.getvalue().strip().splitlines()[-1])  # process 0 alone reports
-    assert cli.main(args) == 0
-    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    two = json.loads((tmp_path / "two.json").read_text())
+    one, mod = _one_process(tmp_path / "one.json", "mean", tmp_path / "cmp1")
     assert two["processes"] == 2 and one["processes"] == 1
+    assert two["local_entries"] < two["nnz"]  # process 0 never held the whole data set
+    np.testing.assert_allclose(two["value"], one["value"], rtol=1e-5)
+    for g in ("grad_U", "grad_V"):
+        np.testing.assert_allclose(two[g], one[g], rtol=1e-4, atol=1e-6)
+    for rule in ("armijo", "exact_mf"):
+        assert two[rule]["status"] == one[rule]["status"] == "max_steps"
+        np.testing.assert_allclose(two[rule]["value"], one[rule]["value"], rtol=1e-4)
+        np.testing.assert_allclose(two[rule]["U"], one[rule]["U"], rtol=1e-4, atol=1e-5)
+    # mfjax launch -n 2 -- fit: process 0 alone reports, the same numbers as one process
+    assert two["fit_rc"] == one["fit_rc"] == 0
+    assert two["fit"]["processes"] == 2 and one["fit"]["processes"] == 1
     for k in ("final_loss", "test_rmse", "initial_loss"):
-        assert two[k] == pytest.approx(one[k], rel=1e-5), k
-    assert two["status"] == one["status"] == "max_steps"
+        assert two["fit"][k] == pytest.approx(one["fit"][k], rel=1e-5), k
+    assert two["fit"]["status"] == one["fit"]["status"] == "max_steps"
+    # mfjax launch -n 2 -- compare: process 0 wrote the results; the same runs as one process, SGD refused
+    assert one["compare_rc"] == 0 and two["compare_rc"] == 1  # 1: the refused SGD run
+    recs = {w: {r["name"]: r for r in json.loads((tmp_path / w / "results.json").read_text())}
+            for w in ("cmp1", "cmp2")}
+    assert recs["cmp2"]["gd+armijo"]["problem"]["devices"] == 2 and "devices" not in recs["cmp1"]["gd+armijo"]["problem"]
+    sgd = recs["cmp2"]["solver-sgd"]
+    assert "solver-sgd" in sgd["error"] and "one device only" in sgd["error"]
+    assert recs["cmp1"]["solver-sgd"]["error"] is None
+    for name in ("gd+armijo", "solver-als", "solver-vector_descent"):
+        a, b = recs["cmp2"][name], recs["cmp1"][name]
+        assert a["error"] is None and a["status"] == b["status"], (name, a["error"])
+        for k in ("final_loss", "initial_loss", "test_rmse"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4), (name, k)
+    # DSGD on 2 devices is the 2 x 2-block schedule: equal to that schedule on one device
+    assert recs["cmp2"]["solver-dsgd"]["final_loss"] == pytest.approx(_dsgd_two_blocks_final_loss(mod), rel=1e-4)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -93,7 +113,7 @@ def test_partial_environment_and_bad_launches_are_refused():
     from mfjax import cli
 
     with pytest.raises(SystemExit, match="does not run multi-process"):
-        cli.main(["launch", "-n", "2", "--", "compare"])
+        cli.main(["launch", "-n", "2", "--", "data", "info"])
 
 
 def test_a_failing_process_stops_the_others():

@@ -36,11 +36,12 @@ from mfjax.compare.records import FAILED_STATUSES, classify_status, error_record
 from mfjax.compare.spec import Problem, RunSpec
 from mfjax.core import Status, status_name
 from mfjax.losses import init_factors, masked_sq_loss
-from mfjax.store import ResultStore
+from mfjax.store import ResultStore, to_jsonable
 
 _LOG = logging.getLogger("mfjax")
 
-__all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config"]
+__all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config",
+           "SINGLE_DEVICE_SOLVERS", "check_multiprocess"]
 
 
 # --------------------------------------------------------------- registries
@@ -107,10 +108,11 @@ def _sgd(problem, l2, num_steps, key):  # l2 / n_i per rating: the same objectiv
     return _call(solvers.sgd, "num_epochs", problem, _sweeps(num_steps), l2=l2, key=key)
 
 
-def _vector_descent(problem, l2, num_steps, key):
+def _vector_descent(problem, l2, num_steps, key):  # on a mesh: each device solves its own rows
     from mfjax import solvers
 
-    return _call(solvers.vector_descent, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key)
+    mesh = {} if problem.mesh is None else {"mesh": problem.mesh}
+    return _call(solvers.vector_descent, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key, **mesh)
 
 
 def _nmf(problem, l2, num_steps, key):  # unregularised masked NMF (its own constraint set)
@@ -124,7 +126,8 @@ SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "dsgd": _dsgd, "vector
 """Classical solvers by name: ``factory(problem, l2_sum, num_steps, key) -> result`` (held out: ``problem.test``)
 (``l2`` in the solvers' "sum" scaling; ALS / SGD / vector descent run
 ``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates).  On a
-problem with a mesh ALS and DSGD use it; SGD, vector descent and NMF run on one device."""
+problem with a mesh ALS, vector descent and DSGD use it; SGD and NMF run on one device (and are refused
+over several processes: :func:`check_multiprocess`)."""
 
 
 #: Timed pieces of a run: ``trace["time_s"]`` (seconds since the run's start) is measured at the last step
@@ -214,8 +217,13 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
         from mfjax import objective
 
         loss = objective.loss
-        loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
-                                               problem.mesh),)
+        if jax.process_count() > 1:  # each process builds its part of the objective from its own rows only
+            mine = objective.process_row_block(problem.train)
+            local = objective.mf_objective(mine, problem.l2, scale=problem.scale)
+            loss_args = (objective.shard_local_objective(local, problem.mesh, num_ratings=problem.train.nnz),)
+        else:
+            loss_args = (objective.shard_objective(objective.mf_objective(train, problem.l2, scale=problem.scale),
+                                                   problem.mesh),)
 
     # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart); the scan
     # runs in TIME_CHUNKS timed pieces: ``trace["time_s"]`` is measured at each piece's last step
@@ -378,10 +386,12 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
     store.root.mkdir(parents=True, exist_ok=True)
     results = []
     bar = _progress(specs, progress)
+    writer = jax.process_index() == 0  # under mfjax launch every process runs the grid, process 0 writes
     for spec in bar:
         h = store.hash(run_config(problem, spec, num_steps, eval_every, seed))
         rec, reason = store.inspect(spec.name, config_hash=h, expect={"data_checksum": problem.checksum},
                                     validate=functools.partial(validate_record, name=spec.name))
+        rec, reason = _agree_on_resume(rec, reason, spec.name)
         if rec is not None:
             _tally(summary, "resumed", spec.name)
         else:
@@ -390,18 +400,54 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
                 _tally(summary, "refused", spec.name, reason)
             _set_desc(bar, spec.name)
             try:
+                check_multiprocess(spec, problem)
                 rec = run_one(spec, problem, num_steps=num_steps, eval_every=eval_every, seed=seed)
                 rec["error"] = None
             except Exception as e:  # noqa: BLE001  (a bad combination is reported, not fatal for the grid)
-                rec = error_record(spec, e, log)
+                rec = error_record(spec, e, log if writer else (lambda _msg: None))
             rec.update(problem=problem.describe(), num_steps=num_steps, seed=seed,
                        data_checksum=problem.checksum)
-            rec = store.save(spec.name, rec, config_hash=h)
+            rec = store.save(spec.name, rec, config_hash=h) if writer else to_jsonable(rec)
             _tally(summary, "computed", spec.name)
             _LOG.info("%s: %s, test RMSE %s, %.2f s (+%.2f s compilation)", spec.name, rec.get("status"),
                       rec.get("test_rmse"), rec.get("wall_s") or 0.0, rec.get("compile_s") or 0.0)
         results.append(rec)
     return results
+
+
+#: Solvers that run on one device only: under ``mfjax launch`` (several processes) they are refused by name.
+SINGLE_DEVICE_SOLVERS = ("sgd", "nmf")
+
+
+def check_multiprocess(spec: RunSpec, problem: Problem) -> None:
+    """Refuse, naming the run, what cannot run over several processes (:data:`SINGLE_DEVICE_SOLVERS`).
+
+    Optimizer runs shard the objective's entries, ALS and vector descent their
+    rows and DSGD its blocks over the mesh; SGD and NMF have no sharded form
+    (on a one-process mesh they run on one device, as without a mesh).
+
+    Raises:
+      ValueError: a single-device solver in a multi-process run.
+    """
+    if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
+        raise ValueError(f"run {spec.name!r}: solver {spec.solver!r} runs on one device only and cannot run "
+                         f"over {jax.process_count()} processes (use solver:dsgd for distributed SGD, or run "
+                         "it without mfjax launch)")
+
+
+def _agree_on_resume(rec, reason, name):
+    """Process 0's resume decision on every process (a run computed by some processes only would hang the
+    others' collectives).  One process: unchanged."""
+    if jax.process_count() == 1:
+        return rec, reason
+    from jax.experimental import multihost_utils
+
+    resumed = bool(np.asarray(multihost_utils.broadcast_one_to_all(np.int32(rec is not None))))
+    if not resumed:
+        return None, reason if rec is None else "process 0 recomputes it"
+    if rec is None:  # process 0 reuses its stored record; this process only follows along
+        rec = {"name": name, "resumed_by_process_0": True}
+    return rec, None
 
 
 def _progress(items, enabled):

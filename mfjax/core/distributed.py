@@ -100,13 +100,24 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, local_d
 
 
 def initialize_from_env(environ=None) -> bool:
-    """:func:`initialize` from ``MFJAX_*`` variables (set by :func:`launch`); ``False`` when they are absent."""
+    """:func:`initialize` from ``MFJAX_*`` variables (set by :func:`launch`); ``False`` when they are absent.
+
+    A second call in an initialized process is a no-op (``True``) when the
+    variables name the same process; otherwise ``RuntimeError``.
+    """
     env = os.environ if environ is None else environ
     if NUM_PROCESSES_ENV not in env:
         return False
     missing = [k for k in (COORDINATOR_ENV, PROCESS_ID_ENV) if k not in env]
     if missing:
         raise ValueError(f"{NUM_PROCESSES_ENV} is set but {', '.join(missing)} is not (use mfjax launch)")
+    if is_initialized():  # e.g. a script under mfjax launch that calls the CLI's main(): the same program
+        import jax
+
+        if (int(env[NUM_PROCESSES_ENV]), int(env[PROCESS_ID_ENV])) != (jax.process_count(), jax.process_index()):
+            raise RuntimeError(f"already initialized as process {jax.process_index()}/{jax.process_count()}, "
+                               f"but the environment says {env[PROCESS_ID_ENV]}/{env[NUM_PROCESSES_ENV]}")
+        return True
     local = env.get(LOCAL_DEVICES_ENV)
     initialize(env[COORDINATOR_ENV], env[NUM_PROCESSES_ENV], env[PROCESS_ID_ENV],
                local_devices=None if local is None else int(local))

@@ -28,6 +28,7 @@ from mfjax.solvers.rowwise.bfgs import quadratic_bfgs
 from mfjax.solvers.rowwise.fixed import fixed_count
 from mfjax.solvers.rowwise.info import RowInfo
 from mfjax.solvers.rowwise.schedules import default_block_sizes, interleaved_blocks
+from mfjax.solvers.rowwise.sharded import ShardedRowLayout, shard_row_layout, sharded_half_sweep
 from mfjax.solvers.rowwise.sweep import row_half_sweep, solve_rows
 
 __all__ = ["VectorDescentInfo", "VectorDescentProblem", "VectorDescentState", "SweepInfo",
@@ -99,19 +100,25 @@ def _interleaved_sweep(params, row_blocks: BlockLayout, col_blocks: BlockLayout,
 
 def _parallel_sweep(params, row_layout, col_layout, l2, row_solver):
     U, V = params
+    if isinstance(row_layout, ShardedRowLayout):  # each device its own rows, then its own columns
+        U, iu = sharded_half_sweep(U, V, row_layout, l2, row_solver)
+        V, iv, data = sharded_half_sweep(V, U, col_layout, l2, row_solver, with_data_term=True)
+        return Factors(U, V), iu, iv, data
     U, iu = row_half_sweep(U, V, row_layout, l2, row_solver)
     V, iv = row_half_sweep(V, U, col_layout, l2, row_solver)
-    return Factors(U, V), iu, iv
+    return Factors(U, V), iu, iv, None
 
 
 class VectorDescentProblem(NamedTuple):
     """The problem of :func:`vector_descent_solver` (a pytree; build it with :func:`vector_descent_problem`).
 
     Attributes:
-      train: the training :class:`~mfjax.data.Ratings` (on the device).
+      train: the training :class:`~mfjax.data.Ratings` (on the device); ``None`` on a
+        mesh (the loss is then summed over the devices' own entries).
       l2: ``lambda`` (scalar array: traced, no recompilation across values).
       layouts: the row layouts of ``train`` and ``train.T`` (sparse buckets
-        for ``"parallel"``, blocks for ``"interleaved"``).
+        for ``"parallel"``, blocks for ``"interleaved"``, and
+        :class:`~mfjax.solvers.rowwise.sharded.ShardedRowLayout` on a mesh).
       schedule: ``None`` (parallel) or the interleaved block indices.
     """
 
@@ -146,15 +153,28 @@ class SweepInfo(NamedTuple):
 
 
 def vector_descent_problem(train, l2: float, *, schedule: str = "parallel", k_u: int | None = None,
-                           k_v: int | None = None, complete: bool = True) -> VectorDescentProblem:
+                           k_v: int | None = None, complete: bool = True, mesh=None,
+                           axis: str | None = None) -> VectorDescentProblem:
     """Build the :class:`VectorDescentProblem` of ``train`` (host side: the layouts are built here).
 
-    ``schedule``, ``k_u``, ``k_v`` and ``complete`` as in :func:`vector_descent`.
+    ``schedule``, ``k_u``, ``k_v``, ``complete``, ``mesh`` and ``axis`` as in :func:`vector_descent`.
+
+    Raises:
+      ValueError: a bad ``l2`` or ``schedule``; ``schedule="interleaved"`` with a mesh
+        (Algorithm 13's order is sequential over blocks); ``axis`` not an axis of ``mesh``.
     """
     check_l2("l2", l2)
     m, n = train.shape
     if schedule not in ("parallel", "interleaved"):
         raise ValueError(f"schedule must be 'parallel' or 'interleaved', got {schedule!r}")
+    if mesh is not None:
+        if schedule != "parallel":
+            raise ValueError("vector_descent on a mesh runs the 'parallel' schedule only (Algorithm 13's "
+                             f"interleaved order is sequential over blocks), got schedule={schedule!r}")
+        layouts = (shard_row_layout(train, mesh, axis), shard_row_layout(train.T, mesh, axis))
+        dtype = _args.float_dtype(train)
+        l2 = jax.device_put(jnp.asarray(l2, dtype), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        return VectorDescentProblem(None, l2, layouts, None)
     if schedule == "parallel":
         layouts, sched = (build_row_layout(train), build_row_layout(train.T)), None
     else:
@@ -173,12 +193,17 @@ def _sweep_step(row_solver):
     """The cached ``step`` of :func:`vector_descent_solver` (one compiled sweep per row solver)."""
 
     def step(state: VectorDescentState, problem: VectorDescentProblem):
+        data = None
         if problem.schedule is None:
-            params, iu, iv = _parallel_sweep(state.params, *problem.layouts, problem.l2, row_solver)
+            params, iu, iv, data = _parallel_sweep(state.params, *problem.layouts, problem.l2, row_solver)
         else:
             params, iu, iv = _interleaved_sweep(state.params, *problem.layouts, problem.schedule,
                                                 problem.l2, row_solver)
-        loss = masked_sq_loss(params, problem.train, problem.l2)
+        if data is None:
+            loss = masked_sq_loss(params, problem.train, problem.l2)
+        else:  # on a mesh: the devices' data terms (psum-ed) + the penalty
+            l2 = problem.l2.astype(params.U.dtype)
+            loss = data + l2 * (jnp.sum(params.U * params.U) + jnp.sum(params.V * params.V))
         return VectorDescentState(params, iu, iv), SweepInfo(loss, *_sweep_counts(iu, iv))
 
     return step
@@ -222,7 +247,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
                    row_solver=None, num_steps: int = UNSET, schedule: str = "parallel",
                    k_u: int | None = None, k_v: int | None = None, complete: bool = True,
                    eval_set=None, key=None, init: Factors | None = None, return_info: bool = False,
-                   num_sweeps: int = UNSET, eval=UNSET, callback=None, callback_every: int = 1):
+                   num_sweeps: int = UNSET, eval=UNSET, callback=None, callback_every: int = 1,
+                   mesh=None, axis: str | None = None):
     """Row-wise vector descent (Algorithm 13) for the masked loss (slides eq. 4, ``scale="sum"``).
 
     Each sweep updates every row of ``U`` (problem eq. 7, gradient eq. 9)
@@ -254,6 +280,11 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
       key: PRNG key for :func:`mfjax.losses.init_factors` (or pass ``init``).
       init: starting factors.
       return_info: also return a :class:`VectorDescentInfo`.
+      mesh: a :class:`jax.sharding.Mesh`: the rows of ``U`` and of ``V`` are split
+        over its ``axis`` (default its first) in blocks balanced by ratings; each
+        device solves its own rows and only the updated factor rows cross devices
+        (:mod:`mfjax.solvers.rowwise.sharded`; ``"parallel"`` schedule only).
+        The same numbers as one device.
 
     Returns:
       :class:`~mfjax.solvers.base.SolverResult` (status, trace with
@@ -261,7 +292,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
 
     Raises:
       ValueError: empty or non-finite training / evaluation ratings (naming
-        the entry), shapes that disagree, ``num_steps < 1``.
+        the entry), shapes that disagree, ``num_steps < 1``, a mesh with
+        ``schedule="interleaved"`` or an ``axis`` that is not the mesh's.
       FloatingPointError: the training loss became non-finite (drive
         :func:`vector_descent_solver` with :func:`mfjax.solvers.run` for the
         ``nonfinite`` status and the last finite factors instead).
@@ -280,7 +312,8 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
     num_steps = _args.check_num_steps(num_steps, "num_sweeps")
     check_ratings(train, "training")
     _args.check_eval_set(eval_set, train)
-    problem = vector_descent_problem(train, l2, schedule=schedule, k_u=k_u, k_v=k_v, complete=complete)
+    problem = vector_descent_problem(train, l2, schedule=schedule, k_u=k_u, k_v=k_v, complete=complete,
+                                     mesh=mesh, axis=axis)
     if init is None:
         if key is None:
             raise ValueError("pass key= (PRNG key for the initial factors) or init=")
