@@ -330,6 +330,12 @@ def model_hint(model, trial: Trial) -> jax.Array:
     return safeguard(model, lo * a, hi * a, a)
 
 # ---------------------------------------------- acceptance tests (shrink)
+def _shrunk(step, a, fallback) -> jax.Array:
+    """A model step after rejecting ``a``, safeguarded to ``SHRINK_BOUNDS`` times ``a`` (``fallback`` if undefined)."""
+    lo, hi = SHRINK_BOUNDS
+    return safeguard(step, lo * a, hi * a, fallback)
+
+
 class SufficientDecrease(NamedTuple):
     """Accept on the Armijo condition (slides, Algorithm 2); trials need values only.
 
@@ -346,9 +352,7 @@ class SufficientDecrease(NamedTuple):
         return sufficient_decrease(origin, trial, self.c1)
 
     def propose(self, origin: Origin, trial: Trial, fallback) -> jax.Array:
-        a = trial.step
-        lo, hi = SHRINK_BOUNDS
-        return safeguard(quadratic_step(origin, trial), lo * a, hi * a, fallback)
+        return _shrunk(quadratic_step(origin, trial), trial.step, fallback)
 
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         return model_hint(quadratic_step(origin, trial), trial)
@@ -366,9 +370,7 @@ class StrongWolfeConditions(NamedTuple):
 
     def propose(self, origin: Origin, trial: Trial, fallback) -> jax.Array:
         """After a rejection: the cubic interpolation step (:func:`cubic_step`) in ``[0.1 a, 0.5 a]``."""
-        a = trial.step
-        lo, hi = SHRINK_BOUNDS
-        return safeguard(cubic_step(origin, trial), lo * a, hi * a, fallback)
+        return _shrunk(cubic_step(origin, trial), trial.step, fallback)
 
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: the cubic model's minimiser (:func:`model_hint`)."""
