@@ -77,7 +77,7 @@ def fits(out):
                                       mf.optim.gd_direction(), mf.linesearch.exact_mf()))]
     for name, opt in rules:
         r0 = mf.fit(O.loss, opt, p, 8, loss_args=(full,))
-        for ndev in (1, 2, 4):
+        for ndev in (2, 4):  # (a 1-device mesh: the formulas part; CI time)
             r1 = mf.fit(O.loss, opt, p, 8, loss_args=(O.shard_objective(full, mesh_of(ndev, "entries")),))
             out[f"fit_{name}_{ndev}"] = tree_rel(r1.params, r0.params)
             out[f"fit_{name}_status_{ndev}"] = [int(r1.status), int(r0.status)]
@@ -97,7 +97,7 @@ def solvers(out):
     # sharded ALS: each device solves its own rows; equal to one device
     for biases in (False, True):
         ref = mf.solvers.als(als_r, 3, l2=1.5, num_steps=4, biases=biases, weighted_l2=biases)
-        for ndev in ((2, 4) if biases else (1, 4)):
+        for ndev in ((2,) if biases else (4,)):  # uneven and even splits (CI time)
             res = mf.solvers.als(als_r, 3, l2=1.5, num_steps=4, biases=biases, weighted_l2=biases,
                                  mesh=mesh_of(ndev, "rows"))
             out[f"als_{int(biases)}_{ndev}"] = tree_rel(res.params, ref.params)
