@@ -53,6 +53,8 @@ __all__ = [
     "quadratic_increment",
     "RowLayout",
     "build_row_layout",
+    "bucket_capacities",
+    "pad_rows",
     "row_statistics",
     "direct_row_losses",
     "BlockLayout",
@@ -143,6 +145,35 @@ def _host(ratings):
     return rows[order], cols[order], vals[order], m, n
 
 
+def bucket_capacities(max_count: int, growth: float = 2.0, min_cap: int = 8) -> list[int]:
+    """Capacities ``min_cap, ~min_cap growth, ...`` up to the first one ``>= max_count`` (strictly increasing).
+
+    Raises:
+      ValueError: ``growth <= 1`` or ``min_cap < 1`` (naming the value).
+    """
+    if not growth > 1.0:
+        raise ValueError(f"growth must be > 1, got {growth!r}")
+    if int(min_cap) != min_cap or min_cap < 1:
+        raise ValueError(f"min_cap must be an integer >= 1, got {min_cap!r}")
+    caps = [int(min_cap)]
+    while caps[-1] < max_count:
+        caps.append(max(caps[-1] + 1, int(np.ceil(caps[-1] * growth))))
+    return caps
+
+
+def pad_rows(rid, counts, ptr, cols, vals, cap: int):
+    """Host arrays ``(cols (B, cap), vals (B, cap), mask (B, cap))`` of rows ``rid`` of row-sorted entries.
+
+    ``ptr[i]`` is row ``i``'s first entry; slots past ``counts[i]`` hold 0 with mask 0.
+    """
+    off = np.arange(cap)[None, :]
+    mask = off < counts[rid][:, None]
+    idx = np.where(mask, ptr[rid][:, None] + off, 0)
+    take_c = cols[idx] if cols.size else np.zeros(idx.shape, np.int64)
+    take_v = vals[idx] if vals.size else np.zeros(idx.shape, vals.dtype)
+    return np.where(mask, take_c, 0), np.where(mask, take_v, 0).astype(vals.dtype), mask.astype(vals.dtype)
+
+
 def build_row_layout(ratings, *, growth: float = 2.0, min_cap: int = 8) -> RowLayout:
     """Bucketed padded layout of the rows of ``ratings`` (host preprocessing, once).
 
@@ -154,16 +185,10 @@ def build_row_layout(ratings, *, growth: float = 2.0, min_cap: int = 8) -> RowLa
     Raises:
       ValueError: ``growth <= 1`` or ``min_cap < 1`` (naming the value).
     """
-    if not growth > 1.0:
-        raise ValueError(f"growth must be > 1, got {growth!r}")
-    if int(min_cap) != min_cap or min_cap < 1:
-        raise ValueError(f"min_cap must be an integer >= 1, got {min_cap!r}")
     rows, cols, vals, m, _ = _host(ratings)
     counts = np.bincount(rows, minlength=m)
     ptr = np.concatenate([[0], np.cumsum(counts)])
-    caps = [int(min_cap)]
-    while caps[-1] < counts.max(initial=0):
-        caps.append(max(caps[-1] + 1, int(np.ceil(caps[-1] * growth))))
+    caps = bucket_capacities(int(counts.max(initial=0)), growth, min_cap)
     bucket_of = np.searchsorted(np.asarray(caps), counts, side="left")
     buckets, perm = [], []
     dtype = vals.dtype
@@ -171,19 +196,9 @@ def build_row_layout(ratings, *, growth: float = 2.0, min_cap: int = 8) -> RowLa
         rid = np.nonzero(bucket_of == k)[0]
         if rid.size == 0:
             continue
-        off = np.arange(cap)[None, :]
-        mask = off < counts[rid][:, None]
-        idx = np.where(mask, ptr[rid][:, None] + off, 0)
-        take_c = cols[idx] if cols.size else np.zeros(idx.shape, np.int64)
-        take_v = vals[idx] if vals.size else np.zeros(idx.shape, dtype)
-        buckets.append(
-            _Bucket(
-                jnp.asarray(rid, jnp.int32),
-                jnp.asarray(np.where(mask, take_c, 0), jnp.int32),
-                jnp.asarray(np.where(mask, take_v, 0).astype(dtype)),
-                jnp.asarray(mask.astype(dtype)),
-            )
-        )
+        bc, bv, bm = pad_rows(rid, counts, ptr, cols, vals, cap)
+        buckets.append(_Bucket(jnp.asarray(rid, jnp.int32), jnp.asarray(bc, jnp.int32), jnp.asarray(bv),
+                               jnp.asarray(bm)))
         perm.append(rid)
     perm = np.concatenate(perm)
     inv = np.empty(m, np.int64)

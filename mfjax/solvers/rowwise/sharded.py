@@ -31,6 +31,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -39,10 +40,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mfjax.objective.rows import RowQuadratic
+from mfjax.objective.rows import RowQuadratic, bucket_capacities, pad_rows
 from mfjax.solvers.rowwise.sweep import solve_rows
 
-__all__ = ["ShardedRowLayout", "shard_row_layout", "row_blocks", "sharded_half_sweep", "sharded_data_term"]
+__all__ = ["ShardedRowLayout", "shard_row_layout", "row_blocks", "sharded_half_sweep"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +92,6 @@ def row_blocks(counts: np.ndarray, num_blocks: int) -> np.ndarray:
     return np.concatenate([[0], np.minimum(cuts, m), [m]]).astype(np.int64)
 
 
-def _caps(max_count: int, growth: float, min_cap: int) -> list[int]:
-    caps = [int(min_cap)]
-    while caps[-1] < max_count:
-        caps.append(max(caps[-1] + 1, int(np.ceil(caps[-1] * growth))))
-    return caps
-
-
 def shard_row_layout(ratings, mesh: Mesh, axis: str | None = None, *, growth: float = 2.0,
                      min_cap: int = 8) -> ShardedRowLayout:
     """Split the rows of ``ratings`` over ``mesh``'s ``axis`` (host preprocessing, once).
@@ -110,10 +104,8 @@ def shard_row_layout(ratings, mesh: Mesh, axis: str | None = None, *, growth: fl
     axis = mesh.axis_names[0] if axis is None else axis
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh {tuple(mesh.axis_names)}")
-    if not growth > 1.0:
-        raise ValueError(f"growth must be > 1, got {growth!r}")
-    if int(min_cap) != min_cap or min_cap < 1:
-        raise ValueError(f"min_cap must be an integer >= 1, got {min_cap!r}")
+    caps_of = functools.partial(bucket_capacities, growth=growth, min_cap=min_cap)
+    caps_of(0)  # argument checks before any work
     D = int(mesh.shape[axis])
     rows = np.asarray(ratings.rows).astype(np.int64)
     cols = np.asarray(ratings.cols).astype(np.int64)
@@ -125,7 +117,7 @@ def shard_row_layout(ratings, mesh: Mesh, axis: str | None = None, *, growth: fl
     ptr = np.concatenate([[0], np.cumsum(counts)])
     edges = row_blocks(counts, D)
     L = max(1, int(np.diff(edges).max(initial=0)))
-    caps = _caps(int(counts.max(initial=0)), growth, min_cap)
+    caps = caps_of(int(counts.max(initial=0)))
     bucket_of = np.searchsorted(np.asarray(caps), counts, side="left")
     local_rows = np.full((D, L), m, np.int64)
     local_counts = np.zeros((D, L), np.int64)
@@ -145,17 +137,12 @@ def shard_row_layout(ratings, mesh: Mesh, axis: str | None = None, *, growth: fl
         bc = np.zeros((D, B, cap), np.int64)
         bv = np.zeros((D, B, cap), vals.dtype)
         bm = np.zeros((D, B, cap), vals.dtype)
-        off = np.arange(cap)[None, :]
         for d, loc in enumerate(members):
             if not len(loc):
                 continue
-            g = loc + edges[d]
-            mask = off < counts[g][:, None]
-            idx = np.where(mask, ptr[g][:, None] + off, 0)
             lr[d, :len(loc)] = loc
-            bc[d, :len(loc)] = np.where(mask, cols[idx] if cols.size else 0, 0)
-            bv[d, :len(loc)] = np.where(mask, vals[idx] if vals.size else 0, 0)
-            bm[d, :len(loc)] = mask
+            bc[d, :len(loc)], bv[d, :len(loc)], bm[d, :len(loc)] = pad_rows(loc + edges[d], counts, ptr, cols,
+                                                                            vals, cap)
         buckets.append((lr, bc, bv, bm))
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
 
@@ -233,16 +220,3 @@ def sharded_half_sweep(U, V, layout: ShardedRowLayout, l2, row_solver, *, with_d
     U_new, info = res
     return U_new, info
 
-
-def sharded_data_term(U, V, layout: ShardedRowLayout):
-    """``sum_Omega (x - u_i . v_j)^2`` with the entries split as ``layout``'s rows (one ``psum``)."""
-    ax, m = layout.axis, layout.num_rows
-
-    def local(buckets, rows, counts, position, U, V):
-        del counts, position
-        buckets = jax.tree.map(lambda a: a[0], buckets)
-        rows = rows[0]
-        return jax.lax.psum(_local_data_term(buckets, rows, U[jnp.minimum(rows, m - 1)], V), ax)
-
-    return jax.shard_map(local, mesh=layout.mesh, in_specs=_specs(layout) + (P(), P()), out_specs=P(),
-                         check_vma=False)(layout.buckets, layout.rows, layout.counts, layout.position, U, V)
