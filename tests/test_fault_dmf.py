@@ -129,8 +129,10 @@ def test_kill_9_during_dmf_training_then_resume(tmp_path, reference):
     for _ in range(2):  # two kills (each child compiles afresh: ~10 s)
         if epoch >= EPOCHS - 1 or time.monotonic() > deadline - 15:
             break
-        # at most 3 epochs on per kill, so that every run has room for at least two kills
-        target = rng.randint(epoch + 1, min(EPOCHS - 1, epoch + 3))
+        # at most 3 epochs on per kill, so that every run has room for at least two kills; the
+        # first kill comes after epoch 2 is logged, so that the checkpoint of epoch 1 is complete
+        # by then (a kill right after epoch 1 can land inside the first, slowest write, twice)
+        target = rng.randint(max(2, epoch + 1), min(EPOCHS - 1, epoch + 3))
         seen = _run_and_kill(script, ck, target, rng.uniform(0.0, 0.15), deadline)
         kills += 1
         resumed = [s for s in seen if s.startswith("resumed from")]
