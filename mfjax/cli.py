@@ -581,7 +581,25 @@ def main(argv=None) -> int:
         args.compile_timer = CompileTimer()
     handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data,
                 "launch": cmd_launch}
-    return handlers[args.command](args)
+    if not distributed.is_initialized():
+        return handlers[args.command](args)
+    try:  # under mfjax launch: each process's peak host memory in the launch log (prefixed [pK] there)
+        return handlers[args.command](args)
+    finally:
+        print(peak_memory_line(), file=sys.stderr, flush=True)
+
+
+def peak_memory_line() -> str:
+    """``"mfjax: process K/N peak host memory X MiB"``: this process's peak resident set size so far
+    (``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux), written by every process under ``mfjax launch``."""
+    import resource
+
+    import jax
+
+    mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if sys.platform == "darwin":  # bytes there
+        mib /= 1024.0
+    return f"mfjax: process {jax.process_index()}/{jax.process_count()} peak host memory {mib:.1f} MiB"
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ def test_two_processes_equal_one_process_objective_fit_and_compare(tmp_path):
         assert log.count(f"mfjax: run solver-{name} skipped: solver '{name}' runs on one device only") == 1, log[-3000:]
     assert "runs: 0 resumed, 2 computed, 2 skipped" in two["grid_stdout"] and " skipped  solver 'nmf'" in two["grid_stdout"]
     assert "skipped" not in one["grid_stdout"]
+    # every process reports its peak host memory after each CLI command (fit, compare x 3)
+    for k in (0, 1):
+        assert log.count(f"[p{k}] mfjax: process {k}/2 peak host memory ") == 4, log[-3000:]
 
 
 @pytest.mark.parametrize("kwargs,match", [
