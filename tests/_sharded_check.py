@@ -127,12 +127,13 @@ def _als_tiers(out):
         tag = f"{int(biases)}_{ndev}"
         out[f"tiers_als_{tag}"] = tree_rel(res, ref)
         out[f"tiers_count_{tag}"] = [len(sp.rows), len(sp.cols)]
-        # memory: the tiered slots per device against the untiered layout's (every chunk padded to the
-        # longest row)
+        # memory: the slots per device against the one-device tiered and untiered layouts' (the latter pads
+        # every chunk to the longest row)
         slots = max(sum(int(np.asarray(t.mask.addressable_shards[k].data).size) for t in sp.rows + sp.cols)
                     for k in range(ndev))
         flat = als_gram.als_problem(obj, chunk_entries=128, tiers=False)
-        out[f"tiers_slots_{tag}"] = [slots, int(flat.rows.mask.size + flat.cols.mask.size)]
+        out[f"tiers_slots_{tag}"] = [slots, int(sum(t.mask.size for t in one.rows + one.cols)),
+                                     int(flat.rows.mask.size + flat.cols.mask.size)]
 
 
 def solvers(out):

@@ -52,8 +52,10 @@ partition of the rows is exactly the whole data set: what a process of a
 multi-process run needs (``tests/test_data_synthetic.py`` checks N = 1, 2,
 3).  Its model differs from the others only in the top-ups: every column
 gets ``min_count`` distinct uniformly drawn rows (Floyd's algorithm) and
-every row is topped up inside its block, so the data can end a little
-denser; duplicates within a row are dropped, not redrawn.
+every row is topped up inside its block; duplicates within a row are
+dropped, not redrawn, so the density ends below ``density`` where rows
+are dense in popular columns (40,000 x 4,000 at 0.02: 2.91M ratings for
+a target of 3.2M).
 
 Reference: A. J. Walker, "An efficient method for generating discrete random
 variables with general distributions", ACM TOMS 3(3), 1977 (alias method).
