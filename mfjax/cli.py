@@ -287,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
                                     "process 0 writes the results): optimizer runs shard the objective, ALS and "
                                     "vector descent their rows, DSGD its blocks over every process's devices; "
-                                    "SGD and NMF runs are refused by name.",
+                                    "SGD and NMF cannot run over several processes: the default compare grid "
+                                    "skips them (one log line each, records 'skipped'), an explicit --runs list "
+                                    "naming them fails with the reason.",
                         epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo,solver:als --iters 50")
     la.add_argument("-n", "--num-processes", type=int, required=True, help="number of processes N")
     la.add_argument("--local-devices", type=int, default=1, help="CPU devices per process (default 1)")
@@ -389,7 +391,7 @@ def cmd_compare(args) -> int:
     tally: dict = {}
     results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
                                seed=args.seed, resume=not args.no_resume, progress=lead and not args.no_progress,
-                               summary=tally)
+                               summary=tally, skip_unsupported=not args.runs)  # the grid: skip, an explicit list: error
     ok = 0 if all(not r.get("error") for r in results) else 1
     if not lead:
         return ok
@@ -415,8 +417,9 @@ def _compile_line(args) -> str:
 
 def _tally_line(tally: dict) -> str:
     """``"runs: 3 resumed, 2 computed (1 stored file refused)"``, parsed by the fault test."""
-    refused = tally.get("refused", [])
+    refused, skipped = tally.get("refused", []), tally.get("skipped", [])
     return (f"runs: {len(tally.get('resumed', []))} resumed, {len(tally.get('computed', []))} computed"
+            + (f", {len(skipped)} skipped" if skipped else "")
             + (f" ({len(refused)} stored file(s) refused)" if refused else ""))
 
 
@@ -578,7 +581,25 @@ def main(argv=None) -> int:
         args.compile_timer = CompileTimer()
     handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data,
                 "launch": cmd_launch}
-    return handlers[args.command](args)
+    if not distributed.is_initialized():
+        return handlers[args.command](args)
+    try:  # under mfjax launch: each process's peak host memory in the launch log (prefixed [pK] there)
+        return handlers[args.command](args)
+    finally:
+        print(peak_memory_line(), file=sys.stderr, flush=True)
+
+
+def peak_memory_line() -> str:
+    """``"mfjax: process K/N peak host memory X MiB"``: this process's peak resident set size so far
+    (``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux), written by every process under ``mfjax launch``."""
+    import resource
+
+    import jax
+
+    mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if sys.platform == "darwin":  # bytes there
+        mib /= 1024.0
+    return f"mfjax: process {jax.process_index()}/{jax.process_count()} peak host memory {mib:.1f} MiB"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and DSGD on a mesh; ``vd_compare``: vector descent on a mesh, and ``mfjax compar
 Each part is one process (one JAX start, every compilation once) that prints one JSON object.
 """
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -91,6 +92,50 @@ def _vd_edge_ratings():
     return mf.data.Ratings(rows, cols, vals, (3, 6))
 
 
+def _long_row_ratings():
+    """Synthetic ratings plus one row rated in every column (far longer than the rest) and one column
+    rated by every row: with small chunks both sides have a tier of long rows."""
+    r = mf.data.synthetic(m=150, n=400, rank=3, density=0.03, seed=3)
+    m, n = r.shape
+    keys = np.unique(np.concatenate([np.asarray(r.rows, np.int64) * n + np.asarray(r.cols),
+                                     7 * n + np.arange(n), np.arange(m) * n + 11]))
+    vals = (1.0 + (keys * 7919 % 5)).astype(np.float32)
+    return mf.data.Ratings((keys // n).astype(np.int32), (keys % n).astype(np.int32), vals, (m, n))
+
+
+def _als_tiers(out):
+    """Sharded ALS on the tiered layout (the one-device default) equals one device: exact and CG sweeps,
+    biases, 2 (uneven: odd chunk counts) and 4 devices, a row far longer than the rest."""
+    from mfjax.solvers import als_gram
+
+    r = _long_row_ratings()
+    out["tiers_longest_row"] = int(np.bincount(np.asarray(r.rows)).max())
+    p0 = mf.init_factors(jax.random.key(4), r.shape, 3)
+    for biases, cg, ndev in ((False, None, 2), (True, 3, 4)):  # exact on 2, CG + biases on 4 devices (CI time)
+        obj = mf.solvers.als_objective(r, l2=1.5, weighted_l2=biases)
+        params = p0 if not biases else mf.core.factors.BiasedFactors(p0.U, p0.V, jnp.zeros(r.shape[0]), jnp.zeros(r.shape[1]),
+                                                          jnp.float32(3.0))
+        sweep = jax.jit(functools.partial(als_gram.gram_sweep, cg_steps=cg))
+        ref = params
+        one = als_gram.als_problem(obj, chunk_entries=128)
+        for _ in range(5):
+            ref = sweep(ref, one)
+        sp = mf.solvers.shard_als_problem(obj, mesh_of(ndev, "rows"), chunk_entries=128)
+        res = params
+        for _ in range(5):
+            res = sweep(res, sp)
+        tag = f"{int(biases)}_{ndev}"
+        out[f"tiers_als_{tag}"] = tree_rel(res, ref)
+        out[f"tiers_count_{tag}"] = [len(sp.rows), len(sp.cols)]
+        # memory: the slots per device against the one-device tiered and untiered layouts' (the latter pads
+        # every chunk to the longest row)
+        slots = max(sum(int(np.asarray(t.mask.addressable_shards[k].data).size) for t in sp.rows + sp.cols)
+                    for k in range(ndev))
+        flat = als_gram.als_problem(obj, chunk_entries=128, tiers=False)
+        out[f"tiers_slots_{tag}"] = [slots, int(sum(t.mask.size for t in one.rows + one.cols)),
+                                     int(flat.rows.mask.size + flat.cols.mask.size)]
+
+
 def solvers(out):
     als_r = mf.data.synthetic(m=200, n=150, rank=3, density=0.12, seed=1)
     out["als_nnz"] = int(als_r.nnz)
@@ -102,9 +147,12 @@ def solvers(out):
                                  mesh=mesh_of(ndev, "rows"))
             out[f"als_{int(biases)}_{ndev}"] = tree_rel(res.params, ref.params)
     sp = mf.solvers.shard_als_problem(mf.solvers.als_objective(als_r, l2=1.0), mesh_of(4, "rows"))
-    out["als_slots_per_device"] = [float(np.asarray(s.data).sum()) for s in sp.rows.mask.addressable_shards]
-    out["als_layout_spec"] = str(sp.rows.entry.sharding.spec)
+    out["als_slots_per_device"] = [float(sum(np.asarray(t.mask.addressable_shards[k].data).sum() for t in sp.rows))
+                                   for k in range(4)]
+    out["als_layout_spec"] = str(sp.rows[0].entry.sharding.spec)
     _stage("als")
+    _als_tiers(out)
+    _stage("als tiers")
     # DSGD: one block per device, V blocks passed with ppermute; equals the one-device schedule
     for biases in (False, True):
         kw = dict(l2=1.0, lr=0.02, num_steps=3, batch_size=4, biases=biases, key=jax.random.key(2))

@@ -451,3 +451,31 @@ def test_download_failure_is_reported(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match=r"(?s)downloading file:.*failed.*not found"):
         load_movielens("ml-100k", download=True, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "ml-100k.zip").exists()
+
+
+@pytest.mark.parametrize("parts,gz", [(2, False), (3, True)])
+def test_load_triplets_part_streams_only_its_rows(tmp_path, parts, gz):
+    """Streamed in pieces of 64 bytes (lines cut across pieces, a header): the parts have the whole file's
+    shape and ids, and together are exactly load_triplets (process_row_block's cut of the rows)."""
+    import gzip as _gzip
+
+    from mfjax.data import load_triplets, load_triplets_part
+    from mfjax.objective import process_row_block
+
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(100, 140, 300), rng.integers(5, 30, 300)
+    keys = np.unique(users * 1000 + items)
+    text = "user,item,rating\n" + "".join(f"{k // 1000},{k % 1000},{1 + k % 5}\n" for k in keys)
+    path = tmp_path / ("r.csv.gz" if gz else "r.csv")
+    path.write_bytes(_gzip.compress(text.encode()) if gz else text.encode())
+    whole = load_triplets(path)
+    got = [load_triplets_part(path, k, parts, chunk_bytes=64) for k in range(parts)]
+    for k, part in enumerate(got):
+        ref = process_row_block(whole, k, parts)
+        assert part.shape == whole.shape and 0 < part.nnz < whole.nnz
+        for f in ("rows", "cols", "values"):
+            np.testing.assert_array_equal(np.asarray(getattr(part, f)), np.asarray(getattr(ref, f)))
+        np.testing.assert_array_equal(part.row_ids.original, whole.row_ids.original)
+    assert sum(p.nnz for p in got) == whole.nnz
+    with pytest.raises(ValueError, match="part < num_parts"):
+        load_triplets_part(path, parts, parts)

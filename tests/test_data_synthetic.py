@@ -185,3 +185,33 @@ def test_auto_sampler_uses_rows32_above_the_threshold(monkeypatch):
     b = synthetic(60, 40, rank=3, density=0.2, seed=1, sampler="rows32")
     np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
     np.testing.assert_array_equal(np.asarray(a.cols), np.asarray(b.cols))
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_blocks_sampler_parts_union_to_the_whole_data_set(parts):
+    """sampler="blocks" is row-local: the rows of any partition, generated alone, concatenate to exactly the
+    single-process data set (same (row, col, value) triples); 9001 rows: several blocks, not divisible by 2 or
+    3, cuts inside blocks."""
+    import importlib
+
+    syn_mod = importlib.import_module("mfjax.data.synthetic")  # the module (mfjax.data.synthetic is the function)
+
+    kw = dict(m=2 * syn_mod.BLOCK_ROWS + 809, n=60, rank=3, density=0.01, seed=7, sampler="blocks")
+    whole = synthetic(**kw)
+    edges = np.linspace(0, kw["m"], parts + 1).round().astype(int)
+    got = [synthetic(**kw, row_range=(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+    for (a, b), part in zip(zip(edges[:-1], edges[1:]), got):
+        assert part.shape == whole.shape and ((part.rows >= a) & (part.rows < b)).all()
+    for f in ("rows", "cols", "values"):
+        np.testing.assert_array_equal(np.concatenate([np.asarray(getattr(p, f)) for p in got]),
+                                      np.asarray(getattr(whole, f)))
+    # MovieLens-like: every row and column has min_count entries, the mean rating near 3.6
+    assert np.bincount(whole.rows, minlength=kw["m"]).min() >= 3 and np.bincount(whole.cols).min() >= 3
+    assert abs(float(np.mean(whole.values)) - 3.6) < 0.1
+
+
+def test_row_range_needs_the_blocks_sampler():
+    with pytest.raises(ValueError, match="row_range needs sampler='blocks'"):
+        synthetic(30, 20, row_range=(0, 10))
+    with pytest.raises(ValueError, match="row_range must satisfy"):
+        synthetic(30, 20, sampler="blocks", row_range=(5, 40))

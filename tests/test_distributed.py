@@ -90,6 +90,21 @@ def test_two_processes_equal_one_process_objective_fit_and_compare(tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-4), (name, k)
     # DSGD on 2 devices is the 2 x 2-block schedule: equal to that schedule on one device
     assert recs["cmp2"]["solver-dsgd"]["final_loss"] == pytest.approx(_dsgd_two_blocks_final_loss(mod), rel=1e-4)
+    # the grid (no --runs) over 2 processes: SGD and NMF skipped (one log line each, by process 0), the rest
+    # runs, exit 0; one process runs them all.  An explicit list naming only SGD still exits 1.
+    assert two["grid_rc"] == one["grid_rc"] == 0 and two["sgd_only_rc"] == 1 and one["sgd_only_rc"] == 0
+    grid = {r["name"]: r for r in json.loads((tmp_path / "cmp2_grid" / "results.json").read_text())}
+    assert [n for n, r in grid.items() if r.get("skipped")] == ["solver-sgd", "solver-nmf"]
+    assert all(r["error"] is None for r in grid.values()) and grid["solver-nmf"]["status"] == "skipped"
+    assert grid["solver-als"]["final_loss"] == pytest.approx(recs["cmp1"]["solver-als"]["final_loss"], rel=1e-4)
+    log = err.getvalue()
+    for name in ("sgd", "nmf"):
+        assert log.count(f"mfjax: run solver-{name} skipped: solver '{name}' runs on one device only") == 1, log[-3000:]
+    assert "runs: 0 resumed, 2 computed, 2 skipped" in two["grid_stdout"] and " skipped  solver 'nmf'" in two["grid_stdout"]
+    assert "skipped" not in one["grid_stdout"]
+    # every process reports its peak host memory after each CLI command (fit, compare x 3)
+    for k in (0, 1):
+        assert log.count(f"[p{k}] mfjax: process {k}/2 peak host memory ") == 4, log[-3000:]
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -133,3 +148,34 @@ def _restore_mfjax_logger():
         log.removeHandler(h)
     log.propagate = True
     log.setLevel(logging.NOTSET)
+
+
+def test_the_default_grid_skips_single_device_solvers_over_several_processes(tmp_path, monkeypatch):
+    """Over several processes (the process count faked here: the skipped runs never reach a collective) the
+    main job's grid skips SGD and NMF with one log line each and a ``skipped`` record shown as skipped; an
+    explicit run list keeps the error."""
+    from mfjax import compare
+    from mfjax.compare import run as run_mod
+
+    problem = compare.make_problem("synthetic", rank=2, synthetic_kwargs={"m": 20, "n": 15, "density": 0.3})
+    specs = [compare.parse_run("solver:sgd"), compare.parse_run("solver:nmf")]
+    monkeypatch.setattr(run_mod.jax, "process_count", lambda: 2)
+    lines, tally = [], {}
+    recs = compare.run_grid(problem, specs, tmp_path / "grid", progress=False, log=lines.append, summary=tally,
+                            skip_unsupported=True)
+    assert [r["status"] for r in recs] == ["skipped", "skipped"] and all(r["error"] is None for r in recs)
+    assert all("one device only" in r["skipped"] and "2 processes" in r["skipped"] for r in recs)
+    assert len(lines) == 2 and lines[0].startswith("run solver-sgd skipped: solver 'sgd' runs on one device")
+    assert [n for n, _ in tally["skipped"]] == ["solver-sgd", "solver-nmf"] and not tally.get("computed")
+    assert not list((tmp_path / "grid" / "runs").glob("*.json"))  # nothing stored: nothing to resume
+    table = compare.summarize(recs)
+    assert "solver-nmf" in table and table.count(" skipped  solver ") == 2
+    compare.write_tables(recs, tmp_path / "grid")
+    csv_lines = (tmp_path / "grid" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].endswith(",error,skipped") and ",skipped," in csv_lines[1]
+    from mfjax import cli
+
+    assert cli._tally_line(tally) == "runs: 0 resumed, 0 computed, 2 skipped"
+    monkeypatch.setattr(run_mod, "_agree_on_resume", lambda rec, reason, name: (rec, reason))  # one process
+    errs = compare.run_grid(problem, specs[:1], tmp_path / "explicit", progress=False, log=lambda _m: None)
+    assert "one device only" in errs[0]["error"] and not errs[0].get("skipped")

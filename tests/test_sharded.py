@@ -67,6 +67,13 @@ def test_sharded_als_and_dsgd_equal_single_device(tmp_path):
     assert len(slots) == 4 and sum(slots) == pytest.approx(r["als_nnz"])
     assert min(slots) > 0.5 * max(slots), slots  # every device has work, none has most of it
     assert "rows" in r["als_layout_spec"]
+    # the tiered layout (the one-device default) on 2 and 4 devices, a row far longer than the rest
+    # (exact sweeps on 2 devices, CG with biases on 4)
+    assert not _below(r, ["tiers_als_0_2", "tiers_als_1_4"], 1e-4)
+    for tag, d in (("0_2", 2), ("1_4", 4)):
+        assert r[f"tiers_count_{tag}"] == [2, 2]  # both sides have a tier of long rows
+        per_device, one_device, untiered = r[f"tiers_slots_{tag}"]
+        assert per_device <= one_device < untiered, (tag, per_device, one_device, untiered)  # bounded as on one device
 
 
 def test_sharded_vector_descent_and_compare_devices_equal_single_device(tmp_path):

@@ -29,9 +29,12 @@ COLUMNS = ["name", "status", "final_loss", "train_rmse", "test_rmse", "test_rmse
 
 
 def status_label(rec: dict) -> str:
-    """The status name of a record: ``"error"`` for a failed run, else its (named) ``status``."""
+    """The status name of a record: ``"error"`` for a failed run, ``"skipped"`` for a skipped one, else its
+    (named) ``status``."""
     if rec.get("error"):
         return "error"
+    if rec.get("skipped"):
+        return "skipped"
     s = rec.get("status")
     if isinstance(s, str):
         return s
@@ -44,9 +47,9 @@ def status_label(rec: dict) -> str:
 
 
 def _order(r: dict) -> tuple:
-    """Sort key: finished runs by test RMSE, then diverged / non-finite runs, then failed runs."""
+    """Sort key: finished runs by test RMSE, then diverged / non-finite runs, then failed, then skipped runs."""
     rmse = r.get("test_rmse")
-    return (bool(r.get("error")), status_label(r) in FAILED_STATUSES, not isinstance(rmse, (int, float)),
+    return (bool(r.get("skipped")), bool(r.get("error")), status_label(r) in FAILED_STATUSES, not isinstance(rmse, (int, float)),
             rmse if isinstance(rmse, (int, float)) else 0.0)
 
 
@@ -61,13 +64,17 @@ def _scales(results: Sequence[dict]) -> str:
 
 
 def summarize(results: Sequence[dict]) -> str:
-    """A plain-text table sorted by test RMSE (diverged runs, then failed runs with their error, last)."""
+    """A plain-text table sorted by test RMSE (diverged runs, then failed runs with their error, then skipped
+    runs with the reason, last)."""
     head = (f"{'run':34s} {'status':>17s} {'final loss':>12s} {'test RMSE':>9s} {'clipped':>8s} {'f evals':>8s} "
             f"{'g evals':>8s} {'wall s':>7s}")
     lines = [head, "-" * len(head)]
     for r in sorted(results, key=_order):
         if r.get("error"):
             lines.append(f"{r['name']:34s} {'error':>17s}  {r['error'][:60]}")
+            continue
+        if r.get("skipped"):
+            lines.append(f"{r['name']:34s} {'skipped':>17s}  {r['skipped'][:60]}")
             continue
         lines.append(
             f"{r['name']:34s} {status_label(r):>17s} {_num(r.get('final_loss'), '12.5g')} "
@@ -89,13 +96,14 @@ def _cell(rec: dict, column: str):
 
 
 def write_tables(results: Sequence[dict], out_dir) -> None:
-    """``results.json`` (everything, traces included) and ``results.csv`` (summary, status by name)."""
+    """``results.json`` (everything, traces included) and ``results.csv`` (summary, status by name; then the
+    ``error`` and, for a skipped run, the ``skipped`` reason)."""
     out_dir = pathlib.Path(out_dir)
     atomic_write_json(out_dir / "results.json", list(results))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(COLUMNS + ["error"])
+    w.writerow(COLUMNS + ["error", "skipped"])
     for r in results:
         row = [_cell(r, c) for c in COLUMNS]
-        w.writerow(row + [r.get("error")])
+        w.writerow(row + [r.get("error"), r.get("skipped")])
     atomic_write_text(out_dir / "results.csv", buf.getvalue())

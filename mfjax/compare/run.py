@@ -41,7 +41,7 @@ from mfjax.store import ResultStore, to_jsonable
 _LOG = logging.getLogger("mfjax")
 
 __all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config",
-           "SINGLE_DEVICE_SOLVERS", "check_multiprocess"]
+           "SINGLE_DEVICE_SOLVERS", "check_multiprocess", "unsupported_reason", "skipped_record"]
 
 
 # --------------------------------------------------------------- registries
@@ -359,7 +359,8 @@ def _tally(summary: dict | None, what: str, name: str, reason: str | None = None
 
 def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: int = 100,
              eval_every: int = 10, seed: int = 0, resume: bool = True, progress: bool = True,
-             log: Callable[[str], None] | None = None, summary: dict | None = None) -> list[dict]:
+             log: Callable[[str], None] | None = None, summary: dict | None = None,
+             skip_unsupported: bool = False) -> list[dict]:
     """Run every spec, writing ``out_dir/runs/<name>.json`` atomically as each finishes.
 
     With ``resume=True`` a run whose file holds a complete record with the
@@ -373,7 +374,14 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
       log: where notices go (refused files, failed runs; default: the
         ``mfjax`` logger at WARNING).  Each finished run is also logged at INFO.
       summary: optional dict filled with ``"resumed"`` (names),
-        ``"computed"`` (names) and ``"refused"`` (``(name, reason)`` pairs).
+        ``"computed"`` (names), ``"refused"`` (``(name, reason)`` pairs) and
+        ``"skipped"`` (``(name, reason)`` pairs).
+      skip_unsupported: a run that cannot run here (:func:`unsupported_reason`:
+        SGD / NMF over several processes) is skipped instead of failing: one
+        line through ``log`` and a record with ``skipped`` set to the reason
+        (``status`` ``"skipped"``, ``error`` ``None``, not stored in
+        ``runs/``).  The main job sets it for its default grid; an explicit
+        run list keeps the error.
 
     Returns:
       The records, in the order of ``specs`` (JSON types, as stored).
@@ -388,6 +396,13 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
     bar = _progress(specs, progress)
     writer = jax.process_index() == 0  # under mfjax launch every process runs the grid, process 0 writes
     for spec in bar:
+        why = unsupported_reason(spec, problem) if skip_unsupported else None
+        if why is not None:  # every process decides the same (the process count and the spec)
+            if writer:
+                log(f"run {spec.name} skipped: {why}")
+            _tally(summary, "skipped", spec.name, why)
+            results.append(skipped_record(spec, why))
+            continue
         h = store.hash(run_config(problem, spec, num_steps, eval_every, seed))
         rec, reason = store.inspect(spec.name, config_hash=h, expect={"data_checksum": problem.checksum},
                                     validate=functools.partial(validate_record, name=spec.name))
@@ -419,20 +434,36 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
 SINGLE_DEVICE_SOLVERS = ("sgd", "nmf")
 
 
-def check_multiprocess(spec: RunSpec, problem: Problem) -> None:
-    """Refuse, naming the run, what cannot run over several processes (:data:`SINGLE_DEVICE_SOLVERS`).
+def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
+    """Why ``spec`` cannot run in this program (``None``: it can).
 
     Optimizer runs shard the objective's entries, ALS and vector descent their
-    rows and DSGD its blocks over the mesh; SGD and NMF have no sharded form
-    (on a one-process mesh they run on one device, as without a mesh).
+    rows and DSGD its blocks over the mesh; SGD and NMF
+    (:data:`SINGLE_DEVICE_SOLVERS`) have no sharded form, so they cannot run
+    over several processes (on a one-process mesh they run on one device, as
+    without a mesh).
+    """
+    if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
+        return (f"solver {spec.solver!r} runs on one device only and cannot run over {jax.process_count()} "
+                "processes (use solver:dsgd for distributed SGD, or run it without mfjax launch)")
+    return None
+
+
+def check_multiprocess(spec: RunSpec, problem: Problem) -> None:
+    """Refuse, naming the run, what cannot run over several processes (:func:`unsupported_reason`).
 
     Raises:
       ValueError: a single-device solver in a multi-process run.
     """
-    if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
-        raise ValueError(f"run {spec.name!r}: solver {spec.solver!r} runs on one device only and cannot run "
-                         f"over {jax.process_count()} processes (use solver:dsgd for distributed SGD, or run "
-                         "it without mfjax launch)")
+    why = unsupported_reason(spec, problem)
+    if why is not None:
+        raise ValueError(f"run {spec.name!r}: {why}")
+
+
+def skipped_record(spec: RunSpec, reason: str) -> dict:
+    """The record of a run the grid skipped (:func:`run_grid` with ``skip_unsupported``): ``skipped: reason``."""
+    return {"name": spec.name, "spec": dataclasses.asdict(spec), "status": "skipped", "status_code": -1,
+            "skipped": reason, "error": None, "trace": {}}
 
 
 def _agree_on_resume(rec, reason, name):

@@ -43,7 +43,8 @@ from mfjax.data.validation import data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
 from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
 from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fast, parse_triplets_precise
-from mfjax.data.triplets import UnknownIdsWarning, apply_id_maps, load_triplets, triplets_to_ratings
+from mfjax.data.triplets import (UnknownIdsWarning, apply_id_maps, load_triplets, load_triplets_part,
+                                 triplets_to_ratings)
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
 from mfjax.data.synthetic import LowRankTruth, synthetic
 from mfjax.data.frames import from_pandas, to_pandas
@@ -85,6 +86,7 @@ __all__ = [
     "MOVIELENS",
     "load_movielens",
     "load_triplets",
+    "load_triplets_part",
     "download_movielens",
     "find_movielens",
     "parse_triplets",

@@ -39,6 +39,24 @@ temporary.  Netflix size (480,189 x 17,770, 100M ratings) then builds in
 the time and memory recorded in ``BENCHMARKS.md``
 (``benchmarks/synthetic_netflix.py``).
 
+``sampler="blocks"`` is row-local: rows are generated in fixed blocks of
+:data:`BLOCK_ROWS` rows, block ``b`` from its own generator seeded with
+``(seed, b)``, given only O(m + n) global draws (the propensities, the
+rows' multinomial counts, the column factors and biases, each column's
+``min_count`` guaranteed rows, and ``mu`` calibrated on a fixed-size model
+sample).  So any set of rows can be generated alone --
+``synthetic(..., sampler="blocks", row_range=(lo, hi))`` holds only rows
+``lo..hi-1`` (about ``(hi - lo) / m`` of the entries plus at most two
+partial blocks while building) -- and the union of the parts of any
+partition of the rows is exactly the whole data set: what a process of a
+multi-process run needs (``tests/test_data_synthetic.py`` checks N = 1, 2,
+3).  Its model differs from the others only in the top-ups: every column
+gets ``min_count`` distinct uniformly drawn rows (Floyd's algorithm) and
+every row is topped up inside its block; duplicates within a row are
+dropped, not redrawn, so the density ends below ``density`` where rows
+are dense in popular columns (40,000 x 4,000 at 0.02: 2.91M ratings for
+a target of 3.2M).
+
 Reference: A. J. Walker, "An efficient method for generating discrete random
 variables with general distributions", ACM TOMS 3(3), 1977 (alias method).
 """
@@ -58,7 +76,10 @@ _BIAS_STD = 0.5
 _ROWS_SAMPLER_ABOVE = 2 ** 24  # entries; below it the original "pairs" sampler (same data as before)
 _VALUE_CHUNK = 1 << 22          # entries per chunk when computing the values
 #: The pattern/value samplers of :func:`synthetic` (``"auto"``: ``"pairs"`` up to ``2**24`` entries, else ``"rows32"``).
-SAMPLERS = ("auto", "pairs", "rows", "rows32")
+SAMPLERS = ("auto", "pairs", "rows", "rows32", "blocks")
+#: Rows per block of ``sampler="blocks"`` (part of the data's definition: changing it changes the data).
+BLOCK_ROWS = 4096
+_CALIBRATION_SAMPLE = 1 << 16  # model draws the global mean of ``sampler="blocks"`` is calibrated on
 
 
 class LowRankTruth(NamedTuple):
@@ -308,6 +329,105 @@ def _values32(rng, rows, cols, U, V, bias, noise, levels, target_mean):
     return base, mu
 
 
+def _floyd_rows(rng, m: int, n: int, k: int) -> np.ndarray:
+    """``(n, k)`` rows: for each of ``n`` columns ``k <= m`` distinct rows drawn uniformly (Floyd's
+    algorithm, vectorised over the columns)."""
+    chosen = np.empty((n, k), np.int64)
+    for t, top in enumerate(range(m - k, m)):
+        j = rng.integers(0, top + 1, size=n)
+        dup = (chosen[:, :t] == j[:, None]).any(axis=1)
+        chosen[:, t] = np.where(dup, top, j)
+    return chosen
+
+
+class _BlockModel(NamedTuple):
+    """The O(m + n) global part of ``sampler="blocks"`` (every process draws the same)."""
+
+    row_counts: np.ndarray   # (m,) multinomial counts of each row's column draws
+    col_table: tuple         # alias table of the column propensities
+    col_rows: np.ndarray     # (n, k) each column's guaranteed rows
+    bias: np.ndarray         # (n,) item biases
+    V: np.ndarray            # (n, rank) with V[:, 0] = 0 (filled with mu + bias at the end)
+    mu: float
+
+
+def _block_model(seed, m, n, rank, target, min_count, row_exponent, col_exponent, noise, levels, target_mean):
+    rng = np.random.default_rng([seed, 0])
+    p_row = _zipf_propensity(rng, m, row_exponent)
+    p_col = _zipf_propensity(rng, n, col_exponent)
+    row_counts = rng.multinomial(target, p_row)
+    col_rows = _floyd_rows(rng, m, n, min(min_count, m))
+    bias = _BIAS_STD * rng.standard_normal(n)
+    V = np.zeros((n, rank))
+    if rank > 1:
+        V[:, 1:] = rng.standard_normal((n, rank - 1)) * (_INTERACTION_STD / np.sqrt(rank - 1))
+    table = _alias_table(p_col)
+    # the global mean, calibrated on model draws (not on the data: no process has all of it)
+    k = _CALIBRATION_SAMPLE
+    cols = _alias_draw(rng, table, k)
+    base = bias[cols] + noise * rng.standard_normal(k)
+    if rank > 1:
+        base += np.einsum("kr,kr->k", rng.standard_normal((k, rank - 1)), V[cols, 1:])
+    return _BlockModel(row_counts, table, col_rows, bias, V, _calibrate(base, target_mean, levels))
+
+
+def _block_U(seed, b: int, lo: int, hi: int, rank: int) -> np.ndarray:
+    """Rows ``lo..hi-1`` (block ``b``) of the truth's ``U``: ``U[:, 0] = 1``, the rest N(0, 1)."""
+    U = np.ones((hi - lo, rank))
+    if rank > 1:
+        U[:, 1:] = np.random.default_rng([seed, 2, b]).standard_normal((hi - lo, rank - 1))
+    return U
+
+
+def _block_entries(seed, b: int, lo: int, hi: int, n: int, model: _BlockModel, min_count: int, rank: int,
+                   noise, levels):
+    """Rows ``lo..hi-1`` (block ``b``): sorted keys ``i n + j`` and their float32 values."""
+    rng = np.random.default_rng([seed, 1, b])
+    counts = model.row_counts[lo:hi]
+    local = np.repeat(np.arange(hi - lo, dtype=np.int64), counts) * n + _alias_draw(rng, model.col_table,
+                                                                                     int(counts.sum()))
+    # each column's guaranteed rows that fall in this block
+    cr = model.col_rows
+    hit = (cr >= lo) & (cr < hi)
+    guaranteed = (cr[hit] - lo) * n + np.nonzero(hit)[0]
+    keys = _sorted_unique(np.concatenate([local, guaranteed]))
+    keys = _top_up(rng, keys, hi - lo, n, min_count, axis=0)
+    r_loc, cols = _split_keys(keys, n)
+    U = _block_U(seed, b, lo, hi, rank)
+    base = model.bias[cols] + noise * rng.standard_normal(keys.size)
+    if rank > 1:
+        base += np.einsum("kr,kr->k", np.take(U[:, 1:], r_loc, axis=0), np.take(model.V[:, 1:], cols, axis=0))
+    return keys + lo * n, _observe(base, model.mu, levels).astype(np.float32)
+
+
+def _synthetic_blocks(seed, m, n, rank, target, min_count, row_exponent, col_exponent, noise, levels,
+                      target_mean, row_range, return_truth):
+    """``sampler="blocks"``: the rows ``row_range`` (default all) of the row-local data set."""
+    lo, hi = (0, m) if row_range is None else (int(row_range[0]), int(row_range[1]))
+    if not 0 <= lo <= hi <= m:
+        raise ValueError(f"row_range must satisfy 0 <= lo <= hi <= m = {m}, got {row_range!r}")
+    model = _block_model(seed, m, n, rank, target, min_count, row_exponent, col_exponent, noise, levels,
+                         target_mean)
+    keys, values = [], []
+    for b in range(lo // BLOCK_ROWS, -(-hi // BLOCK_ROWS)):
+        a, z = b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, m)
+        k, v = _block_entries(seed, b, a, z, n, model, min_count, rank, noise, levels)
+        keep = (k >= lo * n) & (k < hi * n)  # a block cut by the range keeps only its rows
+        keys.append(k[keep])
+        values.append(v[keep])
+    keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    values = np.concatenate(values) if values else np.zeros(0, np.float32)
+    rows, cols = _split_keys(keys, n)
+    ratings = Ratings(rows, cols, values, (m, n), IdMap(np.arange(m)), IdMap(np.arange(n)))
+    if not return_truth:
+        return ratings
+    U = np.concatenate([_block_U(seed, b, b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, m), rank)
+                        for b in range(-(-m // BLOCK_ROWS))])
+    V = model.V.copy()
+    V[:, 0] = model.mu + model.bias
+    return ratings, LowRankTruth(U, V)
+
+
 def synthetic(
     m: int = 600,
     n: int = 400,
@@ -323,6 +443,7 @@ def synthetic(
     col_exponent: float = 0.7,
     mean: float | None = None,
     sampler: str = "auto",
+    row_range: tuple[int, int] | None = None,
 ):
     """MovieLens-like low-rank ratings (see the module docstring for the model).
 
@@ -339,9 +460,12 @@ def synthetic(
       row_exponent, col_exponent: Zipf exponents of the row / column
         propensities (0 = uniform; larger = more skewed).
       mean: target mean rating (default ``lo + 0.65 (hi - lo)``; 3 without levels).
-      sampler: ``"pairs"``, ``"rows"``, ``"rows32"`` or ``"auto"`` (``"pairs"`` up to ``2**24``
-        entries, ``"rows32"`` above); all draw the same distribution; ``"rows32"`` (float32
-        values, chunked) is the fast and lean one at Netflix size (module docstring).
+      sampler: ``"pairs"``, ``"rows"``, ``"rows32"``, ``"blocks"`` or ``"auto"`` (``"pairs"`` up to
+        ``2**24`` entries, ``"rows32"`` above); all draw the same distribution; ``"rows32"`` (float32
+        values, chunked) is the fast and lean one at Netflix size; ``"blocks"`` is row-local
+        (module docstring).
+      row_range: ``(lo, hi)``: only rows ``lo..hi-1`` (``sampler="blocks"`` only; the shape stays
+        ``(m, n)``).  The parts of any partition of ``0..m`` concatenate to the whole data set.
 
     Returns:
       :class:`Ratings` (float32 values, entries sorted by (row, col), identity
@@ -374,12 +498,17 @@ def synthetic(
     else:
         target_mean = 3.0 if mean is None else float(mean)
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    target = min(max(int(round(density * m * n)), 1), m * n)
+    if sampler == "blocks":
+        return _synthetic_blocks(seed, m, n, rank, target, min_count, row_exponent, col_exponent, noise, levels,
+                                 target_mean, row_range, return_truth)
+    if row_range is not None:
+        raise ValueError(f"row_range needs sampler='blocks' (sampler {sampler!r} draws the whole pattern at once)")
     rng = np.random.default_rng(seed)
     p_row = _zipf_propensity(rng, m, row_exponent)
     p_col = _zipf_propensity(rng, n, col_exponent)
-    target = min(max(int(round(density * m * n)), 1), m * n)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "auto":
         sampler = "rows32" if target > _ROWS_SAMPLER_ABOVE else "pairs"
     if sampler == "pairs":

@@ -31,7 +31,7 @@ from mfjax.data.ratings import IdMap, Ratings
 from mfjax.data.validation import check_rating_scale, duplicate_timestamps, handle_duplicates
 
 __all__ = ["UNKNOWN_ID_POLICIES", "UnknownIdsWarning", "apply_id_maps", "read_bytes",
-           "triplets_to_ratings", "load_triplets"]
+           "triplets_to_ratings", "load_triplets", "load_triplets_part", "STREAM_CHUNK_BYTES"]
 
 #: How ids missing from given id maps are handled: ``"error"`` raises, ``"drop"`` drops them with a warning.
 UNKNOWN_ID_POLICIES = ("error", "drop")
@@ -260,3 +260,110 @@ def load_triplets(path, sep: str | None = None, *, header="auto", rating_scale=N
     parsed = parse_triplets(data, sep, header=header, source=source, timestamps=timestamps)
     return triplets_to_ratings(parsed, rating_scale=rating_scale, duplicates=duplicates,
                                source=source, id_maps=id_maps, unknown=unknown)
+
+
+#: Bytes read per step by :func:`load_triplets_part` (the streaming memory bound, besides the ids and the part).
+STREAM_CHUNK_BYTES = 1 << 26
+
+
+def _line_chunks(path: pathlib.Path, chunk_bytes: int):
+    """The (decompressed) file in pieces of about ``chunk_bytes`` that end at line ends."""
+    with path.open("rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as f:
+        rest = b""
+        while True:
+            block = f.read(int(chunk_bytes))
+            if not block:
+                break
+            block = rest + block
+            k = block.rfind(b"\n")
+            if k < 0:
+                rest = block
+                continue
+            rest = block[k + 1:]
+            yield block[:k + 1]
+        if rest.strip():
+            yield rest
+
+
+def _parsed_chunks(path, sep, header, source, chunk_bytes):
+    """Each piece of the file parsed (the separator and header decided on the first piece)."""
+    from mfjax.data.parsing import _detect_sep, _first_lines, looks_like_header, strip_bom
+
+    first = True
+    for block in _line_chunks(path, chunk_bytes):
+        if first:
+            block = strip_bom(block, source)
+            sep = _detect_sep(block, source) if sep is None else sep
+            if header == "auto":
+                lines = _first_lines(block, 1)
+                header = bool(lines) and looks_like_header(lines[0], sep)
+        elif not block.strip():
+            continue
+        yield parse_triplets(block, sep, header=bool(header) if first else False, source=source)
+        first = False
+
+
+def load_triplets_part(path, part: int, num_parts: int, sep: str | None = None, *, header="auto",
+                       rating_scale=None, duplicates: str = "error",
+                       chunk_bytes: int = STREAM_CHUNK_BYTES) -> Ratings:
+    """Part ``part`` of ``num_parts`` of a triplet file, streamed: only that part's rows are kept.
+
+    Two passes over the file, ``chunk_bytes`` at a time (plain or gzip; zip
+    archives: use :func:`load_triplets`): the first collects the distinct
+    user and item ids and each user's rating count, the second keeps the
+    ratings of the users in this part's block -- contiguous dense rows cut
+    where the cumulative rating count crosses ``k nnz / num_parts``, the rule
+    of :func:`mfjax.objective.process_row_block`.  The result has the whole
+    file's shape and dense ids (the same as :func:`load_triplets`), so the
+    parts of ``0..num_parts-1`` together are exactly ``load_triplets(path)``.
+
+    Memory bound: one parsed piece (about ``chunk_bytes`` of text and its
+    arrays) + the distinct ids (``O(m + n)``) + this part's ratings; never
+    the whole file.  Line numbers in error messages count from the start of
+    the piece (the message names its byte offset).
+
+    Raises:
+      ValueError: ``part`` outside ``[0, num_parts)``.
+      RatingsError / MalformedFileError: as :func:`load_triplets`.
+    """
+    from mfjax.data.ratings import IdMap
+
+    num_parts, part = int(num_parts), int(part)
+    if num_parts < 1 or not 0 <= part < num_parts:
+        raise ValueError(f"need 0 <= part < num_parts, got part={part}, num_parts={num_parts}")
+    path = pathlib.Path(path)
+    if zipfile.is_zipfile(path):
+        raise RatingsError(f"{path}: a zip archive; load_triplets_part streams plain or gzip files")
+    source = str(path)
+    users, counts, items = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes):  # pass 1: ids and row counts
+        u, c = np.unique(parsed[0], return_counts=True)
+        users, inv = np.unique(np.concatenate([users, u]), return_inverse=True)
+        merged = np.zeros(users.size, np.int64)
+        np.add.at(merged, inv, np.concatenate([counts, c]))
+        counts = merged
+        items = np.union1d(items, parsed[1])
+    if users.size == 0:
+        raise RatingsError(f"empty data: no ratings in {source}")
+    cum = np.cumsum(counts)
+    cuts = np.searchsorted(cum, np.arange(1, num_parts) * cum[-1] / num_parts, side="left") + 1
+    edges = np.concatenate([[0], cuts, [users.size]])
+    lo, hi = int(edges[part]), int(edges[part + 1])
+    keep_ids = users[lo:hi]
+    kept = []
+    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes):  # pass 2: this part's ratings
+        keep = np.isin(parsed[0], keep_ids)
+        if keep.any():
+            kept.append(parsed.subset(np.flatnonzero(keep)))
+    if kept:
+        fields = [None if getattr(kept[0], f) is None else np.concatenate([getattr(k, f) for k in kept])
+                  for f in kept[0]._fields]
+        parsed = type(kept[0])(*fields)
+    else:  # an empty part: no ratings, the whole file's shape
+        return Ratings(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                       (users.size, items.size), IdMap(users), IdMap(items))
+    return triplets_to_ratings(parsed, rating_scale=rating_scale, duplicates=duplicates, source=source,
+                               id_maps=(IdMap(users), IdMap(items)))

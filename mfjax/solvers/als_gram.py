@@ -13,7 +13,7 @@ matrices is never held.  The results equal the scatter-add path to float32
 rounding (``tests/test_gram.py``).
 
 On a device mesh (:func:`shard_als_problem`) each device holds a contiguous
-block of the layout's chunks -- whole rows, balanced by number of ratings
+block of every layout tier's chunks -- whole rows, balanced by number of ratings
 because every chunk holds about the same number of entry slots -- and solves
 only its own rows; the factor matrix being solved for is summed over the
 devices with one ``psum`` (each row is non-zero on exactly one device), and
@@ -141,13 +141,19 @@ def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str |
                       segment: int = SEGMENT, chunk_entries: int = CHUNK_ENTRIES) -> ALSProblem:
     """Lay an ALS problem out over ``mesh``'s ``axis``: each device solves its own block of rows.
 
-    The Gram layouts are rebuilt with chunks of at most
+    Each side is laid out in tiers as on one device
+    (:func:`~mfjax.objective.gram.build_gram_tiers`: rows longer than a
+    chunk in a tier of their own, so one long row -- a popular movie --
+    does not pad every chunk), with chunks of at most
     ``min(chunk_entries, slots / (2 D))`` entry slots (so every one of the
-    ``D`` devices gets chunks), padded with empty chunks to a multiple of
-    ``D`` and split into ``D`` contiguous blocks: balanced by number of
-    ratings, not of rows.  The objective (values, weights) is replicated.
-    :func:`gram_sweep` (and so :func:`mfjax.solvers.als` with ``mesh=``)
-    then runs each half sweep under :func:`jax.shard_map`.
+    ``D`` devices gets chunks).  Every tier is padded with empty chunks to a
+    multiple of ``D`` and split into ``D`` contiguous blocks: balanced by
+    number of ratings, not of rows.  Per device the memory is then bounded
+    as in :func:`als_problem` (at most ``2 (nnz + m L) / D`` slots per side
+    plus ``D - 1`` empty chunks per tier; one scan step gathers at most
+    ``max(chunk, longest row)`` slots).  The objective (values, weights) is
+    replicated.  :func:`gram_sweep` (and so :func:`mfjax.solvers.als` with
+    ``mesh=``) then runs each half sweep under :func:`jax.shard_map`.
 
     Args:
       problem: an :class:`ALSProblem` or the objective ALS minimises (concrete).
@@ -168,9 +174,9 @@ def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str |
     m, n = obj.shape
     slots = int(np.count_nonzero(np.asarray(obj.weights))) + max(m, n) * segment // 2
     per = max(segment, min(int(chunk_entries), -(-slots // (2 * d))))
-    base = als_problem(obj, segment=segment, chunk_entries=per, tiers=False)
+    base = als_problem(obj, segment=segment, chunk_entries=per, tiers=True)
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
-    place = lambda lay, k: jax.device_put(_pad_chunks(lay, d, k), split)  # noqa: E731
+    place = lambda tiers, k: tuple(jax.device_put(_pad_chunks(t, d, k), split) for t in tiers)  # noqa: E731
     return ALSProblem(jax.device_put(obj, whole), place(base.rows, m), place(base.cols, n), mesh=mesh, axis=axis)
 
 
@@ -191,15 +197,17 @@ def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int, x0, 
         outs = [solve(t, F, y, w, ridge, x0) for t in layout]
         return jax.tree.map(lambda *a: functools.reduce(jnp.add, a), *outs)
     ax = problem.axis
+    tiers = (layout,) if isinstance(layout, GramLayout) else tuple(layout)
 
-    def local(*args):
-        return jax.lax.psum(solve(*args), ax)
+    def local(tiers, *args):  # this device's chunks of every tier; each row is solved in one of them
+        outs = [solve(t, *args) for t in tiers]
+        return jax.lax.psum(jax.tree.map(lambda *a: functools.reduce(jnp.add, a), *outs), ax)
 
-    spec = GramLayout(*(P(ax),) * len(layout))
+    spec = tuple(GramLayout(*(P(ax),) * len(GramLayout._fields)) for _ in tiers)
     out = (P(), P()) if sse and cg_steps is not None else P()
     # check_vma=False: the scan's zero-initialised solution is a per-device partial result
     return jax.shard_map(local, mesh=problem.mesh, in_specs=(spec, P(), P(), P(), P(), P()), out_specs=out,
-                         check_vma=False)(layout, F, y, w, ridge, x0)
+                         check_vma=False)(tiers, F, y, w, ridge, x0)
 
 
 def _ridge_scale(weights, m):
