@@ -27,10 +27,10 @@ def bench(tmp_path_factory):
 
 def test_mfjax_fits_report_their_curves_and_predictions(bench):
     mod, data, _, test = bench
-    for name in ("mfjax-sgd", "mfjax-als", "mfjax-als-cg"):
+    for name in ("mfjax-sgd", "mfjax-als-cg"):
         hp = dict(mod.CONTENDERS[name][1], rank=3)
-        predict, ex = mod.fit_mfjax(hp, data, 3, eval_each=True)
         ks, curve = mod.curve(name, hp, data, 3)
+        predict, ex = mod.fit_mfjax(hp, data, 3, eval_each=True)  # the same compiled run
         assert ks == [1, 2, 3] and len(ex["curve"]) == 3
         # the traced curve's last point is the RMSE of the returned model (numpy reference)
         ref = np.sqrt(np.mean((predict(data["test_rows"], data["test_cols"]) - data["test_values"]) ** 2))
@@ -43,7 +43,7 @@ def test_timed_child_process_and_report(bench, tmp_path):
     mod, _, path, _ = bench
     hp = dict(mod.CONTENDERS["mfjax-sgd"][1], rank=3)
     spec = dict(kind="timed", name="mfjax-sgd", hp=hp, epochs=2, compile_cache=True)
-    r = mod.run_child(path, spec, env={"MFJAX_COMPILE_CACHE_DIR": str(tmp_path / "xla")}, timeout=120)
+    r = mod.run_child(path, spec, env={"MFJAX_COMPILE_CACHE_DIR": str(tmp_path / "xla")}, timeout=600)
     assert set(r["phases"]) == {"import", "convert", "fit"} and r["wall"] >= r["phases"]["fit"] > 0
     assert np.isfinite(r["test_rmse"]) and r["cpu"] > 0
     assert any((tmp_path / "xla").iterdir())  # the second run of a benchmark round would read these
