@@ -399,9 +399,13 @@ def main(argv=None):
     ap.add_argument("--hparams", default=str(HPARAMS))
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--report", metavar="JSON", help="print the tables of a saved record and exit")
     args = ap.parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.report:
+        print(report(json.loads(pathlib.Path(args.report).read_text())))
+        return 0
 
     names = [n for n in (args.only.split(",") if args.only else CONTENDERS) if n]
     for n in names:
@@ -429,15 +433,23 @@ def main(argv=None):
             out["contenders"][n] = run_child(tmp / "val.npz", dict(kind="tune", name=n, K=args.max_epochs
                                              if CONTENDERS[n][0] != "pyspark" else 10))
             print(n, "->", out["contenders"][n]["choice"], file=sys.stderr, flush=True)
-        out["uptime_end"] = uptime()
-        old = json.loads(pathlib.Path(args.hparams).read_text()) if pathlib.Path(args.hparams).exists() else {}
-        old.setdefault("contenders", {}).update(out["contenders"])
-        old.update({k: v for k, v in out.items() if k != "contenders"})
-        pathlib.Path(args.hparams).write_text(json.dumps(old, indent=1))
+            out["uptime_end"] = uptime()
+            old = json.loads(pathlib.Path(args.hparams).read_text()) if pathlib.Path(args.hparams).exists() else {}
+            old.setdefault("contenders", {}).update(out["contenders"])
+            old.update({k: v for k, v in out.items() if k != "contenders"})
+            pathlib.Path(args.hparams).write_text(json.dumps(old, indent=1))  # after each contender
         print(f"wrote {args.hparams}")
         return 0
 
     save_arrays(tmp / "data.npz", train, test)
+    out = pathlib.Path(args.out) if args.out else (RESULTS / ("peers_ml1m.json" if not args.synthetic
+                                                                else "peers_synthetic.json"))
+
+    def save():  # after every stage, so that a cut-short run leaves its figures
+        if not (args.synthetic and args.out is None):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record, indent=1))
+
     tuned = {}
     if pathlib.Path(args.hparams).exists() and not args.synthetic:
         tuned = {n: c["choice"] for n, c in json.loads(pathlib.Path(args.hparams).read_text())["contenders"].items()}
@@ -457,6 +469,7 @@ def main(argv=None):
         epochs_to[n] = next((k for k, v in zip(c["ks"], c["rmse"]) if v <= args.target), None)
         print(f"{n}: test RMSE <= {args.target} at epoch {epochs_to[n]}", file=sys.stderr, flush=True)
     record["epochs_to_target"] = epochs_to
+    save()
 
     # 2. interleaved rounds of fresh processes
     order = []
@@ -478,8 +491,9 @@ def main(argv=None):
             timed[f"{n}{' (2nd run)' if warm else ''}"].append(r)
             print(f"round {rnd} {n}{' 2nd' if warm else ''}: {r['wall']:.2f} s (fit {r['phases']['fit']:.2f}) "
                   f"rmse {r['test_rmse']:.4f}", file=sys.stderr, flush=True)
-    record["timed"] = timed
-    record["uptime_rounds"] = loads
+        record["timed"] = timed
+        record["uptime_rounds"] = loads
+        save()
 
     # 3. per-epoch tables at fixed ranks (warm)
     if not args.no_epoch_tables:
@@ -496,15 +510,12 @@ def main(argv=None):
                 record["epoch_tables"][f"{n} r={r}"] = dict(ks=c["ks"], rmse=c["rmse"], epoch_times=e["epoch_times"],
                                                             uptime=uptime())
                 print(f"epochs {n} r={r}: {np.median(e['epoch_times']):.4f} s/epoch", file=sys.stderr, flush=True)
+                save()
     record["uptime_end"] = uptime()
 
-    # report
+    save()
     print(report(record))
-    out = pathlib.Path(args.out) if args.out else (RESULTS / ("peers_ml1m.json" if not args.synthetic
-                                                                else "peers_synthetic.json"))
     if not (args.synthetic and args.out is None):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))
         print(f"wrote {out}")
     return record
 
@@ -513,7 +524,7 @@ def report(rec) -> str:
     lines = [f"uptime at start: {rec['uptime_start']}", ""]
     rows = []
     best = {}
-    for label, rs in rec["timed"].items():
+    for label, rs in rec.get("timed", {}).items():
         walls = [r["wall"] for r in rs]
         fits = [r["phases"]["fit"] for r in rs]
         cpus = [r["cpu"] for r in rs]
@@ -539,7 +550,8 @@ def report(rec) -> str:
                               [[k, f"{statistics.median(v['epoch_times']):.4f}",
                                 " ".join(f"{kk}:{x:.4f}" for kk, x in zip(v["ks"], v["rmse"]))]
                                for k, v in rec["epoch_tables"].items()]))
-    lines += ["", "uptime per round: " + " | ".join(rec["uptime_rounds"]), f"uptime at end: {rec['uptime_end']}"]
+    lines += ["", "uptime per round: " + " | ".join(rec.get("uptime_rounds", [])),
+              f"uptime at end: {rec.get('uptime_end', '(run cut short)')}"]
     return "\n".join(lines)
 
 
