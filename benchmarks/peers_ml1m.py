@@ -187,9 +187,11 @@ def fit_libmf(hp, data, epochs, *, phases=None, **_):
     model.fit(X)
     phases.mark("fit")
     P, Q = model.p_factors(), model.q_factors()
+    mean = float(np.mean(data["values"]))
 
-    def predict(r, c):
-        return np.sum(P[r] * Q[c], axis=1)
+    def predict(r, c):  # LIBMF sets the factors of rows / columns without ratings to NaN: the mean there
+        out = np.sum(P[r] * Q[c], axis=1)
+        return np.where(np.isfinite(out), out, mean)
 
     return predict, {}
 
