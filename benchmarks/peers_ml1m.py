@@ -290,7 +290,7 @@ def epoch_time(name, hp, data, K):
     """Warm seconds per epoch (list for mfjax, one slope for the peers) without evaluation."""
     lib = CONTENDERS[name][0]
     if lib == "mfjax":
-        FITS[lib](hp, data, K)  # compile
+        FITS[lib](hp, data, K, time_epochs=True)  # compiles the chunked programs of time_steps
         _, ex = FITS[lib](hp, data, K, time_epochs=True)
         return ex["epoch_times"]
     FITS[lib](hp, data, 1)  # warm (JVM, caches)
