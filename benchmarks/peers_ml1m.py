@@ -467,7 +467,9 @@ def main(argv=None):
     record["curves"] = {}
     for n in names:
         K = args.max_epochs if CONTENDERS[n][0] != "pyspark" else 12
-        ks = None if CONTENDERS[n][0] == "mfjax" else list(range(1, K + 1))
+        # peers: one fit per k; Spark (a JVM job per fit) every second sweep, so its k is even
+        ks = None if CONTENDERS[n][0] == "mfjax" else list(range(1 if CONTENDERS[n][0] != "pyspark" else 2,
+                                                                   K + 1, 1 if CONTENDERS[n][0] != "pyspark" else 2))
         c = run_child(tmp / "data.npz", dict(kind="curve", name=n, hp=hps[n], K=K, ks=ks))
         record["curves"][n] = c
         epochs_to[n] = next((k for k, v in zip(c["ks"], c["rmse"]) if v <= args.target), None)
