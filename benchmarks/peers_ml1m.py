@@ -22,7 +22,8 @@ Protocol (fixed here, recorded in the JSON):
   pointed at a cache directory that the round's first run filled.  The first
   run has the cache on too (cold, so it also pays the writes).
 * Rounds are interleaved (A, B, C, ..., A, B, C, ...); best and median over
-  rounds are reported, with the process CPU time (user + sys of the child)
+  rounds are reported, with the process CPU time (user + sys of the child;
+  for Spark that is the Python driver only, the JVM is not counted)
   and ``uptime`` before every round.
 * Per-epoch tables (warm, in one process per contender): the test RMSE after
   each of the first ``K`` epochs (mfjax: one run traced per epoch; peers:
