@@ -423,6 +423,9 @@ def main(argv=None):
 
     ratings, train, test = load_split(args.synthetic)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="peers_ml1m_"))
+    import atexit
+    import shutil
+    atexit.register(shutil.rmtree, tmp, True)  # the split's arrays and the rounds' compilation caches
     record = dict(command=" ".join(["python", "benchmarks/peers_ml1m.py", *(argv or sys.argv[1:])]),
                   machine=platform.platform(), cpus=os.cpu_count(), target=args.target,
                   data="synthetic" if args.synthetic else "ml-1m", threads=THREADS,
