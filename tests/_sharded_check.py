@@ -151,6 +151,14 @@ def solvers(out):
                                    for k in range(4)]
     out["als_layout_spec"] = str(sp.rows[0].entry.sharding.spec)
     _stage("als")
+    # 100k ratings: jaxlib's batched LAPACK Cholesky deadlocked here on virtual CPU devices (the
+    # devices' kernels blocked the shared intra-op pool); the mesh path solves without LAPACK
+    big = mf.data.synthetic(m=2000, n=500, rank=5, density=0.1, seed=0)
+    pb = mf.init_factors(jax.random.key(0), big.shape, 6)
+    ref = mf.solvers.als(big, 6, l2=2.0, num_steps=1, init=pb)
+    res = mf.solvers.als(big, 6, l2=2.0, num_steps=1, init=pb, mesh=mesh_of(4, "rows"))
+    out["als_big_4"] = tree_rel(res.params, ref.params)
+    _stage("als 100k ratings")
     _als_tiers(out)
     _stage("als tiers")
     # DSGD: one block per device, V blocks passed with ppermute; equals the one-device schedule

@@ -155,3 +155,23 @@ def test_als_sweeps_on_tiers_equal_the_single_layout_and_the_scatter_path():
         for x, y in zip(a.params, b.params):
             np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(a.trace.loss, b.trace.loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 12])
+def test_cholesky_solve_columns_matches_a_float64_solve(k):
+    """The LAPACK-free batched Cholesky solve (the mesh path on CPU devices) equals numpy's float64
+    solve to float32 rounding, and equals the LAPACK path of solve_ridge_rows; a non-SPD matrix
+    gives NaN, which solve_ridge_rows then replaces by its pseudo-inverse fallback."""
+    rng = np.random.default_rng(k)
+    X = rng.standard_normal((40, k + 5, k))
+    M = np.einsum("bik,bij->bkj", X, X) + 0.3 * np.eye(k)
+    b = rng.standard_normal((40, k))
+    ref = np.linalg.solve(M, b[..., None])[..., 0]
+    x = np.asarray(curvature.cholesky_solve_columns(jnp.asarray(M, jnp.float32), jnp.asarray(b, jnp.float32)))
+    assert np.max(np.abs(x - ref)) <= 1e-4 * np.max(np.abs(ref))
+    A, bb = jnp.asarray(M - 0.3 * np.eye(k), jnp.float32), jnp.asarray(b, jnp.float32)
+    xl = curvature.solve_ridge_rows(A, bb, 0.3)
+    xj = curvature.solve_ridge_rows(A, bb, 0.3, lapack=False)
+    np.testing.assert_allclose(np.asarray(xj), np.asarray(xl), rtol=1e-4, atol=1e-5)
+    bad = np.asarray(curvature.cholesky_solve_columns(-jnp.eye(k)[None], jnp.ones((1, k))))
+    assert np.all(np.isnan(bad))

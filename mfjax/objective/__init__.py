@@ -34,6 +34,7 @@ True
 from mfjax.objective.curvature import (
     NORMAL_EQUATIONS_CHUNK,
     cg_solve_rows,
+    cholesky_solve_columns,
     gauss_newton_blocks,
     gauss_newton_diagonal,
     normal_equations,
@@ -119,6 +120,7 @@ __all__ = [
     "grad_from_products",
     "normal_equations",
     "solve_ridge_rows",
+    "cholesky_solve_columns",
     "cg_solve_rows",
     "gauss_newton_diagonal",
     "gauss_newton_blocks",

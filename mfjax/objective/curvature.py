@@ -95,7 +95,43 @@ def _pinv_solve(A, b):
     return jnp.einsum("...kj,...j->...k", evecs, coef)
 
 
-def solve_ridge_rows(A, b, ridge, counts=None):
+def cholesky_solve_columns(M, b):
+    """``M_i^{-1} b_i`` for a batch of SPD ``M`` (B, k, k), column by column in JAX, no LAPACK call.
+
+    Cholesky-Banachiewicz, ``M = L L^T``: column ``j`` of ``L`` is
+    ``(M_{:,j} - L L_{j,:}^T) / sqrt(.)_j`` on and below the diagonal (the rows of
+    ``L`` are zero right of the diagonal, so the product sums over ``p < j`` only),
+    then the two triangular solves, each a ``fori_loop`` over the ``k`` columns
+    vectorised over the batch.  Same flops as LAPACK's ``potrf`` + ``potrs``, slower
+    on a CPU (about 5x at k = 64), used where the batched LAPACK kernels must not run:
+    several virtual CPU devices in one process, where jaxlib's batched ``potrf``
+    splits its batch over the shared intra-op thread pool and blocks on it, so
+    that two devices' kernels waiting for each other's queued tasks deadlock
+    (:func:`mfjax.solvers.als` on a mesh, BENCHMARKS.md).  A non-SPD ``M`` gives NaN.
+    """
+    k = M.shape[-1]
+    idx = jnp.arange(k)
+
+    def column(j, L):
+        v = M[:, :, j] - jnp.einsum("bip,bp->bi", L, L[:, j, :])
+        c = jnp.where(idx[None, :] >= j, v / jnp.sqrt(v[:, j])[:, None], 0.0)
+        return L.at[:, :, j].set(c)
+
+    L = jax.lax.fori_loop(0, k, column, jnp.zeros_like(M))
+
+    def forward(j, y):
+        return y.at[:, j].set((b[:, j] - jnp.einsum("bp,bp->b", L[:, j, :], y)) / L[:, j, j])
+
+    y = jax.lax.fori_loop(0, k, forward, jnp.zeros_like(b))
+
+    def backward(t, x):
+        j = k - 1 - t
+        return x.at[:, j].set((y[:, j] - jnp.einsum("bp,bp->b", L[:, :, j], x)) / L[:, j, j])
+
+    return jax.lax.fori_loop(0, k, backward, jnp.zeros_like(b))
+
+
+def solve_ridge_rows(A, b, ridge, counts=None, *, lapack: bool = True):
     """Solve ``(A_i + diag(ridge_i)) x_i = b_i`` for all rows (batched Cholesky).
 
     Rows with ``counts == 0`` and a zero ridge get a unit ridge (their
@@ -107,14 +143,19 @@ def solve_ridge_rows(A, b, ridge, counts=None):
     Args:
       A: (m, k, k) symmetric PSD; b: (m, k); ridge: broadcastable to (m, k);
       counts: optional (m,) observed counts.
+      lapack: ``False``: the Cholesky solve by :func:`cholesky_solve_columns`
+        instead of LAPACK (the mesh path on CPU devices; static).
     """
     m, k = b.shape
     ridge = jnp.broadcast_to(jnp.asarray(ridge, A.dtype), (m, k))
     if counts is not None:
         ridge = jnp.where((counts == 0)[:, None] & (ridge <= 0), 1.0, ridge)
     M = A + jax.vmap(jnp.diag)(ridge)
-    L = jnp.linalg.cholesky(M)
-    x = jax.scipy.linalg.cho_solve((L, True), b[..., None])[..., 0]
+    if lapack:
+        L = jnp.linalg.cholesky(M)
+        x = jax.scipy.linalg.cho_solve((L, True), b[..., None])[..., 0]
+    else:
+        x = cholesky_solve_columns(M, b)
     bad = ~jnp.all(jnp.isfinite(x), axis=-1) | jnp.any(ridge <= 0, axis=-1)
     return jax.lax.cond(
         jnp.any(bad),

@@ -237,7 +237,7 @@ def _prepare(F, y, w, ridge, num_rows: int):
             jnp.asarray(w).astype(dt))
 
 
-def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
+def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int, *, lapack: bool = True):
     r"""``x_i = (A_i + diag(ridge_i))^{-1} b_i`` for every row, chunk by chunk.
 
     ``A_i = sum_k w_k f_{j_k} f_{j_k}^T`` and ``b_i = sum_k w_k y_k f_{j_k}`` over
@@ -251,6 +251,7 @@ def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
       y, w: ``(N,)`` targets and weights of the entries (entry order).
       ridge: ``(m, k)`` (or broadcastable) ridge of every row.
       num_rows: ``m`` (static).
+      lapack: passed to :func:`~mfjax.objective.curvature.solve_ridge_rows` (static).
 
     Returns:
       ``X (m, k)``; rows without entries are 0.
@@ -271,7 +272,7 @@ def solve_rows(layout: GramLayout, F, y, w, ridge, num_rows: int):
         b = jax.ops.segment_sum(b, seg_row, num_segments=R, indices_are_sorted=True)
         n = jax.ops.segment_sum(n, seg_row, num_segments=R, indices_are_sorted=True)
         rid = jnp.take(ridge, out_rows, axis=0, mode="clip")
-        x = solve_ridge_rows(A, b, rid, n)
+        x = solve_ridge_rows(A, b, rid, n, lapack=lapack)
         return X.at[out_rows].set(x, mode="drop"), None
 
     X, _ = jax.lax.scan(body, jnp.zeros((m, k), dt), tuple(layout))

@@ -180,14 +180,24 @@ def shard_als_problem(problem: ALSProblem | MFObjective, mesh: Mesh, axis: str |
     return ALSProblem(jax.device_put(obj, whole), place(base.rows, m), place(base.cols, n), mesh=mesh, axis=axis)
 
 
+def _shares_cpu_pool(mesh: Mesh) -> bool:
+    """Whether several of ``mesh``'s devices are CPU devices of this process (virtual devices,
+    ``--xla_force_host_platform_device_count``): their programs share one intra-op thread pool,
+    on which jaxlib's batched LAPACK kernels can deadlock (:func:`~mfjax.objective.curvature.cholesky_solve_columns`)."""
+    mine = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    return len(mine) > 1 and all(d.platform == "cpu" for d in mine)
+
+
 def _solve(problem: ALSProblem, layout: GramLayout, F, y, w, ridge, m: int, x0, cg_steps: int | None,
            sse: bool = False):
     """The rows' solves (:func:`~mfjax.objective.gram.solve_rows`, or ``cg_steps`` CG steps from ``x0``
     by :func:`~mfjax.objective.gram.solve_rows_cg`, with the data term when ``sse``), per device and
     summed when the problem is sharded."""
+    lapack = problem.mesh is None or not _shares_cpu_pool(problem.mesh)
+
     def solve(layout, F, y, w, ridge, x0):
         if cg_steps is None:
-            return solve_rows(layout, F, y, w, ridge, m)
+            return solve_rows(layout, F, y, w, ridge, m, lapack=lapack)
         return solve_rows_cg(layout, F, y, w, ridge, x0, m, cg_steps, return_sse=sse)
 
     if problem.mesh is None:
