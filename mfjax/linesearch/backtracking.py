@@ -42,8 +42,9 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step):
+def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step, extrapolate=None):
     base.check_unit("beta", beta, rule)
+    base.check_extrapolate(extrapolate, rule)
     base.check_iters(max_iters, rule)
     base.check_positive("initial_step", initial_step, rule)
     base.check_positive("growth", growth, rule)
@@ -52,8 +53,8 @@ def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step
 
 def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
            initial_step: float = 1.0, *, growth: float | None = None,
-           interpolate: bool = False, min_step: float = 0.0, store_grad: bool = True,
-           grad_at: str = "end") -> optax.GradientTransformationExtraArgs:
+           interpolate: bool = False, extrapolate: float | None = None, min_step: float = 0.0,
+           store_grad: bool = True, grad_at: str = "end") -> optax.GradientTransformationExtraArgs:
     r"""Armijo backtracking (slides, Algorithm 2).
 
     Finds the first ``alpha`` in ``alpha_0, beta alpha_0, beta^2 alpha_0, ...``
@@ -124,14 +125,15 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
     if grad_at not in ("trial", "end"):
         raise ValueError(f"mfjax.linesearch.armijo: grad_at must be 'trial' or 'end', got {grad_at!r}")
     _check_backtracking("armijo", beta=beta, max_iters=max_iters, initial_step=initial_step,
-                        growth=growth, min_step=min_step)
+                        growth=growth, min_step=min_step, extrapolate=extrapolate)
     kernel = Backtracking(SufficientDecrease(c1), beta, int(max_iters), initial_step, growth, min_step,
-                          bool(interpolate))
+                          bool(interpolate), extrapolate)
     return line_search(kernel, store_grad=store_grad, lazy_grad=grad_at == "trial", rule="armijo")
 
 
 def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: float = 1.0,
                       *, growth: float | None = None, interpolate: bool = False,
+                      extrapolate: float | None = None,
                       min_step: float = 0.0) -> optax.GradientTransformationExtraArgs:
     r"""Step ``alpha ~ 1/L`` from a local Lipschitz estimate (slides, Algorithm 1).
 
@@ -178,15 +180,16 @@ def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: floa
     """
 
     _check_backtracking("inverse_lipschitz", beta=beta, max_iters=max_iters,
-                        initial_step=initial_step, growth=growth, min_step=min_step)
+                        initial_step=initial_step, growth=growth, min_step=min_step,
+                        extrapolate=extrapolate)
     kernel = Backtracking(LipschitzEstimate(), beta, int(max_iters), initial_step, growth, min_step,
-                          bool(interpolate))
+                          bool(interpolate), extrapolate)
     return line_search(kernel, rule="inverse_lipschitz")
 
 
 def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters: int = 30,
                  initial_step: float = 1.0, *, growth: float | None = None,
-                 interpolate: bool = False, min_step: float = 0.0
+                 interpolate: bool = False, extrapolate: float | None = None, min_step: float = 0.0
                  ) -> optax.GradientTransformationExtraArgs:
     r"""Shrink-only strong Wolfe step (slides, Algorithm 4).
 
@@ -227,7 +230,7 @@ def strong_wolfe(c1: float = 1e-4, c2: float = 0.9, beta: float = 0.5, max_iters
         raise ValueError(f"mfjax.linesearch.strong_wolfe: need c1 < c2 < 1, got c1={c1!r}, c2={c2!r}")
 
     _check_backtracking("strong_wolfe", beta=beta, max_iters=max_iters, initial_step=initial_step,
-                        growth=growth, min_step=min_step)
+                        growth=growth, min_step=min_step, extrapolate=extrapolate)
     kernel = Backtracking(StrongWolfeConditions(c1, c2), beta, int(max_iters), initial_step, growth, min_step,
-                          bool(interpolate))
+                          bool(interpolate), extrapolate)
     return line_search(kernel, rule="strong_wolfe")

@@ -71,6 +71,8 @@ __all__ = [
     "sufficient_decrease",
     "weak_curvature",
     "strong_curvature",
+    "predicted_decrease",
+    "predicted_strong_curvature",
     "bisection_bracket",
     "cubic_minimizer",
     "safeguarded_cubic",
@@ -84,6 +86,9 @@ __all__ = [
     "StrongWolfeConditions",
     "LipschitzEstimate",
     "Backtracking",
+    "ExtrapolationState",
+    "extrapolation_state",
+    "extrapolation_step",
     "BisectionWolfe",
     "ExactQuadratic",
     "rounding_slack",
@@ -158,12 +163,18 @@ class Decision(NamedTuple):
         this trial is accepted; ``None`` (the default): the accepted step.
         :class:`Backtracking` with :class:`LipschitzEstimate` and
         ``interpolate=True`` passes ``1 / L_loc`` measured at the accepted trial.
+      keep: ``None`` (the default) or whether the trial passes but the search
+        goes on to try a longer step (an extrapolation phase): the driver keeps
+        the trial (step, value, gradient, ``warm``) as the step it takes if the
+        search ends (``stop``, or out of trials) without a later accepted or
+        kept trial.
     """
 
     accept: jax.Array
     next_step: jax.Array
     stop: jax.Array
     warm: Any = None
+    keep: Any = None
 
 
 @runtime_checkable
@@ -216,6 +227,26 @@ def weak_curvature(origin: Origin, trial: Trial, c2) -> jax.Array:
 def strong_curvature(origin: Origin, trial: Trial, c2) -> jax.Array:
     r"""Strong Wolfe curvature: :math:`|\phi'(a)| \le c_2 |\phi'(0)|`."""
     return jnp.abs(trial.slope) <= c2 * jnp.abs(origin.slope)
+
+
+def predicted_decrease(origin: Origin, trial: Trial, b, c1) -> jax.Array:
+    r"""Whether the quadratic through :math:`\phi(0), \phi'(0), \phi(a)` meets the Armijo condition at ``b``.
+
+    With :math:`C = (\phi(a) - \phi(0) - \phi'(0) a) / a^2` the model is
+    :math:`\phi(0) + \phi'(0) b + C b^2`, so the test is
+    :math:`C b \le -(1 - c_1) \phi'(0)` (always true for ``C <= 0``).
+    False where the trial is not finite.
+    """
+    a = trial.step
+    curv = (trial.value - origin.value - origin.slope * a) / (a * a)
+    return trial.finite & (curv * b <= -(1 - c1) * origin.slope)
+
+
+def predicted_strong_curvature(origin: Origin, trial: Trial, b, c2) -> jax.Array:
+    r"""Whether the slope interpolated linearly through :math:`\phi'(0), \phi'(a)` meets strong curvature at ``b``."""
+    a = trial.step
+    d = origin.slope + (trial.slope - origin.slope) * (b / a)
+    return trial.finite & (jnp.abs(d) <= c2 * jnp.abs(origin.slope))
 
 
 def bisection_bracket(lo, hi, a, decrease, curvature):
@@ -357,6 +388,10 @@ class SufficientDecrease(NamedTuple):
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         return model_hint(quadratic_step(origin, trial), trial)
 
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the quadratic model of a passing trial predicts that ``b`` passes (:func:`predicted_decrease`)."""
+        return predicted_decrease(origin, trial, b, self.c1)
+
 
 class StrongWolfeConditions(NamedTuple):
     """Accept on sufficient decrease and strong curvature (slides, Algorithm 4)."""
@@ -375,6 +410,11 @@ class StrongWolfeConditions(NamedTuple):
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: the cubic model's minimiser (:func:`model_hint`)."""
         return model_hint(cubic_step(origin, trial), trial)
+
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the models of a passing trial predict that ``b`` passes both tests."""
+        return (predicted_decrease(origin, trial, b, self.c1)
+                & predicted_strong_curvature(origin, trial, b, self.c2))
 
 
 class LipschitzEstimate(NamedTuple):
@@ -423,6 +463,10 @@ class LipschitzEstimate(NamedTuple):
         a = trial.step
         return safeguard(self.safety * self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
 
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether ``b <= 1 / L_loc`` with ``L_loc`` measured at the passing trial ``a``."""
+        return trial.finite & (b * trial.grad_change <= trial.step * origin.direction_norm)
+
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: ``1 / L_loc`` (``>= a``) in ``[a, 10 a]``."""
         a = trial.step
@@ -457,6 +501,9 @@ class Backtracking(NamedTuple):
       growth: warm start factor, ``None`` for a cold start every search.
       min_step: smallest trial step.
       interpolate: model steps after a rejection (see above).
+      extrapolate: ``None``, or the factor of an extrapolation phase: while
+        every trial of the search has passed, a passing trial is kept and
+        ``extrapolate`` times it is tried (:func:`extrapolation_step`).
     """
 
     condition: Any = SufficientDecrease()
@@ -466,6 +513,7 @@ class Backtracking(NamedTuple):
     growth: float | None = None
     min_step: float = 0.0
     interpolate: bool = False
+    extrapolate: float | None = None
 
     @property
     def needs(self) -> Needs:
@@ -473,9 +521,21 @@ class Backtracking(NamedTuple):
 
     def init(self, origin: Origin, prev_step):
         dt = jnp.result_type(origin.value)
-        return warm_start(self.initial_step, self.growth, prev_step, dt), origin
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        if self.extrapolate is None:
+            return a0, origin
+        return a0, extrapolation_state(origin)
 
-    def step(self, origin: Origin, trial: Trial):
+    def step(self, state, trial: Trial):
+        if self.extrapolate is None:
+            return self._step(state, trial)
+        return extrapolation_step(self, state, trial)
+
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the condition's model of the passing ``trial`` predicts that ``b`` passes too."""
+        return self.condition.predicts(origin, trial, b)
+
+    def _step(self, origin: Origin, trial: Trial):
         accept = trial.finite & self.condition(origin, trial)
         dt = trial.step.dtype
         nxt = (self.beta * trial.step).astype(dt)
@@ -490,6 +550,58 @@ class Backtracking(NamedTuple):
                 accept = accept & ~short
                 nxt = jnp.where(short, longer, nxt)
         return Decision(accept, nxt, nxt < self.min_step, warm), origin
+
+
+class ExtrapolationState(NamedTuple):
+    """State of a kernel with an extrapolation phase (``extrapolate`` set).
+
+    Attributes:
+      inner: the kernel's own state (the origin for :class:`Backtracking`).
+      expanding: every trial of this search so far has passed (the phase goes on).
+      kept: a passing trial is kept (the driver takes it if the phase ends).
+    """
+
+    inner: Any
+    expanding: jax.Array
+    kept: jax.Array
+
+
+def extrapolation_state(inner) -> ExtrapolationState:
+    """The state before a search's first trial (``inner``: the kernel's own state)."""
+    return ExtrapolationState(inner, jnp.asarray(True), jnp.asarray(False))
+
+
+def extrapolation_step(kernel, state: ExtrapolationState, trial: Trial):
+    """One trial of a search with an extrapolation phase (Nocedal & Wright, Algorithm 3.5's expansion).
+
+    While every trial of the search has passed the kernel's test (starting
+    with the first), a passing trial ``a`` below ``initial_step`` whose
+    models predict that ``b = min(extrapolate * a, initial_step)`` passes too
+    (``kernel.predicts(state, trial, b)``: the quadratic/linear-slope models of
+    :func:`predicted_decrease`, :func:`predicted_strong_curvature`, or
+    ``b <= 1 / L_loc(a)``) is *kept* and ``b`` is tried next (else ``a`` is
+    accepted without the doomed trial); the first
+    failing trial after a kept one ends the search with the kept step (the
+    longest passing one), and a failing first trial starts the kernel's own
+    search (shrinking) from it.  With ``beta = 1 / extrapolate`` and a test that
+    holds exactly on ``(0, a_max]`` the accepted step is the longest
+    ``a_0 extrapolate^j <= a_max`` (capped at ``initial_step``): the step of the
+    cold search from ``initial_step`` when ``a_0`` is on its grid
+    ``initial_step beta^k``, found in about two trials instead of ``k``.
+    """
+    dec, inner = kernel._step(state.inner, trial)
+    a = trial.step
+    dt = a.dtype
+    passed = dec.accept
+    longer = jnp.minimum(kernel.extrapolate * a, kernel.initial_step).astype(dt)
+    grow = state.expanding & passed & (a < kernel.initial_step) & kernel.predicts(state.inner, trial, longer)
+    end = state.expanding & ~passed & state.kept        # the longest passing trial is the kept one
+    expanding = state.expanding & passed
+    decision = Decision(accept=passed & ~grow,
+                        next_step=jnp.where(grow, longer, dec.next_step).astype(dt),
+                        stop=jnp.where(grow, False, dec.stop | end),
+                        warm=dec.warm, keep=grow)
+    return decision, ExtrapolationState(inner, expanding, state.kept | grow)
 
 
 class BisectionState(NamedTuple):
@@ -526,6 +638,8 @@ class BisectionWolfe(NamedTuple):
       initial_step: first trial step (and cap of the warm start).
       growth: warm start factor, ``None`` for a cold start every search.
       interpolate: cubic instead of midpoint trials inside a finite bracket.
+      extrapolate: ``None``, or the factor of an extrapolation phase after
+        an accepted first trial (:func:`extrapolation_step`).
     """
 
     c1: float = 1e-4
@@ -534,6 +648,7 @@ class BisectionWolfe(NamedTuple):
     initial_step: float = 1.0
     growth: float | None = None
     interpolate: bool = False
+    extrapolate: float | None = None
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
@@ -541,9 +656,20 @@ class BisectionWolfe(NamedTuple):
         zero, inf = jnp.asarray(0, dt), jnp.asarray(jnp.inf, dt)
         nan = jnp.asarray(jnp.nan, dt)
         state = BisectionState(origin, zero, inf, origin.value, origin.slope, nan, nan)
-        return warm_start(self.initial_step, self.growth, prev_step, dt), state
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        return a0, (state if self.extrapolate is None else extrapolation_state(state))
 
-    def step(self, state: BisectionState, trial: Trial):
+    def step(self, state, trial: Trial):
+        if self.extrapolate is None:
+            return self._step(state, trial)
+        return extrapolation_step(self, state, trial)
+
+    def predicts(self, state: BisectionState, trial: Trial, b) -> jax.Array:
+        """Whether the quadratic model of the passing ``trial`` predicts sufficient decrease at ``b``
+        (the slope rises along a convex line, so weak curvature stays true)."""
+        return predicted_decrease(state.origin, trial, b, self.c1)
+
+    def _step(self, state: BisectionState, trial: Trial):
         decrease = trial.finite & sufficient_decrease(state.origin, trial, self.c1)
         curv = weak_curvature(state.origin, trial, self.c2)
         lo, hi, nxt = bisection_bracket(state.lo, state.hi, trial.step, decrease, curv)

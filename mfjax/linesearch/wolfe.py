@@ -29,10 +29,14 @@ from mfjax.linesearch.kernels import (  # the interpolation formulas live with t
     model_hint,
     safeguarded_cubic,
     warm_start,
+    extrapolation_state,
+    extrapolation_step,
     Decision,
     Needs,
     Origin,
     Trial,
+    predicted_decrease,
+    predicted_strong_curvature,
     strong_curvature,
     sufficient_decrease,
 )
@@ -71,7 +75,8 @@ def _check_wolfe(c1, c2, rule):
 # ---------------------------------------------------------------- weak Wolfe
 def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
                          initial_step: float = 1.0, *, growth: float | None = None,
-                         interpolate: bool = False) -> optax.GradientTransformationExtraArgs:
+                         interpolate: bool = False,
+                         extrapolate: float | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Bisection search for a weak Wolfe step (slides, Algorithm 3).
 
     Keeps a bracket ``[a, b]`` (``a = 0``, ``b = +inf``) and a trial ``alpha``
@@ -116,7 +121,8 @@ def weak_wolfe_bisection(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
     base.check_iters(max_iters, rule)
     base.check_positive("initial_step", initial_step, rule)
     base.check_positive("growth", growth, rule)
-    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step, growth, bool(interpolate)),
+    base.check_extrapolate(extrapolate, rule)
+    return line_search(BisectionWolfe(c1, c2, int(max_iters), initial_step, growth, bool(interpolate), extrapolate),
                        rule=rule)
 
 
@@ -165,6 +171,9 @@ class ZoomWolfe(NamedTuple):
         cubic through ``phi, phi'`` at 0 and at the last accepted trial
         (:func:`~mfjax.linesearch.kernels.model_hint`); ``None``:
         ``initial_step`` every search (Algorithm 3.5 as written).
+      extrapolate: ``None``, or the factor of an extrapolation phase after an
+        accepted first trial
+        (:func:`~mfjax.linesearch.kernels.extrapolation_step`).
     """
 
     c1: float = 1e-4
@@ -175,6 +184,7 @@ class ZoomWolfe(NamedTuple):
     max_step: float = float("inf")
     interpolate: Callable = safeguarded_cubic
     growth: float | None = None
+    extrapolate: float | None = None
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
@@ -182,10 +192,20 @@ class ZoomWolfe(NamedTuple):
         zero, v, s0 = jnp.asarray(0, dt), origin.value, origin.slope
         state = ZoomState(origin, jnp.asarray(False), jnp.asarray(True),
                           zero, v, s0, zero, v, s0, zero, v, s0)
-        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
-        return jnp.minimum(a0, self.max_step).astype(dt), state
+        a0 = jnp.minimum(warm_start(self.initial_step, self.growth, prev_step, dt), self.max_step).astype(dt)
+        return a0, (state if self.extrapolate is None else extrapolation_state(state))
 
-    def step(self, c: ZoomState, trial: Trial):
+    def step(self, state, trial: Trial):
+        if self.extrapolate is None:
+            return self._step(state, trial)
+        return extrapolation_step(self, state, trial)
+
+    def predicts(self, c: ZoomState, trial: Trial, b) -> jax.Array:
+        """Whether the models of the passing ``trial`` predict that ``b`` meets both strong Wolfe conditions."""
+        return (predicted_decrease(c.origin, trial, b, self.c1)
+                & predicted_strong_curvature(c.origin, trial, b, self.c2))
+
+    def _step(self, c: ZoomState, trial: Trial):
         a, v, d, fin = trial.step, trial.value, trial.slope, trial.finite
         dt = a.dtype
         inf = jnp.asarray(jnp.inf, dt)
@@ -235,7 +255,8 @@ _INTERPOLATIONS = {"cubic": safeguarded_cubic, "bisection": midpoint}
 def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
                       initial_step: float = 1.0, *, expand: float = 2.0,
                       max_step: float = float("inf"), interpolation: str = "cubic",
-                      growth: float | None = None) -> optax.GradientTransformationExtraArgs:
+                      growth: float | None = None,
+                      extrapolate: float | None = None) -> optax.GradientTransformationExtraArgs:
     r"""Strong Wolfe line search by bracketing and zoom (Nocedal & Wright, Algorithms 3.5/3.6).
 
     Finds ``alpha`` with
@@ -289,6 +310,7 @@ def strong_wolfe_zoom(c1: float = 1e-4, c2: float = 0.9, max_iters: int = 30,
         raise ValueError(
             f"mfjax.linesearch.{rule}: interpolation must be 'cubic' or 'bisection', got {interpolation!r}")
     base.check_positive("growth", growth, rule)
+    base.check_extrapolate(extrapolate, rule)
     kernel = ZoomWolfe(c1, c2, int(max_iters), initial_step, expand, max_step,
-                       _INTERPOLATIONS[interpolation], growth)
+                       _INTERPOLATIONS[interpolation], growth, extrapolate)
     return line_search(kernel, rule=rule)
