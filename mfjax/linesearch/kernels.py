@@ -73,6 +73,8 @@ __all__ = [
     "strong_curvature",
     "predicted_decrease",
     "predicted_strong_curvature",
+    "decrease_boundary",
+    "grid_below",
     "bisection_bracket",
     "cubic_minimizer",
     "safeguarded_cubic",
@@ -249,6 +251,22 @@ def predicted_strong_curvature(origin: Origin, trial: Trial, b, c2) -> jax.Array
     return trial.finite & (jnp.abs(d) <= c2 * jnp.abs(origin.slope))
 
 
+def decrease_boundary(origin: Origin, trial: Trial, c1) -> jax.Array:
+    r"""The step where the quadratic of :func:`predicted_decrease` leaves the Armijo condition:
+    :math:`b^* = (1 - c_1)(-\phi'(0)) / C` (NaN where ``C <= 0`` or the trial is not finite)."""
+    a = trial.step
+    curv = (trial.value - origin.value - origin.slope * a) / (a * a)
+    ok = trial.finite & (curv > 0)
+    return jnp.where(ok, -(1 - c1) * origin.slope / jnp.where(ok, curv, 1.0), jnp.nan)
+
+
+def grid_below(x, initial_step, beta) -> jax.Array:
+    """The largest ``initial_step * beta^k <= x`` (``k >= 0``); NaN where ``x`` is not finite and positive."""
+    k = jnp.ceil(jnp.log(x / initial_step) / jnp.log(beta))
+    ok = jnp.isfinite(x) & (x > 0)
+    return jnp.where(ok, initial_step * beta ** jnp.maximum(jnp.where(ok, k, 0), 0), jnp.nan)
+
+
 def bisection_bracket(lo, hi, a, decrease, curvature):
     """Bracket update of the bisection weak Wolfe search (slides, Algorithm 3).
 
@@ -392,6 +410,10 @@ class SufficientDecrease(NamedTuple):
         """Whether the quadratic model of a passing trial predicts that ``b`` passes (:func:`predicted_decrease`)."""
         return predicted_decrease(origin, trial, b, self.c1)
 
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The model's longest passing step (:func:`decrease_boundary`)."""
+        return decrease_boundary(origin, trial, self.c1)
+
 
 class StrongWolfeConditions(NamedTuple):
     """Accept on sufficient decrease and strong curvature (slides, Algorithm 4)."""
@@ -415,6 +437,7 @@ class StrongWolfeConditions(NamedTuple):
         """Whether the models of a passing trial predict that ``b`` passes both tests."""
         return (predicted_decrease(origin, trial, b, self.c1)
                 & predicted_strong_curvature(origin, trial, b, self.c2))
+    # no ``boundary``: the strong Wolfe set is bounded below too, so a jump could fall below it
 
 
 class LipschitzEstimate(NamedTuple):
@@ -467,6 +490,10 @@ class LipschitzEstimate(NamedTuple):
         """Whether ``b <= 1 / L_loc`` with ``L_loc`` measured at the passing trial ``a``."""
         return trial.finite & (b * trial.grad_change <= trial.step * origin.direction_norm)
 
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """``1 / L_loc`` measured at the trial."""
+        return self.inverse_estimate(origin, trial)
+
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: ``1 / L_loc`` (``>= a``) in ``[a, 10 a]``."""
         a = trial.step
@@ -503,7 +530,12 @@ class Backtracking(NamedTuple):
       interpolate: model steps after a rejection (see above).
       extrapolate: ``None``, or the factor of an extrapolation phase: while
         every trial of the search has passed, a passing trial is kept and
-        ``extrapolate`` times it is tried (:func:`extrapolation_step`).
+        ``extrapolate`` times it is tried (:func:`extrapolation_step`).  With
+        it a rejected trial is followed by the largest grid step
+        ``initial_step beta^k`` at or below the condition's model boundary
+        (``condition.boundary``: :func:`decrease_boundary` for Armijo, ``1 / L_loc``;
+        none for strong Wolfe, whose set is bounded below too),
+        and below ``beta a``, skipping the grid points the model says fail.
     """
 
     condition: Any = SufficientDecrease()
@@ -535,10 +567,21 @@ class Backtracking(NamedTuple):
         """Whether the condition's model of the passing ``trial`` predicts that ``b`` passes too."""
         return self.condition.predicts(origin, trial, b)
 
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The condition's model boundary (NaN where it has none)."""
+        if hasattr(self.condition, "boundary"):
+            return self.condition.boundary(origin, trial)
+        return jnp.full_like(trial.step, jnp.nan)
+
     def _step(self, origin: Origin, trial: Trial):
         accept = trial.finite & self.condition(origin, trial)
         dt = trial.step.dtype
         nxt = (self.beta * trial.step).astype(dt)
+        if self.extrapolate is not None and hasattr(self.condition, "boundary"):
+            # skip the grid points above the model's boundary: the largest initial_step beta^k below it,
+            # at least one and at most 20 halvings down (a plain halving where the model is undefined)
+            jump = grid_below(self.condition.boundary(origin, trial), self.initial_step, self.beta)
+            nxt = safeguard(jump, self.beta ** 20 * trial.step, nxt, nxt).astype(dt)
         warm = None
         if self.interpolate:
             nxt = self.condition.propose(origin, trial, nxt).astype(dt)
@@ -595,6 +638,10 @@ def extrapolation_step(kernel, state: ExtrapolationState, trial: Trial):
     passed = dec.accept
     longer = jnp.minimum(kernel.extrapolate * a, kernel.initial_step).astype(dt)
     grow = state.expanding & passed & (a < kernel.initial_step) & kernel.predicts(state.inner, trial, longer)
+    if hasattr(kernel, "boundary"):  # straight to the longest grid step the model predicts to pass
+        far = grid_below(kernel.boundary(state.inner, trial), kernel.initial_step, 1.0 / kernel.extrapolate)
+        longer = jnp.where(jnp.isfinite(far) & (far > longer), jnp.minimum(far, kernel.initial_step),
+                           longer).astype(dt)
     end = state.expanding & ~passed & state.kept        # the longest passing trial is the kept one
     expanding = state.expanding & passed
     decision = Decision(accept=passed & ~grow,
