@@ -75,11 +75,14 @@ def _conditions(name, f, x, g, a, c1=1e-4, c2=0.9):
 
 
 @pytest.mark.parametrize("name", RULES)
-def test_default_steps_meet_the_rule_and_literal_option_is_the_slides_search(name):
+def test_cheap_steps_meet_the_rule_and_literal_option_is_the_slides_search(name):
     f, x0 = _problem()
-    new = _gd(getattr(ls, name)(), f, x0, 12)
+    new = _gd(getattr(ls, name)(**ls.CHEAP[name]), f, x0, 12)
     for x, g, a, _, _ in new:
         assert a > 0 and _conditions(name, f, x, g, a), (name, a)
+    default = _gd(getattr(ls, name)(), f, x0, 12)    # 1/L: CHEAP is the default; the others: LITERAL
+    same = _gd(getattr(ls, name)(**(ls.CHEAP if name == "inverse_lipschitz" else ls.LITERAL)[name]), f, x0, 12)
+    assert [r[2:] for r in default] == [r[2:] for r in same]
     literal = _gd(getattr(ls, name)(**ls.LITERAL[name]), f, x0, 12)
     if name == "strong_wolfe_zoom":
         return  # the zoom search is not a halving search; its literal form is checked in test_linesearch

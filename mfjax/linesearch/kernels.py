@@ -686,7 +686,10 @@ class BisectionWolfe(NamedTuple):
       growth: warm start factor, ``None`` for a cold start every search.
       interpolate: cubic instead of midpoint trials inside a finite bracket.
       extrapolate: ``None``, or the factor of an extrapolation phase after
-        an accepted first trial (:func:`extrapolation_step`).
+        an accepted first trial (:func:`extrapolation_step`); with it a
+        trial failing sufficient decrease while ``lo = 0`` is followed by the
+        largest ``initial_step 2^-k`` at or below :func:`decrease_boundary`
+        (below the midpoint) instead of the midpoint.
     """
 
     c1: float = 1e-4
@@ -721,6 +724,12 @@ class BisectionWolfe(NamedTuple):
         curv = weak_curvature(state.origin, trial, self.c2)
         lo, hi, nxt = bisection_bracket(state.lo, state.hi, trial.step, decrease, curv)
         dt = trial.step.dtype
+        if self.extrapolate is not None:
+            # sufficient decrease fails with lo = 0: skip the halvings the quadratic model says fail (the
+            # largest initial_step 2^-k at or below its boundary, inside the bracket (0, a))
+            jump = grid_below(decrease_boundary(state.origin, trial, self.c1), self.initial_step, 0.5)
+            jump = safeguard(jump, 0.5 ** 20 * trial.step, nxt, nxt)
+            nxt = jnp.where(~decrease & (state.lo == 0), jump, nxt)
         new_hi = ~decrease
         new_lo = decrease & ~curv
         v = jnp.where(trial.finite, trial.value, jnp.nan)
