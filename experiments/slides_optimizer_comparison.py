@@ -99,7 +99,7 @@ def make_rule(rule: str, opt: str, data: str):
                 {"growth": 2.0, "initial_step": 1.0})
     if rule == "armijo":
         return (mf.linesearch.armijo(growth=2.0, extrapolate=None, grad_at="end"),
-                {"growth": 2.0, "initial_step": 1.0, "c1": 1e-4}
+                {"growth": 2.0, "initial_step": 1.0, "c1": 1e-4})
     raise ValueError(f"unknown rule {rule!r}")
 
 
