@@ -104,7 +104,8 @@ def run(config, workdir) -> int:
     print(f"train {train.nnz}, test {test.nnz}; search: fit {fit_part.nnz}, valid {valid.nnz}")
 
     growth = args.growth if args.growth and args.growth > 0 else None
-    opt = mf.optim.gd(linesearch=mf.linesearch.inverse_lipschitz(growth=growth))
+    # the slides' Algorithm 1 (with the optional warm start), not the extrapolating default (issue 11)
+    opt = mf.optim.gd(linesearch=mf.linesearch.inverse_lipschitz(growth=growth, extrapolate=None))
     key = jax.random.key(args.seed)
 
     def train_one(tr, ev, rank, l2, iters):

@@ -94,9 +94,12 @@ def make_rule(rule: str, opt: str, data: str):
     if rule == "inverse_sqrt":
         return mf.linesearch.inverse_sqrt(3 * gamma), {"step_size": 3 * gamma}
     if rule == "inverse_lipschitz":
-        return mf.linesearch.inverse_lipschitz(growth=2.0), {"growth": 2.0, "initial_step": 1.0}
+        # the slides' warm start without the extrapolation of the defaults (issue 11): the recorded figures
+        return (mf.linesearch.inverse_lipschitz(growth=2.0, extrapolate=None),
+                {"growth": 2.0, "initial_step": 1.0})
     if rule == "armijo":
-        return mf.linesearch.armijo(growth=2.0), {"growth": 2.0, "initial_step": 1.0, "c1": 1e-4}
+        return (mf.linesearch.armijo(growth=2.0, extrapolate=None, grad_at="end"),
+                {"growth": 2.0, "initial_step": 1.0, "c1": 1e-4})
     raise ValueError(f"unknown rule {rule!r}")
 
 

@@ -102,7 +102,7 @@ def run(config, workdir) -> int:
     for l2 in l2s:
         runs.append((f"parallel-bfgs,l2={l2:g}", dict(l2=l2, sweeps=args.sweeps),
                      {"schedule": "parallel", "row_optimizer": "bfgs+exact (default)", "l2": l2, "sweeps": args.sweeps}))
-    gd_armijo = mf.optim.gd(linesearch=mf.linesearch.armijo())
+    gd_armijo = mf.optim.gd(linesearch=mf.linesearch.armijo(**mf.linesearch.LITERAL["armijo"]))  # as recorded
     l2_0 = l2s[0]
     extra = []
     extra.append((f"parallel-gd-armijo,l2={l2_0:g}", dict(l2=l2_0, sweeps=args.sweeps, optimizer=gd_armijo, inner_steps=5),

@@ -85,17 +85,23 @@ def phi(x, p, A, b, w, a):
 
 # ----------------------------------------------------------------- conditions on accepted steps
 
-LITERAL = dict(growth=None, interpolate=False)  # the slides' algorithms as written
+LITERAL = dict(growth=None, interpolate=False, extrapolate=None)  # the slides' algorithms as written
 
 COND_RULES = {
     "armijo": lambda: ls.armijo(C1, 0.5, max_iters=60, **LITERAL),
     "inverse_lipschitz": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **LITERAL),
     "weak_wolfe": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **LITERAL),
     "strong_wolfe": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60, **LITERAL),
-    "zoom": lambda: ls.strong_wolfe_zoom(C1, C2, max_iters=60, growth=None),
+    "zoom": lambda: ls.strong_wolfe_zoom(C1, C2, max_iters=60, growth=None, extrapolate=None),
     "zoom_tight_bisect": lambda: ls.strong_wolfe_zoom(C1, 0.01, max_iters=60, interpolation="bisection",
-                                                      growth=None),
-    # the defaults: warm starts and interpolation
+                                                      growth=None, extrapolate=None),
+    # CHEAP (issue 11): warm start + extrapolation
+    "armijo_default_x": lambda: ls.armijo(C1, 0.5, max_iters=60, **ls.CHEAP["armijo"]),
+    "inverse_lipschitz_default_x": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **ls.CHEAP["inverse_lipschitz"]),
+    "weak_wolfe_default_x": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **ls.CHEAP["weak_wolfe_bisection"]),
+    "strong_wolfe_default_x": lambda: ls.strong_wolfe(C1, C2, 0.5, max_iters=60, **ls.CHEAP["strong_wolfe"]),
+    "zoom_default_x": lambda: ls.strong_wolfe_zoom(C1, C2, max_iters=60, **ls.CHEAP["strong_wolfe_zoom"]),
+    # WARM: warm starts and interpolation
     "armijo_default": lambda: ls.armijo(C1, 0.5, max_iters=60, **ls.WARM["armijo"]),
     "inverse_lipschitz_default": lambda: ls.inverse_lipschitz(0.5, max_iters=60, **ls.WARM["inverse_lipschitz"]),
     "weak_wolfe_default": lambda: ls.weak_wolfe_bisection(C1, C2, max_iters=60, **ls.WARM["weak_wolfe_bisection"]),
@@ -116,7 +122,7 @@ def test_accepted_steps_satisfy_their_conditions(cond_results):
     batch, results = cond_results
     with enable_x64():
         for full_name, (info, value, grad, x1) in results.items():
-            name = full_name.removesuffix("_default")
+            name = full_name.split("_default")[0]
             literal = name == full_name
             c2 = 0.01 if "tight" in name else C2
             n_ok = 0
@@ -248,9 +254,9 @@ def test_armijo_equals_optax_backtracking():
         b = jnp.asarray(rng.standard_normal(10))
         f = lambda x: 0.5 * x @ A @ x - b @ x
         ours = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5,
-                                                        interpolate=False, grad_at="trial"))
+                                                        interpolate=False, extrapolate=None, grad_at="trial"))
         ours_end = optax.chain(optax.scale(-1.0), ls.armijo(1e-4, 0.8, max_iters=40, initial_step=1.0, growth=1.5,
-                                                            interpolate=False))
+                                                            interpolate=False, extrapolate=None, grad_at="end"))
         theirs = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(
             max_backtracking_steps=40, slope_rtol=1e-4, decrease_factor=0.8, increase_factor=1.5,
             max_learning_rate=1.0, store_grad=True))

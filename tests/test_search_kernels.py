@@ -202,10 +202,11 @@ def test_folded_loop_and_optax_rule_take_the_same_steps(name, opts):
     with jax.enable_x64(True):
         f, u0, _ = _row_problem()
         if name == "armijo":
-            search, rule = rw.armijo_search(initial_step=1.0, **opts), ls.armijo(initial_step=1.0, **opts)
+            search = rw.armijo_search(initial_step=1.0, **opts)
+            rule = ls.armijo(initial_step=1.0, extrapolate=None, **opts)   # the row loop does not extrapolate
         else:
             search = rw.weak_wolfe_search(initial_step=0.01, **opts)
-            rule = ls.weak_wolfe_bisection(initial_step=0.01, **opts)
+            rule = ls.weak_wolfe_bisection(initial_step=0.01, extrapolate=None, **opts)
         u_fold, info_fold = rw.folded(gd_direction(), search, max_iters=6, rtol=0.0).solve(f, u0)
         u_fix, info_fix = rw.fixed_count(optax.chain(gd_direction(), rule), 6, rtol=0.0).solve(f, u0)
         assert int(info_fold.num_iters) == int(info_fix.num_iters) == 6

@@ -203,3 +203,10 @@ def check_unit(name: str, value, rule: str):
 def check_iters(max_iters, rule: str):
     if int(max_iters) != max_iters or max_iters < 1:
         raise ValueError(f"mfjax.linesearch.{rule}: max_iters must be an integer >= 1, got {max_iters!r}")
+
+
+def check_extrapolate(extrapolate, rule):
+    """``extrapolate`` is ``None`` or a number ``> 1``."""
+    if extrapolate is not None and not (isinstance(extrapolate, (int, float)) and extrapolate > 1):
+        raise ValueError(f"mfjax.linesearch.{rule}: extrapolate must be None or a number > 1, "
+                         f"got {extrapolate!r}")

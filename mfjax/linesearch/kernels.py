@@ -71,6 +71,10 @@ __all__ = [
     "sufficient_decrease",
     "weak_curvature",
     "strong_curvature",
+    "predicted_decrease",
+    "predicted_strong_curvature",
+    "decrease_boundary",
+    "grid_below",
     "bisection_bracket",
     "cubic_minimizer",
     "safeguarded_cubic",
@@ -84,6 +88,9 @@ __all__ = [
     "StrongWolfeConditions",
     "LipschitzEstimate",
     "Backtracking",
+    "ExtrapolationState",
+    "extrapolation_state",
+    "extrapolation_step",
     "BisectionWolfe",
     "ExactQuadratic",
     "rounding_slack",
@@ -158,12 +165,18 @@ class Decision(NamedTuple):
         this trial is accepted; ``None`` (the default): the accepted step.
         :class:`Backtracking` with :class:`LipschitzEstimate` and
         ``interpolate=True`` passes ``1 / L_loc`` measured at the accepted trial.
+      keep: ``None`` (the default) or whether the trial passes but the search
+        goes on to try a longer step (an extrapolation phase): the driver keeps
+        the trial (step, value, gradient, ``warm``) as the step it takes if the
+        search ends (``stop``, or out of trials) without a later accepted or
+        kept trial.
     """
 
     accept: jax.Array
     next_step: jax.Array
     stop: jax.Array
     warm: Any = None
+    keep: Any = None
 
 
 @runtime_checkable
@@ -216,6 +229,42 @@ def weak_curvature(origin: Origin, trial: Trial, c2) -> jax.Array:
 def strong_curvature(origin: Origin, trial: Trial, c2) -> jax.Array:
     r"""Strong Wolfe curvature: :math:`|\phi'(a)| \le c_2 |\phi'(0)|`."""
     return jnp.abs(trial.slope) <= c2 * jnp.abs(origin.slope)
+
+
+def predicted_decrease(origin: Origin, trial: Trial, b, c1) -> jax.Array:
+    r"""Whether the quadratic through :math:`\phi(0), \phi'(0), \phi(a)` meets the Armijo condition at ``b``.
+
+    With :math:`C = (\phi(a) - \phi(0) - \phi'(0) a) / a^2` the model is
+    :math:`\phi(0) + \phi'(0) b + C b^2`, so the test is
+    :math:`C b \le -(1 - c_1) \phi'(0)` (always true for ``C <= 0``).
+    False where the trial is not finite.
+    """
+    a = trial.step
+    curv = (trial.value - origin.value - origin.slope * a) / (a * a)
+    return trial.finite & (curv * b <= -(1 - c1) * origin.slope)
+
+
+def predicted_strong_curvature(origin: Origin, trial: Trial, b, c2) -> jax.Array:
+    r"""Whether the slope interpolated linearly through :math:`\phi'(0), \phi'(a)` meets strong curvature at ``b``."""
+    a = trial.step
+    d = origin.slope + (trial.slope - origin.slope) * (b / a)
+    return trial.finite & (jnp.abs(d) <= c2 * jnp.abs(origin.slope))
+
+
+def decrease_boundary(origin: Origin, trial: Trial, c1) -> jax.Array:
+    r"""The step where the quadratic of :func:`predicted_decrease` leaves the Armijo condition:
+    :math:`b^* = (1 - c_1)(-\phi'(0)) / C` (NaN where ``C <= 0`` or the trial is not finite)."""
+    a = trial.step
+    curv = (trial.value - origin.value - origin.slope * a) / (a * a)
+    ok = trial.finite & (curv > 0)
+    return jnp.where(ok, -(1 - c1) * origin.slope / jnp.where(ok, curv, 1.0), jnp.nan)
+
+
+def grid_below(x, initial_step, beta) -> jax.Array:
+    """The largest ``initial_step * beta^k <= x`` (``k >= 0``); NaN where ``x`` is not finite and positive."""
+    k = jnp.ceil(jnp.log(x / initial_step) / jnp.log(beta))
+    ok = jnp.isfinite(x) & (x > 0)
+    return jnp.where(ok, initial_step * beta ** jnp.maximum(jnp.where(ok, k, 0), 0), jnp.nan)
 
 
 def bisection_bracket(lo, hi, a, decrease, curvature):
@@ -357,6 +406,14 @@ class SufficientDecrease(NamedTuple):
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         return model_hint(quadratic_step(origin, trial), trial)
 
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the quadratic model of a passing trial predicts that ``b`` passes (:func:`predicted_decrease`)."""
+        return predicted_decrease(origin, trial, b, self.c1)
+
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The model's longest passing step (:func:`decrease_boundary`)."""
+        return decrease_boundary(origin, trial, self.c1)
+
 
 class StrongWolfeConditions(NamedTuple):
     """Accept on sufficient decrease and strong curvature (slides, Algorithm 4)."""
@@ -375,6 +432,12 @@ class StrongWolfeConditions(NamedTuple):
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: the cubic model's minimiser (:func:`model_hint`)."""
         return model_hint(cubic_step(origin, trial), trial)
+
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the models of a passing trial predict that ``b`` passes both tests."""
+        return (predicted_decrease(origin, trial, b, self.c1)
+                & predicted_strong_curvature(origin, trial, b, self.c2))
+    # no ``boundary``: the strong Wolfe set is bounded below too, so a jump could fall below it
 
 
 class LipschitzEstimate(NamedTuple):
@@ -423,6 +486,14 @@ class LipschitzEstimate(NamedTuple):
         a = trial.step
         return safeguard(self.safety * self.inverse_estimate(origin, trial), a, WARM_BOUNDS[1] * a, a)
 
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether ``b <= 1 / L_loc`` with ``L_loc`` measured at the passing trial ``a``."""
+        return trial.finite & (b * trial.grad_change <= trial.step * origin.direction_norm)
+
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """``1 / L_loc`` measured at the trial."""
+        return self.inverse_estimate(origin, trial)
+
     def warm(self, origin: Origin, trial: Trial) -> jax.Array:
         """After an acceptance: ``1 / L_loc`` (``>= a``) in ``[a, 10 a]``."""
         a = trial.step
@@ -457,6 +528,14 @@ class Backtracking(NamedTuple):
       growth: warm start factor, ``None`` for a cold start every search.
       min_step: smallest trial step.
       interpolate: model steps after a rejection (see above).
+      extrapolate: ``None``, or the factor of an extrapolation phase: while
+        every trial of the search has passed, a passing trial is kept and
+        ``extrapolate`` times it is tried (:func:`extrapolation_step`).  With
+        it a rejected trial is followed by the largest grid step
+        ``initial_step beta^k`` at or below the condition's model boundary
+        (``condition.boundary``: :func:`decrease_boundary` for Armijo, ``1 / L_loc``;
+        none for strong Wolfe, whose set is bounded below too),
+        and below ``beta a``, skipping the grid points the model says fail.
     """
 
     condition: Any = SufficientDecrease()
@@ -466,6 +545,7 @@ class Backtracking(NamedTuple):
     growth: float | None = None
     min_step: float = 0.0
     interpolate: bool = False
+    extrapolate: float | None = None
 
     @property
     def needs(self) -> Needs:
@@ -473,12 +553,35 @@ class Backtracking(NamedTuple):
 
     def init(self, origin: Origin, prev_step):
         dt = jnp.result_type(origin.value)
-        return warm_start(self.initial_step, self.growth, prev_step, dt), origin
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        if self.extrapolate is None:
+            return a0, origin
+        return a0, extrapolation_state(origin)
 
-    def step(self, origin: Origin, trial: Trial):
+    def step(self, state, trial: Trial):
+        if self.extrapolate is None:
+            return self._step(state, trial)
+        return extrapolation_step(self, state, trial)
+
+    def predicts(self, origin: Origin, trial: Trial, b) -> jax.Array:
+        """Whether the condition's model of the passing ``trial`` predicts that ``b`` passes too."""
+        return self.condition.predicts(origin, trial, b)
+
+    def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
+        """The condition's model boundary (NaN where it has none)."""
+        if hasattr(self.condition, "boundary"):
+            return self.condition.boundary(origin, trial)
+        return jnp.full_like(trial.step, jnp.nan)
+
+    def _step(self, origin: Origin, trial: Trial):
         accept = trial.finite & self.condition(origin, trial)
         dt = trial.step.dtype
         nxt = (self.beta * trial.step).astype(dt)
+        if self.extrapolate is not None and hasattr(self.condition, "boundary"):
+            # skip the grid points above the model's boundary: the largest initial_step beta^k below it,
+            # at least one and at most 20 halvings down (a plain halving where the model is undefined)
+            jump = grid_below(self.condition.boundary(origin, trial), self.initial_step, self.beta)
+            nxt = safeguard(jump, self.beta ** 20 * trial.step, nxt, nxt).astype(dt)
         warm = None
         if self.interpolate:
             nxt = self.condition.propose(origin, trial, nxt).astype(dt)
@@ -490,6 +593,62 @@ class Backtracking(NamedTuple):
                 accept = accept & ~short
                 nxt = jnp.where(short, longer, nxt)
         return Decision(accept, nxt, nxt < self.min_step, warm), origin
+
+
+class ExtrapolationState(NamedTuple):
+    """State of a kernel with an extrapolation phase (``extrapolate`` set).
+
+    Attributes:
+      inner: the kernel's own state (the origin for :class:`Backtracking`).
+      expanding: every trial of this search so far has passed (the phase goes on).
+      kept: a passing trial is kept (the driver takes it if the phase ends).
+    """
+
+    inner: Any
+    expanding: jax.Array
+    kept: jax.Array
+
+
+def extrapolation_state(inner) -> ExtrapolationState:
+    """The state before a search's first trial (``inner``: the kernel's own state)."""
+    return ExtrapolationState(inner, jnp.asarray(True), jnp.asarray(False))
+
+
+def extrapolation_step(kernel, state: ExtrapolationState, trial: Trial):
+    """One trial of a search with an extrapolation phase (Nocedal & Wright, Algorithm 3.5's expansion).
+
+    While every trial of the search has passed the kernel's test (starting
+    with the first), a passing trial ``a`` below ``initial_step`` whose
+    models predict that ``b = min(extrapolate * a, initial_step)`` passes too
+    (``kernel.predicts(state, trial, b)``: the quadratic/linear-slope models of
+    :func:`predicted_decrease`, :func:`predicted_strong_curvature`, or
+    ``b <= 1 / L_loc(a)``) is *kept* and ``b`` is tried next (else ``a`` is
+    accepted without the doomed trial); the first
+    failing trial after a kept one ends the search with the kept step (the
+    longest passing one), and a failing first trial starts the kernel's own
+    search (shrinking) from it.  With ``beta = 1 / extrapolate`` and a test that
+    holds exactly on ``(0, a_max]`` the accepted step is the longest
+    ``a_0 extrapolate^j <= a_max`` (capped at ``initial_step``): the step of the
+    cold search from ``initial_step`` when ``a_0`` is on its grid
+    ``initial_step beta^k``, found in about two trials instead of ``k``.
+    """
+    dec, inner = kernel._step(state.inner, trial)
+    a = trial.step
+    dt = a.dtype
+    passed = dec.accept
+    longer = jnp.minimum(kernel.extrapolate * a, kernel.initial_step).astype(dt)
+    grow = state.expanding & passed & (a < kernel.initial_step) & kernel.predicts(state.inner, trial, longer)
+    if hasattr(kernel, "boundary"):  # straight to the longest grid step the model predicts to pass
+        far = grid_below(kernel.boundary(state.inner, trial), kernel.initial_step, 1.0 / kernel.extrapolate)
+        longer = jnp.where(jnp.isfinite(far) & (far > longer), jnp.minimum(far, kernel.initial_step),
+                           longer).astype(dt)
+    end = state.expanding & ~passed & state.kept        # the longest passing trial is the kept one
+    expanding = state.expanding & passed
+    decision = Decision(accept=passed & ~grow,
+                        next_step=jnp.where(grow, longer, dec.next_step).astype(dt),
+                        stop=jnp.where(grow, False, dec.stop | end),
+                        warm=dec.warm, keep=grow)
+    return decision, ExtrapolationState(inner, expanding, state.kept | grow)
 
 
 class BisectionState(NamedTuple):
@@ -526,6 +685,11 @@ class BisectionWolfe(NamedTuple):
       initial_step: first trial step (and cap of the warm start).
       growth: warm start factor, ``None`` for a cold start every search.
       interpolate: cubic instead of midpoint trials inside a finite bracket.
+      extrapolate: ``None``, or the factor of an extrapolation phase after
+        an accepted first trial (:func:`extrapolation_step`); with it a
+        trial failing sufficient decrease while ``lo = 0`` is followed by the
+        largest ``initial_step 2^-k`` at or below :func:`decrease_boundary`
+        (below the midpoint) instead of the midpoint.
     """
 
     c1: float = 1e-4
@@ -534,6 +698,7 @@ class BisectionWolfe(NamedTuple):
     initial_step: float = 1.0
     growth: float | None = None
     interpolate: bool = False
+    extrapolate: float | None = None
     needs = Needs(slope=True)
 
     def init(self, origin: Origin, prev_step):
@@ -541,13 +706,30 @@ class BisectionWolfe(NamedTuple):
         zero, inf = jnp.asarray(0, dt), jnp.asarray(jnp.inf, dt)
         nan = jnp.asarray(jnp.nan, dt)
         state = BisectionState(origin, zero, inf, origin.value, origin.slope, nan, nan)
-        return warm_start(self.initial_step, self.growth, prev_step, dt), state
+        a0 = warm_start(self.initial_step, self.growth, prev_step, dt)
+        return a0, (state if self.extrapolate is None else extrapolation_state(state))
 
-    def step(self, state: BisectionState, trial: Trial):
+    def step(self, state, trial: Trial):
+        if self.extrapolate is None:
+            return self._step(state, trial)
+        return extrapolation_step(self, state, trial)
+
+    def predicts(self, state: BisectionState, trial: Trial, b) -> jax.Array:
+        """Whether the quadratic model of the passing ``trial`` predicts sufficient decrease at ``b``
+        (the slope rises along a convex line, so weak curvature stays true)."""
+        return predicted_decrease(state.origin, trial, b, self.c1)
+
+    def _step(self, state: BisectionState, trial: Trial):
         decrease = trial.finite & sufficient_decrease(state.origin, trial, self.c1)
         curv = weak_curvature(state.origin, trial, self.c2)
         lo, hi, nxt = bisection_bracket(state.lo, state.hi, trial.step, decrease, curv)
         dt = trial.step.dtype
+        if self.extrapolate is not None:
+            # sufficient decrease fails with lo = 0: skip the halvings the quadratic model says fail (the
+            # largest initial_step 2^-k at or below its boundary, inside the bracket (0, a))
+            jump = grid_below(decrease_boundary(state.origin, trial, self.c1), self.initial_step, 0.5)
+            jump = safeguard(jump, 0.5 ** 20 * trial.step, nxt, nxt)
+            nxt = jnp.where(~decrease & (state.lo == 0), jump, nxt)
         new_hi = ~decrease
         new_lo = decrease & ~curv
         v = jnp.where(trial.finite, trial.value, jnp.nan)

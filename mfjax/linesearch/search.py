@@ -17,7 +17,9 @@ grad=g, value_fn=f)`` returns ``(a p, state)`` with the accepted step ``a``
 
 The search starts only from a finite descent direction
 (:func:`~mfjax.linesearch.kernels.can_start`) and ends when the kernel
-accepts, stops, or after ``kernel.max_trials`` trials.
+accepts, stops, or after ``kernel.max_trials`` trials.  A trial the kernel
+*keeps* (``Decision.keep``: it passes, and the search tries a longer one) is
+the step taken when the search ends without a later accepted or kept trial.
 
 >>> import jax.numpy as jnp, optax
 >>> from mfjax.linesearch.kernels import Backtracking, SufficientDecrease
@@ -106,6 +108,12 @@ def measure_trial(kernel, vg, params, grad, a, p):
     return make_trial(a, v, fin, slope=d, grad_change=dg), x, g
 
 
+def _takes(dec) -> jax.Array:
+    """Whether the driver takes the trial: accepted, or kept (``Decision.keep``) as the step to take if
+    the search ends without a later accepted or kept trial (an extrapolation phase)."""
+    return dec.accept if dec.keep is None else dec.accept | dec.keep
+
+
 def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, store_grad,
                 lazy_grad):
     """The search loop; returns the final :class:`_Carry`."""
@@ -126,19 +134,21 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
             v, vjp = jax.vjp(f, base.trial_point(params, a, p))
             trial = make_trial(a, v, jnp.isfinite(v))
             pre, _ = kernel.step(c.kstate, trial)
-            g = jax.lax.cond(pre.accept, lambda: vjp(jnp.ones_like(v))[0], lambda: c.grad)
+            wanted = _takes(pre)
+            g = jax.lax.cond(wanted, lambda: vjp(jnp.ones_like(v))[0], lambda: c.grad)
             trial = trial._replace(finite=trial.finite & tree_all_finite(g))
-            ng = ng + pre.accept.astype(jnp.int32)
+            ng = ng + wanted.astype(jnp.int32)
         dec, kstate = kernel.step(c.kstate, trial)
         ok = dec.accept
+        take = _takes(dec)   # accepted, or kept as the candidate of an extrapolation phase
         i = c.i + 1
         warm = a if dec.warm is None else dec.warm
         return _Carry(i, jnp.where(ok, a, dec.next_step).astype(a.dtype), kstate,
-                      ok | dec.stop | (i >= kernel.max_trials), ok,
-                      jnp.where(ok, a, c.acc_step).astype(a.dtype),
-                      jnp.where(ok, warm, c.warm).astype(a.dtype),
-                      jnp.where(ok, trial.value, c.value).astype(c.value.dtype),
-                      tree_where(ok, g, c.grad), ng)
+                      ok | dec.stop | (i >= kernel.max_trials), c.ok | take,
+                      jnp.where(take, a, c.acc_step).astype(a.dtype),
+                      jnp.where(take, warm, c.warm).astype(a.dtype),
+                      jnp.where(take, trial.value, c.value).astype(c.value.dtype),
+                      tree_where(take, g, c.grad), ng)
 
     zero = jnp.zeros_like(step0)
     init = _Carry(jnp.asarray(0, jnp.int32), step0, kstate0, ~can_start(origin),
