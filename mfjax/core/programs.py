@@ -22,8 +22,11 @@ The key of a program is the SHA-256 of
 A loaded program is the executable that compiling the same program would
 produce (the same bytes the XLA cache would hand back), so results do not
 depend on whether it came from disk.  Anything that cannot be stored (a
-program with a host callback, several devices) is compiled as usual and not
-written; a file that cannot be read is ignored and replaced.
+program with a host callback, several devices, an executable that JAX's own
+cache handed back) is compiled as usual and not written; a file that cannot
+be read is ignored and replaced.  So a first run stores its programs only
+when it compiles them, e.g. with a fresh cache directory; a first run whose
+programs all come from JAX's cache stores none and later runs trace as before.
 """
 
 from __future__ import annotations
@@ -95,6 +98,29 @@ _CONFIG = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_pro
            "jax_use_simplified_jaxpr_constants")
 
 
+_HITS = {"count": 0, "listening": False}
+
+
+def _on_event(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS["count"] += 1
+
+
+def _xla_cache_hits() -> int:
+    """Programs this process has loaded from JAX's persistent compilation cache so far.
+
+    An executable that came from that cache is not stored again: re-serialized, it loads but fails when run
+    (jaxlib 0.10 on the CPU: ``NOT_FOUND: Function ... not found``), so only programs compiled in this
+    process are written.
+    """
+    if not _HITS["listening"]:
+        import jax.monitoring
+
+        jax.monitoring.register_event_listener(_on_event)
+        _HITS["listening"] = True
+    return _HITS["count"]
+
+
 class ProgramCache:
     """Compiled programs on disk, keyed by what determines them (see the module docstring).
 
@@ -138,8 +164,10 @@ class ProgramCache:
             self.hits += 1
             return compiled
         self.misses += 1
+        before = _xla_cache_hits()
         compiled = lower().compile()
-        self._save(path, compiled)
+        if _xla_cache_hits() == before:  # compiled here, not loaded from XLA's cache (see _xla_cache_hits)
+            self._save(path, compiled)
         return compiled
 
     @staticmethod
