@@ -652,9 +652,12 @@ def compile_fit_timed(
         chunk = lower_chunk().compile()
     else:  # the carry's signature follows from the start program's key and arguments
         sig = (params, tuple(loss_args), tuple(eval_args), factor)
-        start = program_cache.compile(lower_start, ["fit_start", program_key], sig)
+        start = program_cache.compile(lower_start, ["fit_start", program_key], sig,
+                                      call_args=(params, tuple(loss_args), factor))
+        carry = start.out_tree.unflatten([0] * start.out_tree.num_leaves)  # the carry's structure
         chunk = program_cache.compile(
-            lower_chunk, ["fit_chunk", program_key, length, int(eval_every), num_steps], sig)
+            lower_chunk, ["fit_chunk", program_key, length, int(eval_every), num_steps], sig,
+            call_args=(carry, 0, tuple(loss_args), tuple(eval_args)))
 
     def run(params, loss_args: tuple = (), eval_args: tuple = ()):
         loss_args, eval_args = tuple(loss_args), tuple(eval_args)

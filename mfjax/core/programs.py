@@ -121,6 +121,22 @@ def _xla_cache_hits() -> int:
     return _HITS["count"]
 
 
+def _custom_calls_ready() -> bool:
+    """Initialise the CPU LAPACK kernels a loaded program may call (Cholesky, solves).
+
+    Tracing does this lazily; a program that was not traced in this process would call uninitialised
+    kernels and crash.  ``jax.export`` does the same before it runs a deserialized module.  ``False`` (load
+    nothing) when this jax has no such hook.
+    """
+    try:
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+    except Exception:  # noqa: BLE001  (another jax: trace as usual)
+        return False
+    return True
+
+
 class ProgramCache:
     """Compiled programs on disk, keyed by what determines them (see the module docstring).
 
@@ -154,12 +170,18 @@ class ProgramCache:
 
         return jax.process_count() == 1 and jax.device_count() == 1
 
-    def compile(self, lower: Callable[[], Any], key: Any, args):
-        """``lower().compile()``, read from / written to the cache when :meth:`storable`."""
+    def compile(self, lower: Callable[[], Any], key: Any, args, call_args=None):
+        """``lower().compile()``, read from / written to the cache when :meth:`storable`.
+
+        ``args``: what the key's signature is taken from; ``call_args`` (default ``args``): a pytree with
+        the structure of the positional arguments the program will be called with.  A loaded program
+        takes its input structure from them, not from the file: pytree metadata compared by identity
+        (e.g. a ``Ratings``' id maps) does not survive pickling.
+        """
         if not self.storable():
             return lower().compile()
         path = self.path(key, args)
-        compiled = self._load(path)
+        compiled = self._load(path, args if call_args is None else call_args)
         if compiled is not None:
             self.hits += 1
             return compiled
@@ -171,13 +193,19 @@ class ProgramCache:
         return compiled
 
     @staticmethod
-    def _load(path: pathlib.Path):
+    def _load(path: pathlib.Path, call_args):
+        import jax
         from jax.experimental import serialize_executable
 
+        if not _custom_calls_ready():
+            return None
         try:
             with open(path, "rb") as f:
                 payload, in_tree, out_tree = pickle.load(f)
-            return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+            here = jax.tree.structure((tuple(call_args), {}))
+            if here.num_leaves != in_tree.num_leaves or str(here) != str(in_tree):
+                return None
+            return serialize_executable.deserialize_and_load(payload, here, out_tree)
         except FileNotFoundError:
             return None
         except Exception:  # noqa: BLE001  (a truncated / foreign file is recompiled and replaced)
