@@ -17,7 +17,7 @@ from mfjax.core.programs import ProgramCache
 
 TINY = ["--synthetic-size", "60x40", "--synthetic-density", "0.2", "--synthetic-rank", "3", "--iters", "12",
         "--eval-every", "4", "--no-plots", "--no-progress"]
-RUNS = "gd+armijo,gn_block+exact_mf,solver:als"
+RUNS = "gd+armijo,gn_block+exact_mf"
 
 
 def _fresh_program():
