@@ -25,7 +25,7 @@ import time
 
 __all__ = ["main", "build_parser", "load_experiment", "REPRODUCIBLE", "REPRODUCIBLE_HELP",
            "COMPILE_CACHE_ENV", "NO_COMPILE_CACHE_ENV", "compile_cache_dir", "enable_compile_cache",
-           "CompileTimer", "configure_logging"]
+           "CompileTimer", "configure_logging", "program_cache", "PROGRAMS_SUBDIR"]
 
 #: Environment variable naming the persistent compilation cache directory.
 COMPILE_CACHE_ENV = "MFJAX_COMPILE_CACHE_DIR"
@@ -146,6 +146,23 @@ def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.2) 
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+#: Sub-directory of the compilation cache holding whole compiled programs (:func:`program_cache`).
+PROGRAMS_SUBDIR = "mfjax-programs"
+
+
+def program_cache(args):
+    """The :class:`mfjax.core.programs.ProgramCache` of this command (``<compile cache>/mfjax-programs``), or
+    ``None`` when the compilation cache is off (``--no-compile-cache``, ``$MFJAX_NO_COMPILE_CACHE``).
+
+    It stores the optimizer runs' compiled executables, so that a second process skips tracing and lowering
+    as well as compiling them (JAX's own cache saves the compilation only).
+    """
+    from mfjax.core.programs import ProgramCache
+
+    cache = getattr(args, "compile_cache", None)
+    return None if cache is None else ProgramCache(pathlib.Path(cache) / PROGRAMS_SUBDIR)
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -391,7 +408,8 @@ def cmd_compare(args) -> int:
     tally: dict = {}
     results = compare.run_grid(problem, specs, args.out, num_steps=args.iters, eval_every=args.eval_every,
                                seed=args.seed, resume=not args.no_resume, progress=lead and not args.no_progress,
-                               summary=tally, skip_unsupported=not args.runs)  # the grid: skip, an explicit list: error
+                               summary=tally, skip_unsupported=not args.runs,  # the grid: skip, an explicit list: error
+                               program_cache=getattr(args, "programs", None))
     ok = 0 if all(not r.get("error") for r in results) else 1
     if not lead:
         return ok
@@ -412,7 +430,11 @@ def _compile_line(args) -> str:
     where = f"cache {cache}" if cache else "cache off"
     if timer is None:
         return f"not measured ({where})"
-    return f"{timer.seconds:.1f} s in {timer.count} programs ({where})"
+    line = f"{timer.seconds:.1f} s in {timer.count} programs ({where})"
+    programs = getattr(args, "programs", None)
+    if programs is not None:
+        line += f"; stored runs' programs: {programs.hits} loaded, {programs.misses} compiled"
+    return line
 
 
 def _tally_line(tally: dict) -> str:
@@ -452,7 +474,7 @@ def cmd_fit(args) -> int:
     bar = _fit_progress(args, spec, problem)
     try:
         rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed,
-                              callback=bar)
+                              callback=bar, program_cache=getattr(args, "programs", None))
     finally:
         if hasattr(bar, "close"):
             bar.close()
@@ -579,6 +601,7 @@ def main(argv=None) -> int:
         _use_devices(getattr(args, "devices", 1))
         args.compile_cache = enable_compile_cache(getattr(args, "no_compile_cache", False))
         args.compile_timer = CompileTimer()
+        args.programs = program_cache(args)
     handlers = {"compare": cmd_compare, "fit": cmd_fit, "reproduce": cmd_reproduce, "data": cmd_data,
                 "launch": cmd_launch}
     if not distributed.is_initialized():

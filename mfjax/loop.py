@@ -591,6 +591,8 @@ def compile_fit_timed(
     chunks: int = 20,
     callback: Optional[Callable[[Progress], None]] = None,
     callback_every: int = 10,
+    program_cache=None,
+    program_key=None,
 ):
     """:func:`compile_fit` with measured wall time: the scan runs in ``chunks`` compiled pieces.
 
@@ -608,6 +610,16 @@ def compile_fit_timed(
       the end of step ``t``, measured at the last step of every chunk and NaN
       at the steps inside a chunk (not measured; never interpolated).
       ``callback`` / ``callback_every``: the progress hook of :func:`fit`.
+
+    ``program_cache``: an optional :class:`mfjax.core.programs.ProgramCache`;
+    with it the two compiled programs (start and chunk) are read from disk
+    when an earlier process stored them under ``program_key`` (no tracing,
+    lowering or compilation) and written there otherwise.  ``program_key``
+    (JSON-able) must identify everything static about the run that the
+    arguments' shapes do not: ``loss_fn``, ``optimizer`` (with any data it
+    closes over) and ``eval_fn``; the sizes, chunking and argument
+    signatures are added here.  Not used with a ``callback`` (a host
+    callback cannot be stored).
     """
     import numpy as np
 
@@ -623,14 +635,29 @@ def compile_fit_timed(
         return lambda params, loss_args=(), eval_args=(): (run0(params, loss_args, eval_args), np.zeros(0))
     length = math.ceil(num_steps / int(chunks))
     starts = list(range(0, num_steps, length))
-    start = _fit_start_jit.lower(params, tuple(loss_args), factor, loss_fn=loss_fn,
-                                 optimizer=optimizer).compile()
-    c0 = start(params, tuple(loss_args), factor)  # one value and gradient: the carry's shapes and shardings
-    chunk = _fit_chunk_jit.lower(c0, jnp.int32(0), tuple(loss_args), tuple(eval_args), loss_fn=loss_fn,
-                                 optimizer=optimizer, length=length, eval_fn=eval_fn,
-                                 eval_every=int(eval_every), callback=callback,
-                                 callback_every=check_callback_every(callback, callback_every),
-                                 num_steps=num_steps).compile()
+    every = check_callback_every(callback, callback_every)
+
+    def lower_start():
+        return _fit_start_jit.lower(params, tuple(loss_args), factor, loss_fn=loss_fn, optimizer=optimizer)
+
+    def lower_chunk():
+        c0 = start(params, tuple(loss_args), factor)  # one value and gradient: the carry's shapes and shardings
+        return _fit_chunk_jit.lower(c0, jnp.int32(0), tuple(loss_args), tuple(eval_args), loss_fn=loss_fn,
+                                    optimizer=optimizer, length=length, eval_fn=eval_fn,
+                                    eval_every=int(eval_every), callback=callback, callback_every=every,
+                                    num_steps=num_steps)
+
+    if program_cache is None or callback is not None:
+        start = lower_start().compile()
+        chunk = lower_chunk().compile()
+    else:  # the carry's signature follows from the start program's key and arguments
+        sig = (params, tuple(loss_args), tuple(eval_args), factor)
+        start = program_cache.compile(lower_start, ["fit_start", program_key], sig,
+                                      call_args=(params, tuple(loss_args), factor))
+        carry = start.out_tree.unflatten([0] * start.out_tree.num_leaves)  # the carry's structure
+        chunk = program_cache.compile(
+            lower_chunk, ["fit_chunk", program_key, length, int(eval_every), num_steps], sig,
+            call_args=(carry, 0, tuple(loss_args), tuple(eval_args)))
 
     def run(params, loss_args: tuple = (), eval_args: tuple = ()):
         loss_args, eval_args = tuple(loss_args), tuple(eval_args)

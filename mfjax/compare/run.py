@@ -203,7 +203,8 @@ def trace_record(trace) -> dict:
     }
 
 
-def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key, callback=None):
+def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key, callback=None,
+             program_cache=None, seed: int = 0):
     from mfjax import loop
 
     # data enter the compiled loop as traced arguments, not as embedded constants
@@ -231,7 +232,8 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     t0 = time.perf_counter()
     compiled = loop.compile_fit_timed(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
                                       eval_every=eval_every, chunks=TIME_CHUNKS, callback=callback,
-                                      callback_every=eval_every)
+                                      callback_every=eval_every, program_cache=program_cache,
+                                      program_key=_program_key(spec, problem, num_steps, eval_every, seed))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res, seconds = compiled(*args)
@@ -240,6 +242,14 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     trace = trace_record(res.trace)
     trace["time_s"] = seconds
     return _host_params(res.params), trace, wall, compile_s, int(res.status)
+
+
+def _program_key(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, seed: int) -> dict:
+    """What an optimizer run's compiled programs depend on beyond their arguments' shapes: the spec (direction,
+    step rule, options), the problem (``l2``, scale, rank and the data checksum and split: the data-dependent
+    rules embed the training ratings), the loss and metric, the budget and the timing pieces."""
+    return {"run": run_config(problem, spec, num_steps, eval_every, seed), "time_chunks": TIME_CHUNKS,
+            "loss": "masked_sq_loss", "eval": "metrics.rmse"}
 
 
 def _host_params(params):
@@ -292,7 +302,7 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
 
 
 def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every: int = 10,
-            seed: int = 0, callback=None) -> dict:
+            seed: int = 0, callback=None, program_cache=None) -> dict:
     """Run one spec on the problem; return a JSON-ready record with the trace.
 
     The record's ``status`` is the stop reason's name (``max_steps``,
@@ -308,23 +318,27 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
     (``None`` for a diverged or non-finite run).  ``callback`` is an
     optimizer run's progress hook (:mod:`mfjax.core.progress`, a report every
     ``eval_every`` steps; a program with a host callback is not written to
-    the persistent compilation cache); solvers ignore it.
+    the persistent compilation cache); solvers ignore it.  ``program_cache``: an optional
+    :class:`mfjax.core.programs.ProgramCache` from which an optimizer run's compiled programs are
+    loaded (written on a miss), so that a second process skips tracing and compiling them; the results
+    are the same with or without it.
     """
     key = jax.random.key(seed)
     if spec.kind == "solver":
         params, trace, wall, compile_s, code = _run_solver(spec, problem, num_steps, key)
     else:
         params, trace, wall, compile_s, code = _run_opt(spec, problem, num_steps, eval_every, key,
-                                                        callback=callback)
+                                                        callback=callback, program_cache=program_cache,
+                                                        seed=seed)
     test = problem.test.device_put()
     train = problem.train.device_put()
-    initial_loss = float(masked_sq_loss(init_factors(key, problem.train.shape, problem.rank), train,
-                                        problem.l2, scale=problem.scale))
-    final_loss = float(masked_sq_loss(params, train, problem.l2, scale=problem.scale))
+    scale = tuple(float(v) for v in problem.rating_scale) if problem.rating_scale is not None else None
+    numbers = _summary_jit(params, init_factors(key, problem.train.shape, problem.rank), train, test,
+                           problem.l2, scale=problem.scale, clip=scale)
+    initial_loss, final_loss, train_rmse, test_rmse, test_clipped = (float(v) for v in numbers)
     reported = status_name(code)
     status = classify_status(reported, initial_loss, final_loss)
-    scale = tuple(problem.rating_scale) if problem.rating_scale is not None else None
-    clipped = None if status in FAILED_STATUSES else float(metrics.rmse(params, test, clip=scale))
+    clipped = None if status in FAILED_STATUSES else test_clipped
     return {
         "name": spec.name,
         "spec": dataclasses.asdict(spec),
@@ -333,8 +347,8 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
         "reported_status": reported,
         "initial_loss": initial_loss,
         "final_loss": final_loss,
-        "train_rmse": float(metrics.rmse(params, train)),
-        "test_rmse": float(metrics.rmse(params, test)),
+        "train_rmse": train_rmse,
+        "test_rmse": test_rmse,
         "test_rmse_clipped": clipped,
         "rating_scale": None if scale is None else list(scale),
         "fun_evals": int(np.nanmax(trace["fun_evals"])) if len(trace["fun_evals"]) else 0,
@@ -343,6 +357,15 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
         "compile_s": compile_s,
         "trace": trace,
     }
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "clip"))
+def _summary_jit(params, params0, train, test, l2, *, scale, clip):
+    """A record's numbers in one compiled program (op-by-op they cost a dispatch and a small compilation
+    each in every new process): the objective at the initial and final parameters, train / test RMSE and the
+    test RMSE clipped to the rating scale ``clip``."""
+    return (masked_sq_loss(params0, train, l2, scale=scale), masked_sq_loss(params, train, l2, scale=scale),
+            metrics.rmse(params, train), metrics.rmse(params, test), metrics.rmse(params, test, clip=clip))
 
 
 def run_config(problem: Problem, spec: RunSpec, num_steps: int, eval_every: int, seed: int) -> dict:
@@ -360,7 +383,7 @@ def _tally(summary: dict | None, what: str, name: str, reason: str | None = None
 def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: int = 100,
              eval_every: int = 10, seed: int = 0, resume: bool = True, progress: bool = True,
              log: Callable[[str], None] | None = None, summary: dict | None = None,
-             skip_unsupported: bool = False) -> list[dict]:
+             skip_unsupported: bool = False, program_cache=None) -> list[dict]:
     """Run every spec, writing ``out_dir/runs/<name>.json`` atomically as each finishes.
 
     With ``resume=True`` a run whose file holds a complete record with the
@@ -382,6 +405,8 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
         (``status`` ``"skipped"``, ``error`` ``None``, not stored in
         ``runs/``).  The main job sets it for its default grid; an explicit
         run list keeps the error.
+      program_cache: optional :class:`mfjax.core.programs.ProgramCache` of compiled programs
+        (:func:`run_one`).
 
     Returns:
       The records, in the order of ``specs`` (JSON types, as stored).
@@ -416,7 +441,8 @@ def run_grid(problem: Problem, specs: Sequence[RunSpec], out_dir, *, num_steps: 
             _set_desc(bar, spec.name)
             try:
                 check_multiprocess(spec, problem)
-                rec = run_one(spec, problem, num_steps=num_steps, eval_every=eval_every, seed=seed)
+                rec = run_one(spec, problem, num_steps=num_steps, eval_every=eval_every, seed=seed,
+                              program_cache=program_cache)
                 rec["error"] = None
             except Exception as e:  # noqa: BLE001  (a bad combination is reported, not fatal for the grid)
                 rec = error_record(spec, e, log if writer else (lambda _msg: None))
