@@ -131,7 +131,9 @@ def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.2) 
     A second run of the same program then loads its compiled programs from disk instead of compiling
     them again.  Off when ``disabled`` or ``$MFJAX_NO_COMPILE_CACHE`` is set; returns the directory used,
     or ``None`` when off.  Programs that compile in under ``min_compile_secs`` are not written (not worth
-    a file).
+    a file).  It also sets the process's default :class:`mfjax.core.programs.ProgramCache`
+    (``<cache>/mfjax-programs``), from which the solver aliases (``sgd``, ``als``) load their whole
+    compiled runs without tracing them.
     """
     if disabled or _cache_disabled_by_env():
         return None
@@ -145,6 +147,8 @@ def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.2) 
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    from mfjax.core import programs
+    programs.set_default_cache(programs.ProgramCache(path / PROGRAMS_SUBDIR))  # the solvers' whole runs
     return path
 
 

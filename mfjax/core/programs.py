@@ -40,7 +40,7 @@ import pickle
 import tempfile
 from typing import Any, Callable
 
-__all__ = ["ProgramCache", "source_hash", "signature"]
+__all__ = ["ProgramCache", "source_hash", "signature", "default_cache", "set_default_cache"]
 
 _FORMAT = 1  # bump when the file layout changes
 
@@ -153,6 +153,7 @@ class ProgramCache:
         self.directory = pathlib.Path(directory)
         self.hits = 0
         self.misses = 0
+        self._memo: dict = {}  # path -> executable: a second look-up in this process reads no file
 
     def key(self, key: Any, args) -> str:
         """The file name (hex SHA-256) of the program ``key`` compiled for ``args``."""
@@ -181,15 +182,20 @@ class ProgramCache:
         if not self.storable():
             return lower().compile()
         path = self.path(key, args)
+        if path in self._memo:
+            self.hits += 1
+            return self._memo[path]
         compiled = self._load(path, args if call_args is None else call_args)
         if compiled is not None:
             self.hits += 1
+            self._memo[path] = compiled
             return compiled
         self.misses += 1
         before = _xla_cache_hits()
         compiled = lower().compile()
         if _xla_cache_hits() == before:  # compiled here, not loaded from XLA's cache (see _xla_cache_hits)
             self._save(path, compiled)
+        self._memo[path] = compiled
         return compiled
 
     @staticmethod
@@ -229,3 +235,22 @@ class ProgramCache:
                 os.unlink(tmp)
             except (OSError, UnboundLocalError):
                 pass
+
+
+_DEFAULT: list = [None]
+
+
+def default_cache():
+    """The process's default :class:`ProgramCache` (``None`` unless :func:`set_default_cache` set one).
+
+    The solver aliases (:func:`mfjax.solvers.sgd`, :func:`mfjax.solvers.als`) store their compiled runs
+    there; :func:`mfjax.cli.enable_compile_cache` sets it next to the XLA cache.
+    """
+    return _DEFAULT[0]
+
+
+def set_default_cache(cache) -> None:
+    """Set (a :class:`ProgramCache`) or clear (``None``) the process's default program cache."""
+    if cache is not None and not isinstance(cache, ProgramCache):
+        raise TypeError(f"expected a ProgramCache or None, got {type(cache).__name__}")
+    _DEFAULT[0] = cache

@@ -490,5 +490,6 @@ def als(
               num_steps, eval_set=None if eval_set is None else eval_set.device_put(),
               eval_every=eval_every, metric=RMSE(None if clip is None else
                                                  (float(clip[0]), float(clip[1]))),
-              callback=callback, callback_every=callback_every)
+              callback=callback, callback_every=callback_every,
+              program_key=None if mesh is not None else ["als", int(chunk_size), method, int(cg_steps), bool(gram)])
     return _args.raise_if_nonfinite(res, "ALS", "sweep")

@@ -322,7 +322,8 @@ def _run_timed(timer: StepTimes, state, problem, eval_set, factor, *, step, num_
 
 def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_every: int = 1,
         metric: Callable = RMSE(), divergence_factor: Optional[float] = 10.0,
-        callback: Optional[Callable[[Progress], None]] = None, callback_every: int = 1) -> SolverResult:
+        callback: Optional[Callable[[Progress], None]] = None, callback_every: int = 1,
+        program_key=None, program_cache=None) -> SolverResult:
     """Run ``num_steps`` steps of ``solver`` from ``state`` in one compiled ``lax.scan``.
 
     Step ``t``: ``state, info = solver.step(state, problem)``; accepted when
@@ -347,6 +348,16 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
         host every ``callback_every`` steps and at the stop
         (:mod:`mfjax.core.progress`); ``None`` traces nothing.
       callback_every: steps between progress reports.
+      program_key: optional JSON-able description of everything static about
+        ``solver.step`` (its settings; e.g. ``["sgd", batch_size, ...]``).  With
+        it, the compiled run is read from / written to ``program_cache``
+        (default :func:`mfjax.core.programs.default_cache`, set by
+        :func:`mfjax.cli.enable_compile_cache`): a second process with the same
+        key, argument shapes and mfjax source skips tracing, lowering and
+        compilation.  Ignored with a ``callback``, inside :func:`time_steps`,
+        or when no cache is set.  The key must change whenever the step
+        function does; the solver aliases build theirs.
+      program_cache: a :class:`mfjax.core.programs.ProgramCache` (overrides the default).
 
     Returns:
       :class:`SolverResult` (``state`` included, to continue the run).
@@ -366,8 +377,17 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
     if timer is not None:  # inside ``time_steps``: the same steps in timed chunks
         return _run_timed(timer, state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
                           metric=metric, eval_every=int(eval_every), **extra)
-    return _run_jit(state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
-                    metric=metric, eval_every=int(eval_every), **extra)
+    static = dict(step=solver.step, num_steps=int(num_steps), metric=metric, eval_every=int(eval_every), **extra)
+    if program_cache is None and program_key is not None:
+        from mfjax.core import programs
+        program_cache = programs.default_cache()
+    if program_key is not None and program_cache is not None and callback is None and program_cache.storable():
+        args = (state, problem, eval_set, factor)
+        compiled = program_cache.compile(
+            lambda: _run_jit.lower(*args, **static),
+            ["solver_run", program_key, int(num_steps), int(eval_every), repr(metric)], args)
+        return compiled(*args)
+    return _run_jit(state, problem, eval_set, factor, **static)
 
 
 def check_ratings(r: Ratings, what: str) -> np.ndarray:

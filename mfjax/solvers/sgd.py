@@ -45,6 +45,8 @@ and receives the sum of those updates, so large batches need a smaller
 Step sizes.  ``lr`` is the constant step; ``decay=g`` multiplies it by ``g``
 after every epoch (Koren's 0.9 rule); a callable ``schedule(step) -> lr``
 (any optax schedule, ``step`` counting minibatches from 0) replaces both.
+``adaptive=True`` divides each row's step by ``sqrt(G_z)``, its accumulated
+mean squared gradient (LIBMF's per-row AdaGrad, Chin et al. 2015).
 
 One epoch is one step of :func:`sgd_solver` (the protocol of
 :mod:`mfjax.solvers.base`); the whole run (all epochs, the per-epoch training
@@ -78,6 +80,10 @@ References:
   recommender systems", IEEE Computer 42(8), 2009.
 
   Jaggi, M. "Matrix Factorizations", EPFL CS-433 lecture notes, 2024.
+
+  Chin, W.-S., Zhuang, Y., Juan, Y.-C., Lin, C.-J. "A learning-rate schedule
+  for stochastic gradient methods to matrix factorization", PAKDD 2015
+  (``adaptive=True``).
 """
 
 from __future__ import annotations
@@ -131,6 +137,8 @@ class SGDState(NamedTuple):
       epoch: int32 epochs done.
       lr: the constant step size ``a`` (traced: a second ``lr`` does not recompile).
       decay: the per-epoch factor ``g`` (step ``a g^epoch``).
+      accum: ``adaptive=True`` only: ``(m + n,)`` accumulated mean squared
+        gradient ``G`` of each row of ``U`` then ``V`` (starts at 1); else ``None``.
     """
 
     params: Params
@@ -139,6 +147,7 @@ class SGDState(NamedTuple):
     epoch: jax.Array
     lr: jax.Array
     decay: jax.Array
+    accum: jax.Array | None = None
 
 
 class SGDInfo(NamedTuple):
@@ -155,7 +164,7 @@ class SGDInfo(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _epoch_step(batch_size: int, schedule, loss_trace: str):
+def _epoch_step(batch_size: int, schedule, loss_trace: str, adaptive: bool = False):
     """The cached ``step`` of :func:`sgd_solver` (one epoch; static settings only)."""
 
     def step(state: SGDState, problem):
@@ -194,30 +203,40 @@ def _epoch_step(batch_size: int, schedule, loss_trace: str):
             return lr_epoch if schedule is None else jnp.asarray(schedule(step), dtype)
 
         def batch(c, inp):
-            Z, step, sse = c
+            Z, G, step, sse = c
             ix, x, mk = inp
             mk2 = jnp.concatenate([mk, mk])
             reg = reg_f[ix] * mk2
             if biased:  # the bias column carries l2_bias
                 reg = jnp.where(is_bias, (reg_b[ix] * mk2)[:, None], reg[:, None])
-            Z, e = _update(Z, ix, x, mk, lr_at(step), reg, mean, biased)
-            return (Z, step + 1, sse + jnp.sum(e * e)), None
+            if adaptive:
+                Z, e, G = _update(Z, ix, x, mk, lr_at(step), reg, mean, biased, accum=G)
+            else:
+                Z, e = _update(Z, ix, x, mk, lr_at(step), reg, mean, biased)
+            return (Z, G, step + 1, sse + jnp.sum(e * e)), None
 
-        (Z, step, sse), _ = jax.lax.scan(batch, (Z0, state.step, jnp.zeros((), dtype)),
-                                         (idx, xs, msk))
+        G0 = _initial_accum(params) if adaptive and state.accum is None else state.accum
+        (Z, G, step, sse), _ = jax.lax.scan(batch, (Z0, G0, state.step, jnp.zeros((), dtype)),
+                                            (idx, xs, msk))
         p = _unstack(Z, params, m)
         if loss_trace == "exact":
             loss = _objective.value(obj, p)
         else:  # "running": residuals seen during the epoch + exact penalty at its end
             loss = obj.data_weight.astype(dtype) * sse + _objective.penalty(obj, p)
-        new = SGDState(p, state.key, step, state.epoch + 1, state.lr, state.decay)
+        new = SGDState(p, state.key, step, state.epoch + 1, state.lr, state.decay, G if adaptive else None)
         return new, SGDInfo(loss, lr_at(state.step))
 
     return step
 
 
+def _initial_accum(params: Params) -> jax.Array:
+    """LIBMF's starting accumulator: ``G = 1`` for every row of ``U`` and ``V`` (the first step is ``lr``)."""
+    return jnp.ones((params.U.shape[0] + params.V.shape[0],), params.U.dtype)
+
+
 def sgd_solver(*, lr: float = 0.01, decay: float = 1.0, batch_size: int = 1,
-               schedule: Callable[[Any], Any] | None = None, loss_trace: str = "exact") -> Solver:
+               schedule: Callable[[Any], Any] | None = None, loss_trace: str = "exact",
+               adaptive: bool = False) -> Solver:
     """SGD as a :class:`~mfjax.solvers.base.Solver`: one step is one shuffled epoch.
 
     The problem is an :class:`SGDProblem` (:func:`sgd_problem`; the row
@@ -232,6 +251,7 @@ def sgd_solver(*, lr: float = 0.01, decay: float = 1.0, batch_size: int = 1,
       batch_size: entries updated together (1 = sequential per-rating SGD).
       schedule: optional optax-style ``step -> lr`` (hashable; replaces ``lr``, ``decay``).
       loss_trace: ``"exact"`` or ``"running"`` (module docstring).
+      adaptive: per-row adaptive steps ``lr / sqrt(G_z)`` (LIBMF; see :func:`sgd`).
 
     Returns:
       ``Solver(init, step)``: ``init(params, problem, key) -> SGDState``,
@@ -247,26 +267,34 @@ def sgd_solver(*, lr: float = 0.01, decay: float = 1.0, batch_size: int = 1,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if loss_trace not in LOSS_TRACES:
         raise ValueError(f"loss_trace must be 'exact' or 'running', got {loss_trace!r}")
-    step = _epoch_step(int(batch_size), schedule, loss_trace)
+    step = _epoch_step(int(batch_size), schedule, loss_trace, bool(adaptive))
 
     def init(params: Params, problem=None, key=None) -> SGDState:
         del problem
         key = jax.random.key(0) if key is None else key
         dtype = params.U.dtype
         zero = jnp.asarray(0, jnp.int32)
+        accum = _initial_accum(params) if adaptive else None
         return SGDState(params, key, zero, zero, jnp.asarray(0.0 if schedule is not None else lr,
-                                                             dtype), jnp.asarray(decay, dtype))
+                                                             dtype), jnp.asarray(decay, dtype), accum)
 
     return Solver(init, step)
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "rank", "biases", "scale", "dtype"))
+def _random_params(key, mean, *, shape, rank, biases, scale, dtype):
+    """The random start, one compiled program (eagerly it is about ten small ones)."""
+    if biases:
+        return init_biased_factors(key, shape, rank, mean=mean, scale=scale, dtype=dtype)
+    return init_factors(key, shape, rank, scale=scale, dtype=dtype)
 
 
 def _initial_params(train, rank, biases, init, key, init_scale, dtype):
     m, n = train.shape
     if init is None:
-        if biases:
-            return init_biased_factors(key, (m, n), rank, mean=train.mean(), scale=init_scale,
-                                       dtype=dtype)
-        return init_factors(key, (m, n), rank, scale=init_scale, dtype=dtype)
+        return _random_params(key, np.asarray(train.mean() if biases else 0.0, np.dtype(dtype)),
+                              shape=(m, n), rank=rank, biases=biases, scale=init_scale,
+                              dtype=np.dtype(dtype))
     check_not_all_zero(init, "init")
     U, V = jnp.asarray(init.U, dtype), jnp.asarray(init.V, dtype)
     if U.shape != (m, rank) or V.shape != (n, rank):
@@ -304,6 +332,7 @@ def sgd(
     init_scale: float = 0.1,
     dtype=jnp.float32,
     loss_trace: str = "exact",
+    adaptive: bool = False,
     num_epochs: int = UNSET,
     eval: Ratings | None = UNSET,  # noqa: A002  (deprecated alias of eval_set)
     callback=None,
@@ -349,6 +378,13 @@ def sgd(
         during the epoch; it lags the exact value, by more in early epochs),
         plus the exact regulariser of the parameters at the epoch's end.
         Both detect divergence.
+      adaptive: per-row adaptive step sizes (LIBMF's learning-rate schedule,
+        Chin, Zhuang, Juan & Lin 2015): each row ``z`` of ``[U, b]`` and of
+        ``[V, c]`` keeps ``G_z`` (starting at 1) and steps ``lr / sqrt(G_z)``;
+        after each of its updates ``G_z += ||g_z||^2 / c``, with ``g_z`` that
+        update's gradient (``-(e p - l z)``) and ``c`` its length.  Rows that
+        are updated often take smaller steps, so a larger ``lr`` (LIBMF's
+        default 0.1) is stable; ``decay`` and ``schedule`` still scale ``lr``.
       num_epochs, eval: deprecated aliases of ``num_steps``, ``eval_set``.
 
     Returns:
@@ -397,10 +433,12 @@ def sgd(
     problem = sgd_problem(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2,
                          dtype=np.dtype(dtype))
     solver = sgd_solver(lr=lr, decay=decay, batch_size=batch_size, schedule=schedule,
-                        loss_trace=loss_trace)
+                        loss_trace=loss_trace, adaptive=adaptive)
     eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
+    # the step is determined by these settings (a schedule is a function: not keyed, not stored)
+    key_ = None if schedule is not None else ["sgd", batch_size, loss_trace, bool(adaptive)]
     res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=eval_d,
               eval_every=eval_every, metric=RMSE(None if clip is None else tuple(map(float, clip))),
-              callback=callback, callback_every=callback_every)
+              callback=callback, callback_every=callback_every, program_key=key_)
     return _args.raise_if_nonfinite(res, "SGD diverged", "epoch",
                                     f" (lr={lr}, batch_size={batch_size}); lower the step size")

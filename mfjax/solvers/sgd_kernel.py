@@ -12,8 +12,15 @@ A minibatch applies all its ratings' updates together (scatter-add).
 of ``U`` and ``V`` (and the biases, as an extra column) live in one buffer
 ``Z = [[U, b], [V, c]]`` so that XLA updates it in place inside a scan.
 
+With an accumulator (``adaptive=True`` of :func:`mfjax.solvers.sgd`) each
+row's step is ``a / sqrt(G_z)``, ``G_z = 1 + sum ||g_z||^2 / c`` over its
+past updates (LIBMF's per-row AdaGrad, Chin et al. 2015).
+
 References:
   Funk, S. "Netflix Update: Try This at Home", 2006.
+
+  Chin, W.-S., Zhuang, Y., Juan, Y.-C., Lin, C.-J. "A learning-rate schedule
+  for stochastic gradient methods to matrix factorization", PAKDD 2015.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def _unstack(Z, like: Params, m: int) -> Params:
     return Factors(Z[:m], Z[m:])
 
 
-def _update(Z, idx, values, mask, lr, reg, mean, biases: bool):
+def _update(Z, idx, values, mask, lr, reg, mean, biases: bool, accum=None):
     """The per-rating update of a batch on the stacked buffer.
 
     ``idx = [i_1..i_B, m + j_1..m + j_B]`` (rows of ``Z``), ``reg`` (2B,) the
@@ -68,6 +75,12 @@ def _update(Z, idx, values, mask, lr, reg, mean, biases: bool):
     row ``i`` and ``p = [u_i, 1]`` for column ``j`` (``p`` = the partner row
     without bias column when unbiased); all ``2B`` row updates are added
     (scatter-add) to the old ``Z``.  Returns ``(Z_new, e)``.
+
+    ``accum`` (optional, ``(m + n,)``): the per-row adaptive step of LIBMF
+    (Chin, Zhuang, Juan & Lin 2015): row ``z``'s step is ``lr / sqrt(G_z)``
+    with ``G_z`` its accumulated mean squared gradient, and ``G_z`` grows by
+    ``||g_z||^2 / c`` (``c`` columns of ``Z``) for each of its entries in the
+    batch, after the batch's step.  Returns ``(Z_new, e, G_new)`` then.
     """
     zz = Z[idx]
     B = values.shape[0]
@@ -84,11 +97,17 @@ def _update(Z, idx, values, mask, lr, reg, mean, biases: bool):
         pred = jnp.sum(zi * zj, axis=1)
     e = mask * (values - pred)
     e2 = jnp.concatenate([e, e])
-    upd = lr * (e2[:, None] * other - (reg if reg.ndim == 2 else reg[:, None]) * zz)
-    # the barrier materialises the updates: without it XLA fuses their whole
-    # computation into the scatter and runs it element by element (~3x slower)
-    upd = jax.lax.optimization_barrier(upd)
-    return Z.at[idx].add(upd), e
+    neg_grad = e2[:, None] * other - (reg if reg.ndim == 2 else reg[:, None]) * zz
+    if accum is None:
+        upd = lr * neg_grad
+        # the barrier materialises the updates: without it XLA fuses their whole
+        # computation into the scatter and runs it element by element (~3x slower)
+        upd = jax.lax.optimization_barrier(upd)
+        return Z.at[idx].add(upd), e
+    upd = (lr * jax.lax.rsqrt(accum[idx]))[:, None] * neg_grad
+    grow = jnp.mean(neg_grad * neg_grad, axis=1)  # 0 for masked-out entries (e = reg = 0 there)
+    upd, grow = jax.lax.optimization_barrier((upd, grow))
+    return Z.at[idx].add(upd), e, accum.at[idx].add(grow)
 
 
 def _stacked_step(Z, m, rows, cols, values, mask, lr, reg_row, reg_col, mean, biases: bool):
@@ -140,6 +159,7 @@ class SGDProblem(NamedTuple):
     share: jax.Array
 
 
+@jax.jit
 def _share(obj: MFObjective) -> jax.Array:
     m, n = obj.shape
     dtype = obj.values.dtype
