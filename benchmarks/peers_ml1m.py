@@ -81,6 +81,9 @@ ALS_EXTRA_RANK = 128
 #: name -> (library, default hyperparameters when no tuned file exists)
 CONTENDERS = {
     "mfjax-sgd": ("mfjax", dict(method="sgd", rank=32, lr=0.02, l2=0.02, batch_size=4096)),
+    # LIBMF's per-row adaptive steps (Chin et al. 2015), mfjax.solvers.sgd(adaptive=True)
+    "mfjax-sgd-adaptive": ("mfjax", dict(method="sgd", rank=64, lr=0.1, l2=0.05, batch_size=4096,
+                                         extra=dict(adaptive=True))),
     "mfjax-als": ("mfjax", dict(method="als", rank=10, l2=0.05)),
     "mfjax-als-cg": ("mfjax", dict(method="als-cg", rank=10, l2=0.05, cg_steps=3)),
     "libmf": ("libmf", dict(rank=64, eta=0.1, l2=0.05)),
@@ -92,6 +95,8 @@ CONTENDERS = {
 GRIDS = {
     "mfjax-sgd": [dict(method="sgd", rank=r, lr=lr, l2=l2, batch_size=4096)
                   for r in (16, 64) for lr in (0.01, 0.02) for l2 in (0.02, 0.05)],
+    "mfjax-sgd-adaptive": [dict(method="sgd", rank=r, lr=lr, l2=l2, batch_size=4096, extra=dict(adaptive=True))
+                           for r in (64, 128) for lr in (0.05, 0.1) for l2 in (0.03, 0.05)],
     "mfjax-als": [dict(method="als", rank=r, l2=l2) for r in (10, 16) for l2 in (0.05, 0.08)],
     "mfjax-als-cg": [dict(method="als-cg", rank=10, l2=l2, cg_steps=3) for l2 in (0.05, 0.08)],
     "libmf": [dict(rank=r, eta=0.1, l2=l2) for r in (32, 128) for l2 in (0.02, 0.05)],

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mfjax as mf
 from mfjax.core import programs
 from mfjax.data import Ratings
 from mfjax.losses import BiasedFactors, Factors
@@ -132,35 +131,48 @@ def test_adaptive_steps_stay_stable_where_plain_sgd_diverges(lowrank):
     assert plain.state.accum is None
 
 
-def test_solver_runs_are_stored_and_loaded(lowrank, tmp_path):
-    """With a program cache the first run stores its compiled program and a second loads it: same result."""
-    train, test = lowrank
-    old = programs.default_cache()
-    xla_cache = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)  # an earlier test may have turned XLA's on:
-    try:  # a program it hands back is not stored (see ProgramCache.compile)
-        kw = dict(key=jax.random.key(0), lr=0.05, l2=0.05, num_steps=4, biases=True, weighted_l2=True,
-                  batch_size=64, eval_set=test, adaptive=True, loss_trace="running")
-        first = programs.ProgramCache(tmp_path)
-        programs.set_default_cache(first)
-        a = sgd(train, 3, **kw)
-        assert (first.hits, first.misses) == (0, 1)
-        assert len(list(tmp_path.glob("*.bin"))) == 1
-        second = programs.ProgramCache(tmp_path)  # as a new process would make it
-        programs.set_default_cache(second)
-        b = sgd(train, 3, **kw)
-        assert (second.hits, second.misses) == (1, 0)
-        np.testing.assert_array_equal(np.asarray(a.params.U), np.asarray(b.params.U))
-        np.testing.assert_array_equal(np.asarray(a.trace.eval_metric), np.asarray(b.trace.eval_metric))
-        # another setting is another program; ALS stores its own
-        sgd(train, 3, **{**kw, "adaptive": False})
-        mf.solvers.als(train, 3, l2=0.1, num_steps=2, biases=True, eval_set=test)
-        assert second.misses == 2 and len(list(tmp_path.glob("*.bin"))) == 3
-        # a schedule is a function: never keyed, never stored
-        sgd(train, 3, **{**kw, "schedule": lambda s: 0.01})
-        assert second.misses == 2
-    finally:
-        programs.set_default_cache(old)
-        jax.config.update("jax_enable_compilation_cache", xla_cache)
+_PROCESS = r"""
+import json, sys
+import jax, numpy as np
+import mfjax as mf
+from mfjax.core import programs
+cache = programs.ProgramCache(sys.argv[1])
+programs.set_default_cache(cache)
+train = mf.data.synthetic(m=60, n=40, rank=3, density=0.3, seed=0)
+kw = dict(key=jax.random.key(0), lr=0.05, l2=0.05, num_steps=4, biases=True, weighted_l2=True,
+          batch_size=64, adaptive=True, loss_trace="running")
+res = mf.solvers.sgd(train, 3, **kw)
+out = dict(hits=cache.hits, misses=cache.misses, U=np.asarray(res.params.U).tolist(),
+           loss=np.asarray(res.trace.loss).tolist())
+mf.solvers.sgd(train, 3, **{**kw, "adaptive": False})        # another setting: another program
+mf.solvers.als(train, 3, l2=0.1, num_steps=2, biases=True)   # ALS stores its own
+mf.solvers.sgd(train, 3, **{**kw, "schedule": lambda s: 0.01})  # a function: never keyed, never stored
+out.update(hits_all=cache.hits, misses_all=cache.misses)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _fresh_process(directory):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}  # XLA's cache off
+    proc = subprocess.run([sys.executable, "-c", _PROCESS, str(directory)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def test_solver_runs_are_stored_and_loaded_by_a_new_process(tmp_path):
+    """A first process compiles and stores the solvers' runs; a second loads them (no tracing): same result."""
+    first = _fresh_process(tmp_path)
+    assert (first["hits"], first["misses"]) == (0, 1)
+    assert (first["hits_all"], first["misses_all"]) == (0, 3)
+    assert len(list(tmp_path.glob("*.bin"))) == 3
+    second = _fresh_process(tmp_path)
+    assert (second["hits_all"], second["misses_all"]) == (3, 0)
+    assert second["U"] == first["U"] and second["loss"] == first["loss"]
     with pytest.raises(TypeError, match="ProgramCache"):
         programs.set_default_cache("/tmp")
