@@ -8,9 +8,11 @@ with a header), with MovieLens-like id ranges (162k users, 60k sparse movie
 ids).  For each file, best of ``--repeats`` after reading the bytes once:
 
 * ``mfjax parse``: :func:`mfjax.data.parse_triplets` on the bytes (numpy
-  columns of user, item, rating, timestamp);
+  columns of user, item, rating, timestamp), with ``engine="numpy"`` and,
+  when pyarrow is installed, ``engine="pyarrow"`` (checked equal);
 * ``mfjax load``: :func:`mfjax.data.load_movielens` end to end (read the
-  file, parse, validate, remap ids, build :class:`~mfjax.data.Ratings`);
+  file, parse, validate, remap ids, build :class:`~mfjax.data.Ratings`;
+  the default ``engine="auto"``: pyarrow when installed);
 * ``pandas C``: ``pandas.read_csv`` (C engine; for ``::`` the single-char
   separator ``:`` and every other column, the C engine has no multi-char
   separators);
@@ -112,6 +114,14 @@ def peers(fmt: str, data: bytes):
     return out
 
 
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     import mfjax as mf
 
@@ -128,8 +138,14 @@ def main(argv=None) -> int:
         for fmt, path in files.items():
             data = path.read_bytes()
             sep, header = ("::", False) if fmt == "ml-10m" else (",", True)
-            t_parse, ours = best(lambda: mf.data.parse_triplets(data, sep, header=header, timestamps=True),
-                                 a.repeats)
+            t_parse, ours = best(lambda: mf.data.parse_triplets(data, sep, header=header, timestamps=True,
+                                                                engine="numpy"), a.repeats)
+            parse_cell = f"numpy {t_parse:.2f} s"
+            if _has_pyarrow():
+                t_arrow, arrow = best(lambda: mf.data.parse_triplets(data, sep, header=header, timestamps=True,
+                                                                     engine="pyarrow"), a.repeats)
+                same = all(np.array_equal(x, y) for x, y in zip(arrow, ours))
+                parse_cell += f"; pyarrow engine {t_arrow:.2f} s ({'same arrays' if same else 'DIFFERENT'})"
             t_load, r = best(lambda: mf.data.load_movielens(fmt, data_dir=str(path)), a.repeats)
             assert r.nnz == n, (r.nnz, n)
             cells, equal = [], True
@@ -138,7 +154,7 @@ def main(argv=None) -> int:
                 cells.append(f"{name} {t:.2f} s")
                 equal &= (np.array_equal(cols[0], ours.users) and np.array_equal(cols[1], ours.items)
                           and np.allclose(cols[2], ours.values) and np.array_equal(cols[3], ours.timestamps))
-            print(f"| {n:,} | {fmt} ({path.name}, {len(data) / 1e6:.0f} MB) | {t_parse:.2f} s | {t_load:.2f} s | "
+            print(f"| {n:,} | {fmt} ({path.name}, {len(data) / 1e6:.0f} MB) | {parse_cell} | {t_load:.2f} s | "
                   f"{'; '.join(cells)} | {equal} |", flush=True)
     print(f"# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB, "
           f"load {os.getloadavg()[0]:.2f} at the end")

@@ -20,7 +20,9 @@ Protocol (fixed here, recorded in the JSON):
   compilation cache turned on by ``mfjax.cli.enable_compile_cache()`` (the
   helper ``mfjax compare`` uses; a library user calls the same function),
   pointed at a cache directory that the round's first run filled.  The first
-  run has the cache on too (cold, so it also pays the writes).
+  run has the cache on too (cold, so it also pays the writes).  The same call
+  sets the default :class:`mfjax.core.programs.ProgramCache`, so the second
+  run also loads the solver's whole compiled run (no tracing, no lowering).
 * Rounds are interleaved (A, B, C, ..., A, B, C, ...); best and median over
   rounds are reported, with the process CPU time (user + sys of the child;
   for Spark that is the Python driver only, the JVM is not counted)

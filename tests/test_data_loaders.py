@@ -226,6 +226,116 @@ def test_fast_path_never_disagrees_with_precise_pass(sep):
                 np.testing.assert_array_equal(a, b, err_msg=repr(data))
 
 
+# ------------------------------------------------------------- the pyarrow engine
+_ENGINE_SEPS = ["::", ",", "\t", ";"]
+
+
+def _arrow_or_skip():
+    pytest.importorskip("pyarrow", reason="pyarrow not installed (fast-io / test extra)")
+    from mfjax.data import parsing
+    return parsing
+
+
+@pytest.mark.parametrize("sep,header", [("::", False), (",", True), ("\t", False), (";", True)])
+def test_arrow_parse_of_mixed_field_lengths_equals_the_precise_pass(sep, header):
+    parsing = _arrow_or_skip()
+    rng = np.random.default_rng(11)
+    n = 3000
+    u = rng.integers(1, 10 ** rng.integers(1, 7, n))
+    i = rng.integers(1, 10 ** rng.integers(1, 6, n))
+    forms = ["{:g}", "{:.1f}", "{:.2f}", "{:.0f}", "{:.3e}"]
+    v = [forms[k].format(x) for k, x in zip(rng.integers(0, 5, n), rng.integers(1, 11, n) / 2)]
+    t = rng.integers(1, 10 ** rng.integers(1, 11, n))
+    text = ("userId,movieId,rating,timestamp\n".replace(",", sep) if header else "") + "".join(
+        f"{a}{sep}{b}{sep}{c}{sep}{d}\n" for a, b, c, d in zip(u, i, v, t))
+    data = text.encode()
+    for ts in (True, False):
+        arrow = parsing.parse_triplets_arrow(data, sep, header, timestamps=ts)
+        slow = parsing.parse_triplets_precise(data, sep, header, "x", timestamps=ts)
+        assert arrow is not None
+        for a, b in zip(arrow, slow):
+            if b is None:
+                assert a is None
+            else:
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    # the public entry point gives the same arrays with every engine
+    ref = parsing.parse_triplets(data, sep, header=header, timestamps=True, engine="numpy")
+    for engine in ("pyarrow", "auto"):
+        got = parsing.parse_triplets(data, sep, header=header, timestamps=True, engine=engine)
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sep", ["::", ","])
+def test_arrow_path_never_disagrees_with_precise_pass(sep):
+    """Random byte mutations: the pyarrow path either declines (None) or equals the precise pass."""
+    parsing = _arrow_or_skip()
+    rng = np.random.default_rng(1)
+    base = _text(HALF + [(3, 4, 1.0, 5), (12, 7, 3.5, 6)], sep)
+    alphabet = np.frombuffer(b"0123456789.-:,\n xe\r\"N", np.uint8)
+    accepted = 0
+    for _ in range(400):
+        buf = np.frombuffer(base, np.uint8).copy()
+        for pos in rng.integers(0, buf.size, rng.integers(1, 3)):
+            buf[pos] = rng.choice(alphabet)
+        data = buf.tobytes()
+        arrow = parsing.parse_triplets_arrow(data, sep, False, timestamps=bool(rng.integers(2)))
+        ts = arrow is not None and arrow.timestamps is not None
+        try:
+            slow = parsing.parse_triplets_precise(data, sep, False, "x", timestamps=ts)
+        except RatingsError:
+            assert arrow is None, data
+            continue
+        if arrow is not None:
+            accepted += 1
+            for a, b in zip(arrow, slow):
+                if b is not None:
+                    np.testing.assert_array_equal(a, b, err_msg=repr(data))
+    assert accepted > 50  # the check is not vacuous
+
+
+def test_arrow_engine_choice_and_errors(monkeypatch):
+    parsing = _arrow_or_skip()
+    data = b"1::10::5\n2::11::3.5\n"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        parsing.parse_triplets(data, "::", engine="fastest")
+    calls = []
+    real = parsing.parse_triplets_arrow
+    monkeypatch.setattr(parsing, "parse_triplets_arrow", lambda *a, **k: calls.append(1) or real(*a, **k))
+    parsing.parse_triplets(data, "::", engine="auto")          # small data: numpy
+    assert not calls
+    monkeypatch.setattr(parsing, "ARROW_MIN_BYTES", 0)
+    assert parsing.parse_triplets(data, "::", engine="auto").values.tolist() == [5.0, 3.5]
+    assert calls == [1]
+    # separators pyarrow cannot take: declined, the numpy / precise passes parse them
+    assert parsing.parse_triplets_arrow(b"1 10 5\n2 11 3\n", " ", False) is None
+    assert parsing.parse_triplets_arrow(b"1:;10:;5\n", ":;", False) is None
+    assert parsing.parse_triplets_arrow(b"1,10,5\r2,11,3\r", ",", False) is None  # lone CR
+    monkeypatch.setattr(parsing, "_arrow", lambda: None)
+    with pytest.raises(ImportError, match="fast-io"):
+        parsing.parse_triplets(data, "::", engine="pyarrow")
+    assert parsing.parse_triplets(data, "::", engine="auto").users.tolist() == [1, 2]  # falls back to numpy
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"1::2::3::4\n5::6::7\n", "line 2: expected 4 fields"),
+    (b"1::2::3::4\nx::3::4::5\n", "line 2: user id 'x' is not an integer"),
+    (b"1::2::3::4\n2::3::nan::5\n", "line 2: non-finite rating nan"),
+    (b"1::2::3::4\n2:::3::4::5\n", "line 2: item id ':3' is not an integer"),
+    (b"1::2::3::4\n\n2::3::4::5\n1::2::5::6\n", r"duplicate \(user, item\) pair \(1, 2\) on lines 1 and 4"),
+    (b"1::2::3::4\n2::3::NA::5\n", "line 2: rating 'NA' is not a number"),
+])
+def test_bad_files_through_the_arrow_engine(tmp_path, monkeypatch, content, match):
+    """With the pyarrow engine on (any size), bad files get the same errors with the same line numbers."""
+    parsing = _arrow_or_skip()
+    monkeypatch.setattr(parsing, "ARROW_MIN_BYTES", 0)
+    p = tmp_path / "bad.dat"
+    p.write_bytes(content)
+    with pytest.raises(RatingsError, match=match):
+        load_triplets(p, sep="::", header=False)
+
+
 BAD_FILES = [
     (b"1::2::3::4\n5::6::7\n", "line 2: expected 4 fields"),
     (b"1::2::3::4\n1::2::3::4::5\n", "line 2: expected 4 fields"),

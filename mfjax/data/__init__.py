@@ -9,7 +9,8 @@
   user,item,rating CSV/TSV; ``id_maps=(train.row_ids, train.col_ids)`` loads a
   test file in a training set's indices, :func:`apply_id_maps`,
   :class:`UnknownIdsWarning`), :func:`download_movielens`, :func:`find_movielens`;
-  the steps: :func:`parse_triplets` (:func:`parse_triplets_fast` with
+  the steps: :func:`parse_triplets` (:func:`parse_triplets_arrow` when
+  pyarrow is installed, or :func:`parse_triplets_fast`, with
   :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
   :func:`triplets_to_ratings`
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
@@ -42,7 +43,8 @@ from mfjax.data.ratings import IdMap, Ratings
 from mfjax.data.validation import data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
 from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
-from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fast, parse_triplets_precise
+from mfjax.data.parsing import (ParsedTriplets, parse_triplets, parse_triplets_arrow, parse_triplets_fast,
+                                parse_triplets_precise)
 from mfjax.data.triplets import (UnknownIdsWarning, apply_id_maps, load_triplets, load_triplets_part,
                                  triplets_to_ratings)
 from mfjax.data import loaders  # noqa: F401  (the gathered loading API, ``mfjax.data.loaders``)
@@ -90,6 +92,7 @@ __all__ = [
     "download_movielens",
     "find_movielens",
     "parse_triplets",
+    "parse_triplets_arrow",
     "parse_triplets_fast",
     "parse_triplets_precise",
     "ParsedTriplets",
