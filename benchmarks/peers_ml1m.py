@@ -100,7 +100,7 @@ GRIDS = {
     "mfjax-sgd-adaptive": [dict(method="sgd", rank=r, lr=lr, l2=l2, batch_size=4096, extra=dict(adaptive=True))
                            for r in (64, 128) for lr in (0.05, 0.1) for l2 in (0.03, 0.05)],
     "mfjax-als": [dict(method="als", rank=r, l2=l2) for r in (10, 16) for l2 in (0.05, 0.08)],
-    "mfjax-als-cg": [dict(method="als-cg", rank=10, l2=l2, cg_steps=3) for l2 in (0.05, 0.08)],
+    "mfjax-als-cg": [dict(method="als-cg", rank=r, l2=l2, cg_steps=3) for r in (10, 32, 64) for l2 in (0.05, 0.08)],
     "libmf": [dict(rank=r, eta=0.1, l2=l2) for r in (32, 128) for l2 in (0.02, 0.05)],
     "cornac": [dict(rank=r, lr=0.01, l2=l2) for r in (10, 50) for l2 in (0.02, 0.05)],
     "spark": [dict(rank=10, l2=l2) for l2 in (0.05, 0.1)],
