@@ -119,9 +119,8 @@ def test_side_kernel_gradient_matches_hand_written_reference():
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(ref_loss)(p["kernel0_side"])), rtol=1e-5, atol=1e-5)
     # a central finite difference along a random direction
     D = jnp.asarray(rng.standard_normal((3, 6)), jnp.float32)
-    with jax.enable_x64(False):
-        eps = 1e-2
-        fd = (model_loss(p["kernel0_side"] + eps * D) - model_loss(p["kernel0_side"] - eps * D)) / (2 * eps)
+    eps = 1e-2
+    fd = (model_loss(p["kernel0_side"] + eps * D) - model_loss(p["kernel0_side"] - eps * D)) / (2 * eps)
     assert float(jnp.sum(g * D)) == pytest.approx(float(fd), rel=2e-2, abs=2e-2)
     one = _branch(3)
     p1 = one.init(jax.random.PRNGKey(3), x, side=f)["params"]

@@ -12,7 +12,7 @@ module only encodes them as the dense inputs of
 Why these.  Age and occupation are nominal codes (occupation 0..20 has no
 order; the age codes are band ends), so they enter one-hot: the first layer
 ``f S_1`` then learns one row per band / occupation, which a single scaled
-number cannot express.  The zip code is left out (3,402 distinct values for
+number cannot express.  The zip code is left out (3,439 distinct values for
 6,040 users: one-hot would be almost an id, which is exactly what an unseen
 user does not have).  The release year, already parsed from the title, is
 min-max scaled over the movies that have one (a title without ``(YYYY)``
