@@ -8,7 +8,10 @@ with ``--tasks select``) and ``SMALLER`` (the same at [256, 128]); the selection
 entries, every profile with ``select`` records); Table 2 with DMF-D from
 ``cpu_slowlam`` (the DMF-D schedule chosen on validation, see the README) and
 ``cpu``, and the DMF / ALS rows from ``cpu``; DMF-D and DMF at the ``cpu_large``
-size (``cpu_large_slowlam``); per-seed values; wall times.
+size (``cpu_large_slowlam``); per-seed values; wall times.  ``SIDE``
+(``SMALLER`` + the ML-1M side features as extra branch inputs, issue 14
+part 1) is a separate block paired per seed with ``SMALLER``: an option
+reported on its own, not a replacement of the selected profile.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ PAPER2 = (0.898, 0.625)
 SELECTED = "cmr_large"  # chosen on the pseudo areas of `--tasks select` (lower mean on seeds 0 and 1; results README)
 SMALLER = "cpu_center_mask_rows"  # the same inputs at [256, 128], 30 passes: selected before `cmr_large`
 LARGE2 = "cpu_large_slowlam"  # Table 2 at the `cpu_large` size (DMF-D with the `cpu_slowlam` slope; DMF)
+SIDE = "cmr_side"  # SMALLER + side features (users: gender, age, occupation; movies: genres, year); issue 14 part 1
 SELECT_PROFILES = ("cpu", "cpu_mask", "cpu_mask_rows", "cpu_mask_rows_strong", "cpu_center", "cpu_center_mask_rows",
-                   "cmr_cos", "cmr_norm", "cmr_sqrt", "cmr_large", "cmr_large_norm")  # issue 14 part 3: GAP_PROFILES
+                   "cmr_cos", "cmr_norm", "cmr_sqrt", "cmr_large", "cmr_large_norm",  # issue 14 part 3: GAP_PROFILES
+                   SIDE)
 
 
 def load(out, profile, task):
@@ -41,8 +46,70 @@ def ms(xs):
     return f"{xs.mean():.3f} ± {sd:.3f}", xs.mean()
 
 
+def ms4(xs, sign=""):
+    """``mean ± std`` with 4 decimals (sample std; 0 for one value)."""
+    xs = np.asarray(xs, float)
+    sd = xs.std(ddof=1) if xs.size > 1 else 0.0
+    return f"{xs.mean():{sign}.4f} ± {sd:.4f}"
+
+
 def seeds(recs):
     return ",".join(str(r["seed"]) for r in recs) or "-"
+
+
+def paired_side_block(out, side, base):
+    """Markdown lines: Table 1 of ``side`` next to ``base`` on the seeds both ran, differences paired per seed."""
+    s_recs = {r["seed"]: r for r in load(out, side, "table1")}
+    b_recs = {r["seed"]: r for r in load(out, base, "table1")}
+    common = sorted(set(s_recs) & set(b_recs))
+    if not common:
+        return []
+    checks = {s_recs[s]["data_checksum"] == b_recs[s]["data_checksum"] for s in common}
+    lines = [f"### Table 1 — with side features as extra branch inputs (profile `{side}` = `{base}` + users' "
+             "gender, age, occupation and movies' genres, year; seeds " + ",".join(map(str, common)) + "; "
+             "reported separately, not selected)", "",
+             f"| area | `{base}` (same seeds) | `{side}` | paired difference (mean ± std) | per seed (side − base) |",
+             "| --- | --- | --- | --- | --- |"]
+    for a in ("I", "II", "III", "IV"):
+        b = np.array([b_recs[s]["metrics"]["areas"][a]["rmse"] for s in common])
+        v = np.array([s_recs[s]["metrics"]["areas"][a]["rmse"] for s in common])
+        d = v - b
+        lines.append(f"| {a} | {ms4(b)} | {ms4(v)} | {ms4(d, '+')} | "
+                     + ", ".join(f"s{s} {x:+.4f}" for s, x in zip(common, d)) + " |")
+    better = {a: sum(s_recs[s]["metrics"]["areas"][a]["rmse"] < b_recs[s]["metrics"]["areas"][a]["rmse"] for s in common)
+              for a in ("I", "II", "III", "IV")}
+    lines += ["", "Lower with side features on " + ", ".join(f"{a}: {k} of {len(common)}" for a, k in better.items())
+              + " seeds; data checksum the same as the base records: " + ("yes" if checks == {True} else "NO") + "."]
+    return lines + side_cold_block(out)
+
+
+def side_cold_block(out):
+    """Markdown lines from ``experiments/dmf/side_cold.py``: areas II / IV with new users embedded from fewer entries."""
+    recs = sorted((json.loads(p.read_text()) for p in (out / "side_cold").glob("seed*.json")), key=lambda r: r["seed"])
+    if not recs:
+        return []
+    side = recs[0].get("side", SIDE)  # the records' "models" keys are sorted: name the roles
+    base = recs[0].get("base") or next(n for n in recs[0]["models"] if n != side)
+    lines = ["", "New users with fewer ratings (`experiments/dmf/side_cold.py`, seeds " + seeds(recs) + "): the same "
+             "area II / IV test entries, each held-out user embedded from a fraction q of its revealed entries "
+             "(q = 0: no rating at all), the two Table 1 models above, nothing retrained; mean ± std over seeds:", "",
+             f"| q | revealed per new user | II `{base}` | II `{side}` | IV `{base}` | IV `{side}` | "
+             "II paired difference | IV paired difference |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for q in recs[0]["fractions"]:
+        k = str(float(q))
+        get = lambda n, a: np.array([r["models"][n]["thinned"][k][a] for r in recs])
+        rev = np.mean([r["models"][side]["thinned"][k]["mean_revealed_per_user"] for r in recs])
+        lines.append(f"| {q:g} | {rev:.1f} | {ms4(get(base, 'II'))} | {ms4(get(side, 'II'))} | {ms4(get(base, 'IV'))} | "
+                     f"{ms4(get(side, 'IV'))} | {ms4(get(side, 'II') - get(base, 'II'), '+')} | "
+                     f"{ms4(get(side, 'IV') - get(base, 'IV'), '+')} |")
+    lower = {a: sum(r["models"][side]["thinned"][str(float(q))][a] < r["models"][base]["thinned"][str(float(q))][a]
+                    for r in recs for q in recs[0]["fractions"]) for a in ("II", "IV")}
+    diff = {n: max(r["models"][n]["max_abs_diff_to_record"] or 0.0 for r in recs) for n in (base, side)}
+    lines += ["", f"Lower with side features in {lower['II']} (II) and {lower['IV']} (IV) of "
+              f"{len(recs) * len(recs[0]['fractions'])} (seed, q) pairs.  The models' area RMSEs at q = 1 differ "
+              f"from their Table 1 records by at most {diff[base]:.5f} (`{base}`, retrained: no checkpoint was kept) "
+              f"and {diff[side]:.5f} (`{side}`, from its checkpoint)."]
+    return lines
 
 
 def main():
@@ -69,6 +136,9 @@ def main():
     table1(SELECTED, "Table 1 — DMF with centred inputs + row masking, [1024, 512], 60 passes, RMSE by area")
     lines.append("")
     table1(SMALLER, "Table 1 — the same inputs at [256, 128], 30 passes (selected before), RMSE by area")
+    side_lines = paired_side_block(out, SIDE, SMALLER)
+    if side_lines:
+        lines += [""] + side_lines
     for prof, label in (("cpu_center", "centred inputs only, no masking"),):
         recs = load(out, prof, "table1")
         if recs:
@@ -145,7 +215,7 @@ def main():
               "| profile / task | per seed |", "| --- | --- |"]
     for prof, task in (("cpu", "table1"), ("cpu", "dmf"), ("cpu", "als"), ("cpu", "dmfd"), ("cpu_slowlam", "dmfd"),
                        ("cpu_hide", "table1"), ("cpu_large", "table1"), (SMALLER, "table1"), (SELECTED, "table1"),
-                       ("cpu_center", "table1"),
+                       ("cpu_center", "table1"), (SIDE, "table1"),
                        (LARGE2, "dmfd"), (LARGE2, "dmf"),
                        *((p, "select") for p in SELECT_PROFILES)):
         recs = load(out, prof, task)

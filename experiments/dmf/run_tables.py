@@ -20,6 +20,14 @@ checkpoint:
   test entries: DMF trained on an inner extendability split of the ``table1``
   training entries, RMSE on its pseudo areas I-IV (:func:`inner_split`).
 
+Side-feature profiles (:data:`SIDE_PROFILES`, issue 14 part 1): a base
+profile with the ML-1M user / movie features as extra inputs of the two
+branches (``DMFConfig.side_dims``, :mod:`mfjax.models.dmf_side`: users
+gender + one-hot age + one-hot occupation, movies genres + scaled year),
+read from ``users.dat`` / ``movies.dat`` next to ``ratings.dat``; every
+other setting is the base profile's, so its records pair with the base's
+per seed.
+
 ``<out>/summary.json`` and ``<out>/tables.md`` aggregate the finished seeds
 (mean +- std) next to the paper's figures.  Model selection uses the
 validation split only; the test entries are read once per task, at the end.
@@ -85,6 +93,11 @@ GAP_PROFILES = {
     "cmr_large_norm": {"large": True, "model": {"input_norm": 1.0}},
 }
 
+# issue 14 part 1: a profile + the side features as extra inputs of DMF's branches ({name: base profile});
+# everything else (architecture, schedule, masking, max_seconds) is the base's, so the runs pair per seed
+SIDE_PROFILES = {"cmr_side": "cpu_center_mask_rows"}
+SIDE_DIMS = (len(mm.USER_FEATURES), len(mm.MOVIE_FEATURES))  # (29, 19)
+
 
 def profile(name: str, shape) -> dict:
     """Model and training configurations of a profile (architecture, schedule)."""
@@ -111,6 +124,9 @@ def profile(name: str, shape) -> dict:
         q = mm.QuantizerConfig(lambda0=0.1, lambda_growth=float((30.0 / 0.1) ** (1.0 / steps)), lambda_every=1)
         cfg = mm.DMFConfig.cpu(row_widths=(1024, 512), col_widths=(1024, 512))
         return {"dmf": (cfg, base), "dmfd": (cfg, dataclasses.replace(base, quantizer=q))}
+    if name in SIDE_PROFILES:
+        base = profile(SIDE_PROFILES[name], shape)
+        return {k: (dataclasses.replace(cfg, side_dims=SIDE_DIMS), tc) for k, (cfg, tc) in base.items()}
     if name in GAP_PROFILES:
         g = GAP_PROFILES[name]
         epochs, every = (60, 240) if g.get("large") else (30, 120)
@@ -146,9 +162,11 @@ def config_dict(cfg, tc) -> dict:
         if train.get(k, default) == default:
             train.pop(k, None)
     model = dataclasses.asdict(cfg)
-    for k in ("input_offset", "input_norm"):
+    for k in ("input_offset", "input_norm", "side_dims"):
         if not model.get(k):
             model.pop(k, None)
+    if model.get("side_dims"):  # which features, not only how many
+        model["side_features"] = {"rows": list(mm.USER_FEATURES), "cols": list(mm.MOVIE_FEATURES)}
     return {"model": model, "train": train}
 
 
@@ -203,10 +221,11 @@ def pseudo_valid_sets(s, seed):
     return {"pII": (tr, cc, s.valid), "pIII": (rc, tc_, s.valid), "pIV": (tr, tc_, s.valid)}
 
 
-def run_table1(ratings, seed, cfg, tc, ckpt, log):
+def run_table1(ratings, seed, cfg, tc, ckpt, log, side=None):
+    """Table 1: train on area I, RMSE on areas I-IV (``side``: side features of all rows / columns, or None)."""
     s = mdata.extendability_split(ratings, 0.1, 0.1, 0.5, (0.75, 0.05, 0.2), seed=seed)
     res = mm.train_dmf(s.train, s.valid, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log,
-                       extra_valid=pseudo_valid_sets(s, seed))
+                       extra_valid=pseudo_valid_sets(s, seed), side=side)
     preds = mm.predict_areas(res, s.test, s.revealed, s.held_rows, s.held_cols)
     metrics = {a: {**both(preds[a], s.test[a].values), "n": int(s.test[a].nnz)} for a in preds}
     i = res.trace["val_epoch"].index(res.best_epoch) if res.best_epoch in res.trace["val_epoch"] else -1
@@ -238,21 +257,22 @@ def inner_split(s, seed):
     return mdata.extendability_split(s.train, 0.1, 0.1, INNER_REVEAL, (0.95, 0.05), seed=[seed, 7])
 
 
-def run_select(ratings, seed, cfg, tc, ckpt, log):
+def run_select(ratings, seed, cfg, tc, ckpt, log, side=None):
     """Model selection for areas II-IV without test entries: train on the inner split, score pseudo areas.
 
     The model is trained on ``inner.train`` with the pseudo area I targets as
     validation (epoch selection, as ``table1``); pseudo areas II-IV are
     predicted as the real ones (:func:`mfjax.models.predict_areas`: unseen
     rows / columns embedded from their revealed entries) and traced every
-    validation (``extra_valid``).
+    validation (``extra_valid``).  ``side``: the side features (all rows /
+    columns; the inner split keeps the matrix shape, so they align as is).
     """
     s = mdata.extendability_split(ratings, 0.1, 0.1, 0.5, (0.75, 0.05, 0.2), seed=seed)
     inner = inner_split(s, seed)
     ri, ci = mm.extension_inputs(inner.train, inner.revealed, inner.held_rows, inner.held_cols)
     extra = {a: (ri, ci, inner.test[a]) for a in ("II", "III", "IV")}
     res = mm.train_dmf(inner.train, inner.test["I"], cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt,
-                       log=log, extra_valid=extra)
+                       log=log, extra_valid=extra, side=side)
     i = res.trace["val_epoch"].index(res.best_epoch)
     pseudo = {"I": res.trace["val_rmse"][i], **{a: res.trace[f"val_rmse_{a}"][i] for a in ("II", "III", "IV")}}
     rep = inner.report
@@ -264,18 +284,18 @@ def run_select(ratings, seed, cfg, tc, ckpt, log):
                                      "inner_train": mdata.data_checksum(inner.train)}}
 
 
-def run_dmf(split, seed, cfg, tc, ckpt, log):
+def run_dmf(split, seed, cfg, tc, ckpt, log, side=None):
     tr, va, te = split
-    res = mm.train_dmf(tr, va, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log)
+    res = mm.train_dmf(tr, va, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log, side=side)
     pv = np.asarray(mm.predict(res, va.rows, va.cols))
     pt = np.asarray(mm.predict(res, te.rows, te.cols))
     return res, {"continuous": both(pt, te.values), "valid_continuous": both(pv, va.values),
                  **quantized_metrics(pv, va, pt, te)}
 
 
-def run_dmfd(split, seed, cfg, tc, ckpt, log):
+def run_dmfd(split, seed, cfg, tc, ckpt, log, side=None):
     tr, va, te = split
-    res = mm.train_dmf(tr, va, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log)
+    res = mm.train_dmf(tr, va, cfg, dataclasses.replace(tc, seed=seed), checkpoint_path=ckpt, log=log, side=side)
     pt_c = np.asarray(mm.predict(res, te.rows, te.cols))
     pt_d = np.asarray(mm.predict(res, te.rows, te.cols, discrete=True))
     return res, {"discrete": both(pt_d, te.values), "pre_quantizer_continuous": both(pt_c, te.values),
@@ -365,7 +385,7 @@ def aggregate(out: pathlib.Path, profile_name: str):
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "cpu_large_slowlam", "smoke", "authors", *MASK_PROFILES, *CENTER_PROFILES, *GAP_PROFILES])
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "cpu_hide", "cpu_slowlam", "cpu_large", "cpu_large_slowlam", "smoke", "authors", *MASK_PROFILES, *CENTER_PROFILES, *GAP_PROFILES, *SIDE_PROFILES])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tasks", nargs="+", default=[t for t in TASKS if t != "select"], choices=list(TASKS))
     ap.add_argument("--data-dir", default=os.environ.get("MFJAX_ML1M"),
@@ -377,6 +397,27 @@ def main(argv=None):
     args.command = "python " + " ".join(["experiments/dmf/run_tables.py"] + list(argv if argv is not None
                                                                                 else sys.argv[1:]))
     return run(args, args.out)
+
+
+def load_side(data_dir, ratings):
+    """The ML-1M side features of ``ratings`` and the SHA-256 of the two tables they were read from.
+
+    ``users.dat`` / ``movies.dat`` (or ``.gz``) are looked for next to the
+    ratings file that :func:`mfjax.data.find_movielens` finds (``data_dir``,
+    ``$MFJAX_DATA_DIR``, the cache); encoded by
+    :func:`mfjax.models.movielens_side_features`.
+    """
+    path, member = mdata.find_movielens("ml-1m", data_dir)
+    if member is not None:
+        raise mdata.DataNotFoundError(f"side features need users.dat / movies.dat as files; {path} is a zip archive: "
+                                      "extract it and pass its folder as --data-dir")
+    folder = pathlib.Path(path).parent
+    users, movies = mdata.load_users(folder), mdata.load_movies(folder)
+    files = {}
+    for stem in ("users.dat", "movies.dat"):
+        f = next(p for p in (folder / stem, folder / (stem + ".gz")) if p.is_file())
+        files[stem] = {"file": f.name, "sha256": mdata.file_sha256(f)}
+    return mm.movielens_side_features(users, movies, ratings), files
 
 
 class Context:
@@ -394,6 +435,9 @@ class Context:
         self.ratings = mdata.load_movielens("ml-1m", data_dir)
         self.checksum = mdata.data_checksum(self.ratings)
         self.prof = profile(profile_name, self.ratings.shape)
+        self.side, self.side_files = None, None
+        if self.prof["dmf"][0].side_dims is not None:
+            self.side, self.side_files = load_side(data_dir, self.ratings)
         self.machine = {"platform": platform.platform(), "python": platform.python_version(),
                         "jax": jax.__version__, "devices": [str(dv) for dv in jax.devices()],
                         "cpu_count": os.cpu_count()}
@@ -440,10 +484,11 @@ def run_task(ctx: Context, seed: int, task: str):
     else:
         cfg, tc = ctx.prof["dmfd" if task == "dmfd" else "dmf"]
         ckpt = None if ctx.ckpt_dir is None else ctx.ckpt_dir / f"{ctx.profile_name}_{h}_seed{seed}_{task}.msgpack"
-        fn = {"table1": lambda: run_table1(ratings, seed, cfg, tc, ckpt, log),
-              "select": lambda: run_select(ratings, seed, cfg, tc, ckpt, log),
-              "dmf": lambda: run_dmf(split, seed, cfg, tc, ckpt, log),
-              "dmfd": lambda: run_dmfd(split, seed, cfg, tc, ckpt, log)}[task]
+        sd = ctx.side
+        fn = {"table1": lambda: run_table1(ratings, seed, cfg, tc, ckpt, log, sd),
+              "select": lambda: run_select(ratings, seed, cfg, tc, ckpt, log, sd),
+              "dmf": lambda: run_dmf(split, seed, cfg, tc, ckpt, log, sd),
+              "dmfd": lambda: run_dmfd(split, seed, cfg, tc, ckpt, log, sd)}[task]
         res, metrics = fn()
         extra = {"epochs_run": res.epochs_run, "best_epoch": res.best_epoch,
                  "best_val": res.best_val, "trace": res.trace,
@@ -459,6 +504,8 @@ def run_task(ctx: Context, seed: int, task: str):
         "config": cfgd, "config_hash": h, "metrics": metrics, "wall_time_s": time.perf_counter() - t0,
         "machine": ctx.machine, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra,
     }
+    if ctx.side_files is not None and task != "als":
+        record["side_files"] = ctx.side_files
     ctx.store.save(key, record, config_hash=h)
     print(f"[done] {path}: {json.dumps(metrics)[:300]}", flush=True)
     aggregate(ctx.out, ctx.profile_name)

@@ -7,6 +7,7 @@ This subpackage is the only part of mfjax that imports flax.
 - :mod:`mfjax.models.train`      sub-block minibatch training, model selection, resume
   (its pieces: :mod:`~mfjax.models.config`, :mod:`~mfjax.models.state`,
   :mod:`~mfjax.models.blocks`, :mod:`~mfjax.models.epoch`, :mod:`~mfjax.models.predict`)
+- :mod:`mfjax.models.dmf_side`   ML-1M user / movie side features as extra inputs of the DMF branches
 - :mod:`mfjax.models.side_mlp`   the slides' side-feature MLP (ids, genres, gender, age, occupation -> rating),
   early stopping on validation, optional id embeddings
 - :mod:`mfjax.models.checkpoint` atomic, verified msgpack checkpoints
@@ -20,7 +21,9 @@ from mfjax.models.dmf import (
     Branch,
     CSRInputs,
     DMFConfig,
+    SideFeatures,
     SparseBatch,
+    check_side_features,
     cosine,
     csr_inputs,
     embed,
@@ -45,6 +48,7 @@ from mfjax.models.quantizer import (
     smooth_quantize,
     uniform_boundaries,
 )
+from mfjax.models.dmf_side import MOVIE_FEATURES, USER_FEATURES, movie_features, movielens_side_features, user_features
 from mfjax.models.side_mlp import (
     FEATURES,
     EarlyStopping,
@@ -77,7 +81,8 @@ from mfjax.models.train import (
 
 __all__ = [
     # dmf
-    "DMF", "Branch", "CSRInputs", "DMFConfig", "SparseBatch", "cosine", "csr_inputs", "embed",
+    "DMF", "Branch", "CSRInputs", "DMFConfig", "SideFeatures", "SparseBatch", "check_side_features", "cosine",
+    "csr_inputs", "embed",
     "extension_inputs", "from_unit", "full_batch", "gather_block", "init_dmf", "pairwise_cosine",
     "sparse_matmul", "subsample_inputs", "to_unit",
     # quantizer
@@ -86,6 +91,8 @@ __all__ = [
     # training
     "DMFResult", "DMFState", "QuantizerConfig", "TrainConfig", "authors_epoch_length", "learning_rate_schedule", "predict",
     "predict_areas", "train_dmf",
+    # DMF side features (ML-1M encoding)
+    "MOVIE_FEATURES", "USER_FEATURES", "movie_features", "movielens_side_features", "user_features",
     # side-feature MLP
     "FEATURES", "EarlyStopping", "SideMLP", "SideMLPConfig", "SideMLPResult", "SideMLPState", "SideTables",
     "SideTrainConfig", "build_inputs", "early_stopping_init", "early_stopping_update", "min_max",

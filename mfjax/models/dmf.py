@@ -24,6 +24,24 @@ Extendability (paper Sec. 2, areas II-IV): a trained model embeds any row
 from any input vector, so an unseen row is embedded from its revealed entries
 without retraining; :func:`extension_inputs` builds those input matrices.
 
+Side features (an mfjax addition, not in the DMF papers; ``DMFConfig.side_dims``).
+Each branch can also read a fixed dense feature vector of its row / column
+(ML-1M: a user's gender, age, occupation; a movie's genres, year), entering
+the first layer beside the rating vector::
+
+    h_1(X_i, f_i) = X_i W_1 + f_i S_1 + b_1,     S_1: (d_side, w_0), learned,
+
+i.e. the first layer of ``[X_i, f_i]`` with the kernel ``[W_1; S_1]``.  The
+features are data, not parameters: a :class:`SideFeatures` of per-row
+``(m, d_u)`` and per-column ``(n, d_v)`` arrays is passed with the inputs and
+gathered per batch.  Because every row of the matrix has its feature row,
+an unseen user (areas II, IV) is embedded from its few revealed ratings *and*
+its features.  With all-zero features, or ``S_1 = 0`` (its initial value),
+the model is exactly plain DMF.  This is the content-feature tower input of
+hybrid / two-tower recommenders (e.g. Covington, Adams, Sargin, "Deep Neural
+Networks for YouTube Recommendations", RecSys 2016, where demographic and
+item features are concatenated with the behavioural inputs of the network).
+
 References:
   D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Matrix Factorization via Deep
   Learning", 2018; "Extendable neural matrix completion", ICASSP 2018.
@@ -34,7 +52,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -53,6 +71,8 @@ from mfjax.models.sparse import (  # the sparse inputs, re-exported here as befo
 
 __all__ = [
     "DMFConfig",
+    "SideFeatures",
+    "check_side_features",
     "SparseBatch",
     "CSRInputs",
     "sparse_matmul",
@@ -126,6 +146,15 @@ class DMFConfig:
         Measured on ML-1M (``experiments/results/dmf``, seed 0, ``a = 1``
         with centred inputs and row masking): worse on every pseudo area at
         every evaluation up to epoch 9 of 30, so not used.
+      side_dims: ``(d_u, d_v)``, the lengths of the per-row and per-column
+        side feature vectors (default ``None``: no side inputs, the authors'
+        model).  When set, the row branch's first layer is
+        ``X_i W_1 + f_i S_1 + b_1`` with a learned ``S_1`` (``kernel0_side``,
+        ``(d_u, w_0)``, initialised at 0) and the column branch's likewise
+        with ``(d_v, w_0)``; a 0 leaves that branch without side inputs.  The
+        features themselves are data (:class:`SideFeatures`, passed to
+        :func:`~mfjax.models.train.train_dmf`, :func:`embed`, ...).  An mfjax
+        addition (module docstring).
     """
 
     row_widths: tuple[int, ...] = (2048, 1024)
@@ -140,6 +169,7 @@ class DMFConfig:
     rating_range: tuple[float, float] = (1.0, 5.0)
     input_offset: float = 0.0
     input_norm: float = 0.0
+    side_dims: tuple[int, int] | None = None
 
     def __post_init__(self):
         for name in ("row_widths", "col_widths"):
@@ -158,6 +188,12 @@ class DMFConfig:
             raise ValueError(f"unknown activation {self.activation!r}; choose from {sorted(_ACTIVATIONS)}")
         if not 0.0 <= float(self.input_norm) <= 1.0:
             raise ValueError(f"input_norm must be in [0, 1], got {self.input_norm}")
+        if self.side_dims is not None:
+            d = tuple(self.side_dims)
+            if len(d) != 2 or any(int(v) != v or v < 0 for v in d) or not any(d):
+                raise ValueError(f"side_dims must be (d_u, d_v), non-negative ints not both 0, got {self.side_dims!r}"
+                                 " (None: no side inputs)")
+            object.__setattr__(self, "side_dims", (int(d[0]), int(d[1])))
         lo, hi = self.rating_range
         if not hi > lo:
             raise ValueError(f"rating_range must be (lo, hi) with hi > lo, got {self.rating_range}")
@@ -178,6 +214,74 @@ class DMFConfig:
         return dataclasses.replace(
             cls(row_widths=(256, 128), col_widths=(256, 128), dropout_rate=0.5), **overrides
         )
+
+
+# --------------------------------------------------------------------------- side features
+class SideFeatures(NamedTuple):
+    """Fixed dense side features of the matrix's rows and columns (``DMFConfig.side_dims``).
+
+    Attributes:
+      rows: float32 ``(m, d_u)``: row ``i`` is the feature vector of matrix row
+        ``i`` (a user), or ``None`` when ``d_u = 0``.
+      cols: float32 ``(n, d_v)``: row ``j`` is that of matrix column ``j`` (a
+        movie), or ``None`` when ``d_v = 0``.
+    """
+
+    rows: np.ndarray | jax.Array | None
+    cols: np.ndarray | jax.Array | None
+
+
+def _check_one(name: str, f, count: int, dim: int, what: str):
+    if dim == 0:
+        if f is not None and np.asarray(f).size:
+            raise ValueError(f"side features {name} given, but the model has no side inputs for that branch "
+                             "(DMFConfig.side_dims)")
+        return None
+    if f is None:
+        raise ValueError(f"side features {name} missing: side_dims asks for {dim} per {what}")
+    a = np.asarray(f, np.float32)
+    if a.shape != (count, dim):
+        raise ValueError(f"side features {name} have shape {a.shape}, expected ({count}, {dim}): one row of "
+                         f"{dim} features per matrix {what} ({count} {what}s, side_dims)")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i, k = np.argwhere(bad)[0]
+        raise ValueError(f"side features {name} have {int(bad.sum())} non-finite values (first at [{i}, {k}]: {a[i, k]})")
+    return a
+
+
+def check_side_features(side: SideFeatures | None, shape: tuple[int, int], side_dims) -> SideFeatures | None:
+    """``side`` validated against the matrix ``shape`` and ``side_dims``, as float32 host arrays.
+
+    ``None`` is valid only when ``side_dims`` is ``None`` (and vice versa).
+
+    Raises:
+      ValueError: features given without ``side_dims`` or missing with it, a
+        wrong number of rows (not one per matrix row / column) or features,
+        or a non-finite value; the message names the problem.
+
+    >>> f = check_side_features(SideFeatures(np.ones((3, 2)), None), (3, 4), (2, 0))
+    >>> f.rows.shape, f.rows.dtype.name, f.cols
+    ((3, 2), 'float32', None)
+    """
+    if side_dims is None:
+        if side is not None:
+            raise ValueError("side features given but the model has no side inputs: set DMFConfig.side_dims")
+        return None
+    if side is None:
+        raise ValueError(f"the model takes side features (side_dims={tuple(side_dims)}) but none were given")
+    if not isinstance(side, SideFeatures):
+        raise ValueError(f"side must be a SideFeatures(rows, cols), got {type(side).__name__}")
+    m, n = shape
+    return SideFeatures(_check_one("rows", side.rows, m, side_dims[0], "row"),
+                        _check_one("cols", side.cols, n, side_dims[1], "column"))
+
+
+def _device_side(side: SideFeatures | None) -> tuple:
+    """``(rows, cols)`` of ``side`` as device arrays (``None`` entries stay ``None``)."""
+    if side is None:
+        return (None, None)
+    return tuple(None if f is None else jnp.asarray(f, jnp.float32) for f in side)
 
 
 # --------------------------------------------------------------------------- cosine head
@@ -228,7 +332,11 @@ class Branch(nn.Module):
 
     Input: a :class:`SparseBatch` (first layer computed sparsely) or a dense
     ``(B, in_dim)`` array.  The first layer's weights are ``kernel0`` (in_dim,
-    w0) and ``bias0``.
+    w0) and ``bias0``.  With ``side_dim > 0`` the branch also reads dense
+    side features ``side`` (B, side_dim) through ``kernel0_side`` (side_dim,
+    w0), initialised at 0: ``h_1 = x kernel0 + side kernel0_side + bias0``
+    (the side term is not scaled by ``input_norm``).  The name starts with
+    ``kernel`` so that the ``l2`` penalty covers it.
     """
 
     in_dim: int
@@ -241,9 +349,10 @@ class Branch(nn.Module):
     bn_eps: float = 1e-3
     input_offset: float = 0.0
     input_norm: float = 0.0
+    side_dim: int = 0
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, side=None):
         act = _ACTIVATIONS[self.activation]
         w0 = self.widths[0]
         kernel = self.param("kernel0", nn.initializers.xavier_uniform(), (self.in_dim, w0))
@@ -266,6 +375,16 @@ class Branch(nn.Module):
                 n_x = jnp.sum((xd != 0).astype(h.dtype), axis=-1)
         if self.input_norm:  # (sum_k x_k W_1[k]) / max(n_x, 1)^a: the same as scaling the vector
             h = h / jnp.maximum(n_x, 1.0)[:, None] ** self.input_norm
+        if self.side_dim:
+            if side is None:
+                raise ValueError(f"this branch takes side features (side_dim={self.side_dim}); pass side=")
+            side = jnp.asarray(side, kernel.dtype)
+            if side.shape != (h.shape[0], self.side_dim):
+                raise ValueError(f"side features of shape {side.shape} for a batch of {h.shape[0]} inputs; "
+                                 f"expected ({h.shape[0]}, {self.side_dim})")
+            h = h + side @ self.param("kernel0_side", nn.initializers.zeros, (self.side_dim, w0))
+        elif side is not None:
+            raise ValueError("side features given to a branch without side inputs (DMFConfig.side_dims)")
         h = h + bias
         L = len(self.widths)
         for i, w in enumerate(self.widths):
@@ -286,7 +405,9 @@ class DMF(nn.Module):
     """The two-branch model; ``__call__`` returns the embeddings ``(U, V)``.
 
     ``n_rows``/``n_cols``: matrix shape.  The row branch reads vectors of
-    length ``n_cols``, the column branch of length ``n_rows``.
+    length ``n_cols``, the column branch of length ``n_rows``; with
+    ``config.side_dims`` each also reads the side features of its batch
+    (``side_rows`` (B_r, d_u), ``side_cols`` (B_c, d_v)).
     """
 
     config: DMFConfig
@@ -298,17 +419,18 @@ class DMF(nn.Module):
         kw = dict(use_bn=c.use_bn, bn_last=c.bn_last, dropout_rate=c.dropout_rate,
                   activation=c.activation, bn_momentum=c.bn_momentum, bn_eps=c.bn_eps,
                   input_offset=float(c.input_offset), input_norm=float(c.input_norm))
-        self.row_branch = Branch(in_dim=self.n_cols, widths=c.row_widths, **kw)
-        self.col_branch = Branch(in_dim=self.n_rows, widths=c.col_widths, **kw)
+        du, dv = c.side_dims or (0, 0)
+        self.row_branch = Branch(in_dim=self.n_cols, widths=c.row_widths, side_dim=du, **kw)
+        self.col_branch = Branch(in_dim=self.n_rows, widths=c.col_widths, side_dim=dv, **kw)
 
-    def embed_rows(self, x, train: bool = False):
-        return self.row_branch(x, train)
+    def embed_rows(self, x, train: bool = False, side=None):
+        return self.row_branch(x, train, side)
 
-    def embed_cols(self, y, train: bool = False):
-        return self.col_branch(y, train)
+    def embed_cols(self, y, train: bool = False, side=None):
+        return self.col_branch(y, train, side)
 
-    def __call__(self, x, y, train: bool = False):
-        return self.embed_rows(x, train), self.embed_cols(y, train)
+    def __call__(self, x, y, train: bool = False, side_rows=None, side_cols=None):
+        return self.embed_rows(x, train, side_rows), self.embed_cols(y, train, side_cols)
 
 
 def init_dmf(key, config: DMFConfig, shape: tuple[int, int]):
@@ -316,10 +438,14 @@ def init_dmf(key, config: DMFConfig, shape: tuple[int, int]):
     m, n = shape
     model = DMF(config, m, n)
 
+    du, dv = config.side_dims or (0, 0)
+
     def init(key):
         xr = SparseBatch(jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.zeros(1), 2)
         xc = SparseBatch(jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.zeros(1), 2)
-        return model.init({"params": key}, xr, xc, train=False)
+        sr = jnp.zeros((2, du)) if du else None
+        sc = jnp.zeros((2, dv)) if dv else None
+        return model.init({"params": key}, xr, xc, train=False, side_rows=sr, side_cols=sc)
 
     return model, jax.jit(init)(key)
 
@@ -327,15 +453,25 @@ def init_dmf(key, config: DMFConfig, shape: tuple[int, int]):
 _EMBED_FNS: dict = {}
 
 
-def embed(model: DMF, variables, csr: CSRInputs, axis: str, chunk: int | None = 32768):
-    """Eval-mode embeddings of every input vector in ``csr`` (rows or columns branch); jitted once per model."""
+def embed(model: DMF, variables, csr: CSRInputs, axis: str, chunk: int | None = 32768, side=None):
+    """Eval-mode embeddings of every input vector in ``csr`` (rows or columns branch); jitted once per model.
+
+    ``side``: with ``model.config.side_dims``, the side features of the
+    embedded vectors, ``(csr.num_rows, d)`` (``SideFeatures.rows`` for
+    ``axis="rows"``, ``.cols`` for ``"cols"``); vector ``i`` is embedded from
+    ``csr`` row ``i`` and feature row ``i``.
+    """
     if axis not in ("rows", "cols"):
         raise ValueError(f"axis must be 'rows' or 'cols', got {axis!r}")
+    dims = model.config.side_dims
+    d = 0 if dims is None else dims[0 if axis == "rows" else 1]
+    if d or side is not None:
+        side = _check_one(axis, side, csr.num_rows, d, "row" if axis == "rows" else "column")
     key = (model.config, model.n_rows, model.n_cols, axis)
     if key not in _EMBED_FNS:
         method = DMF.embed_rows if axis == "rows" else DMF.embed_cols
-        _EMBED_FNS[key] = jax.jit(lambda v, x: model.apply(v, x, train=False, method=method))
-    return _EMBED_FNS[key](variables, full_batch(csr, chunk))
+        _EMBED_FNS[key] = jax.jit(lambda v, x, s: model.apply(v, x, train=False, side=s, method=method))
+    return _EMBED_FNS[key](variables, full_batch(csr, chunk), None if side is None else jnp.asarray(side))
 
 
 # --------------------------------------------------------------------------- extendability
@@ -355,6 +491,10 @@ def extension_inputs(train: Ratings, revealed: Ratings | None, held_rows, held_c
     Entries in held-out columns never enter the row branch (their first-layer
     weights saw only zeros in training), and likewise for the column branch;
     area IV entries are never inputs.  No test entry is ever an input.
+    Side features (``DMFConfig.side_dims``) need no extension: they are
+    indexed by the matrix row / column, so an unseen row or column reads its
+    own feature row with these inputs (``predict`` / ``predict_areas`` pass
+    the result's :class:`SideFeatures`).
 
     Returns:
       ``(row_inputs, col_inputs)`` as :class:`CSRInputs`.

@@ -92,12 +92,15 @@ def _eval_fn_cached(cfg: DMFConfig, quant, shape):
 
 
 def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int, cap_c: int):
-    """The jitted epoch ``(state, rcsr, ccsr, *plan, key) -> (state, per-step data losses)``.
+    """The jitted epoch ``(state, rcsr, ccsr, *plan, key, side) -> (state, per-step data losses)``.
 
     One ``lax.scan`` over the epoch's blocks; each step builds its block
     (:func:`~mfjax.models.blocks.make_block`), takes the gradient of the
     block loss (module docstring of :mod:`mfjax.models.train`) and applies
-    the Adam update.  Dropout keys ``fold_in(key, step)``.
+    the Adam update.  Dropout keys ``fold_in(key, step)``.  ``side`` =
+    ``(rows (m, d_u), cols (n, d_v))`` side features (entries ``None``
+    without; ``DMFConfig.side_dims``): the step gathers the block's rows
+    ``side[0][rb]`` and columns ``side[1][cblk]``.
     """
     q = tc.quantizer
     if q is not None:
@@ -106,10 +109,10 @@ def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int,
         lam_fn = q.schedule()
     rr = cfg.rating_range
 
-    def loss_fn(params, batch_stats, xr, xc, R, M, step, key):
+    def loss_fn(params, batch_stats, xr, xc, R, M, step, key, sr, sc):
         (U, V), upd = model.apply(
             {"params": params["net"], "batch_stats": batch_stats}, xr, xc, train=True,
-            rngs={"dropout": key}, mutable=["batch_stats"],
+            side_rows=sr, side_cols=sc, rngs={"dropout": key}, mutable=["batch_stats"],
         )
         C = pairwise_cosine(U, V, cfg.cos_eps)
         if q is None:
@@ -129,7 +132,10 @@ def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int,
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def epoch(state: DMFState, rcsr, ccsr, row_blocks, col_blocks, cb, col_block_of, col_slot_of, key):
+    def epoch(state: DMFState, rcsr, ccsr, row_blocks, col_blocks, cb, col_block_of, col_slot_of, key,
+              side=(None, None)):
+        f_rows, f_cols = side
+
         def step_fn(st: DMFState, xs):
             rb, cblk, c_id = xs
             mk = (jax.random.fold_in(jax.random.fold_in(key, MASK_STREAM), st.step)
@@ -138,7 +144,9 @@ def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int,
                                       cap_r, cap_c, tc.hide_targets, mk, tc.input_keep,
                                       tc.input_keep_branches)
             k = jax.random.fold_in(key, st.step)
-            (_, (bs, data)), g = grad_fn(st.params, st.batch_stats, xr, xc, R, M, st.step, k)
+            sr = None if f_rows is None else f_rows[rb]
+            sc = None if f_cols is None else f_cols[cblk]
+            (_, (bs, data)), g = grad_fn(st.params, st.batch_stats, xr, xc, R, M, st.step, k, sr, sc)
             updates, opt_state = opt.update(g, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
             return DMFState(params, bs, opt_state, st.step + 1), data
@@ -149,17 +157,18 @@ def _make_epoch_fn(model: DMF, cfg: DMFConfig, tc: TrainConfig, opt, cap_r: int,
 
 
 def _make_eval_fn(model: DMF, cfg: DMFConfig, quant: QuantizerConfig | None):
-    """The jitted ``(variables, b, xr, xc, rows, cols) -> (continuous, discrete)`` predictions.
+    """The jitted ``(variables, b, xr, xc, rows, cols, side) -> (continuous, discrete)`` predictions.
 
-    Embeds all rows / columns from their full input vectors (inference
-    mode), predicts ``from_unit(cos(U_i, V_j))`` at the requested entries and
+    Embeds all rows / columns from their full input vectors and, with
+    ``DMFConfig.side_dims``, their side features ``side = (rows, cols)``
+    (inference mode), predicts ``from_unit(cos(U_i, V_j))`` at the requested entries and
     quantizes them with ``Q_b`` (DMF-D; the continuous values otherwise).
     """
     rr = cfg.rating_range
 
-    def ev(variables, b, xr, xc, rows, cols):
-        U = model.apply(variables, xr, train=False, method=DMF.embed_rows)
-        V = model.apply(variables, xc, train=False, method=DMF.embed_cols)
+    def ev(variables, b, xr, xc, rows, cols, side=(None, None)):
+        U = model.apply(variables, xr, train=False, side=side[0], method=DMF.embed_rows)
+        V = model.apply(variables, xc, train=False, side=side[1], method=DMF.embed_cols)
         cont = from_unit(cosine(U[rows], V[cols], cfg.cos_eps), rr)
         disc = quantize_hard(cont, b, quant.levels) if quant is not None else cont
         return cont, disc

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mfjax.data.ratings import Ratings
-from mfjax.models.dmf import CSRInputs, extension_inputs
+from mfjax.models.dmf import CSRInputs, SideFeatures, _device_side, check_side_features, extension_inputs
 from mfjax.models.epoch import _eval_fn_cached, _full
 from mfjax.models.state import DMFResult
 
@@ -22,21 +22,26 @@ __all__ = ["predict", "predict_areas"]
 
 
 def predict(result: DMFResult, rows, cols, *, row_inputs: CSRInputs | None = None,
-            col_inputs: CSRInputs | None = None, discrete: bool = False):
+            col_inputs: CSRInputs | None = None, discrete: bool = False, side: SideFeatures | None = None):
     """Predictions on the rating scale at ``(rows, cols)``.
 
     The input vectors default to the training matrix; pass other
     ``row_inputs``/``col_inputs`` (e.g. from
     :func:`~mfjax.models.dmf.extension_inputs`) to predict for rows/columns
     unseen in training.  ``discrete=True`` applies the learned hard quantizer
-    ``Q_b`` (DMF-D) or rounds to the nearest integer level (DMF).
+    ``Q_b`` (DMF-D) or rounds to the nearest integer level (DMF).  ``side``
+    overrides the result's side features (``result.side``, the training
+    ones; ``DMFConfig.side_dims``): row ``i`` / column ``j`` is embedded
+    from its input vector and its feature row, seen in training or not.
     """
     ri = result.row_inputs if row_inputs is None else row_inputs
     ci = result.col_inputs if col_inputs is None else col_inputs
     q = result.train_config.quantizer
     ev = _eval_fn_cached(result.config, q, (result.model.n_rows, result.model.n_cols))
     b = result.boundaries if q is not None else jnp.zeros(0)
-    cont, disc = ev(result.variables, b, _full(ri), _full(ci), jnp.asarray(rows), jnp.asarray(cols))
+    shape = (result.model.n_rows, result.model.n_cols)
+    feats = check_side_features(result.side if side is None else side, shape, result.config.side_dims)
+    cont, disc = ev(result.variables, b, _full(ri), _full(ci), jnp.asarray(rows), jnp.asarray(cols), _device_side(feats))
     if not discrete:
         return cont
     if q is not None:
@@ -46,11 +51,12 @@ def predict(result: DMFResult, rows, cols, *, row_inputs: CSRInputs | None = Non
 
 
 def predict_areas(result: DMFResult, tests: dict, revealed: Ratings | None, held_rows, held_cols,
-                  *, discrete: bool = False) -> dict:
+                  *, discrete: bool = False, side: SideFeatures | None = None) -> dict:
     """Predictions for the test entries of each area (``{"I": Ratings, "II": ..., ...}``).
 
     Unseen rows / columns are embedded from the ``revealed`` entries only
-    (see :func:`~mfjax.models.dmf.extension_inputs`); no retraining.
+    (see :func:`~mfjax.models.dmf.extension_inputs`) and, with side inputs,
+    their own feature rows (``side``, default ``result.side``); no retraining.
     """
     train = Ratings(result.row_inputs.row_ids(), result.row_inputs.indices, result.row_inputs.values,
                     (result.row_inputs.num_rows, result.row_inputs.dim))
@@ -62,7 +68,7 @@ def predict_areas(result: DMFResult, tests: dict, revealed: Ratings | None, held
     rows = np.concatenate([np.asarray(tests[a].rows) for a in names])
     cols = np.concatenate([np.asarray(tests[a].cols) for a in names])
     # one call (one compilation, one embedding pass) for all areas
-    pred = np.asarray(predict(result, rows, cols, row_inputs=ri, col_inputs=ci, discrete=discrete))
+    pred = np.asarray(predict(result, rows, cols, row_inputs=ri, col_inputs=ci, discrete=discrete, side=side))
     ends = np.cumsum([tests[a].nnz for a in names])
     for a, part in zip(names, np.split(pred, ends[:-1])):
         out[a] = part

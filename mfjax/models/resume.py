@@ -33,9 +33,12 @@ resume policy (:data:`RESUME_POLICIES`) decides:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import warnings
+
+import numpy as np
 
 from mfjax.data import data_checksum
 from mfjax.models.checkpoint import CorruptCheckpointError, read_checkpoint, restore_checkpoint
@@ -88,7 +91,19 @@ def _plain(config) -> dict:
     return json.loads(json.dumps(to_jsonable(d), sort_keys=True, default=str))
 
 
-def run_identity(config, train_config, train, valid) -> dict:
+def _side_checksum(side) -> str:
+    """SHA-256 (hex) of the side feature arrays' shapes and float32 bytes (``None`` entries marked)."""
+    h = hashlib.sha256()
+    for f in side:
+        if f is None:
+            h.update(b"none;")
+        else:
+            a = np.ascontiguousarray(np.asarray(f, np.float32))
+            h.update(repr(a.shape).encode() + b";" + a.tobytes())
+    return h.hexdigest()
+
+
+def run_identity(config, train_config, train, valid, side=None) -> dict:
     """The identity of a DMF run: configs, data checksums and their joint ``config_hash``.
 
     Args:
@@ -97,18 +112,28 @@ def run_identity(config, train_config, train, valid) -> dict:
         :data:`RUN_LENGTH_FIELDS` are left out.
       train, valid: the training and validation :class:`~mfjax.data.Ratings`
         (``valid`` may be ``None``).
+      side: the run's :class:`~mfjax.models.dmf.SideFeatures` or ``None``;
+        with features, ``"side_data"`` (a SHA-256 of their bytes and shapes)
+        joins the identity.  Without, the identity is the one of earlier
+        mfjax versions (``side_dims`` is left out of the model config while
+        ``None``), so their checkpoints still resume.
 
     Returns:
       a JSON-able dict ``{"model_config", "train_config", "train_data",
       "valid_data", "config_hash"}``.
     """
     tc = {k: v for k, v in _plain(train_config).items() if k not in RUN_LENGTH_FIELDS}
+    mc = _plain(config)
+    if mc.get("side_dims", None) is None:
+        mc.pop("side_dims", None)
     ident = {
-        "model_config": _plain(config),
+        "model_config": mc,
         "train_config": tc,
         "train_data": data_checksum(train),
         "valid_data": None if valid is None else data_checksum(valid),
     }
+    if side is not None:
+        ident["side_data"] = _side_checksum(side)
     ident["config_hash"] = config_hash(ident)
     return ident
 
@@ -132,6 +157,8 @@ def identity_differences(stored, current: dict) -> list[str]:
     for key, what in _DATA:
         if stored.get(key) != current[key]:
             out.append(f"{what}: {stored.get(key)} in the checkpoint, {current[key]} now")
+    if stored.get("side_data") != current.get("side_data"):
+        out.append(f"side features checksum: {stored.get('side_data')} in the checkpoint, {current.get('side_data')} now")
     if not out and stored.get("config_hash") != current["config_hash"]:
         out.append(f"config_hash: {stored.get('config_hash')} in the checkpoint, {current['config_hash']} now")
     return out

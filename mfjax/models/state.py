@@ -8,7 +8,7 @@ import jax
 import optax
 
 from mfjax.models.config import TrainConfig
-from mfjax.models.dmf import DMF, CSRInputs, DMFConfig
+from mfjax.models.dmf import DMF, CSRInputs, DMFConfig, SideFeatures
 
 __all__ = ["DMFState", "DMFResult"]
 
@@ -44,6 +44,8 @@ class DMFResult(NamedTuple):
       best_epoch, best_val: the selected epoch and its validation metric.
       epochs_run: epochs trained in total; wall_time: training seconds in
         total (this call plus the runs it resumed from).
+      side: the :class:`~mfjax.models.dmf.SideFeatures` the model was
+        trained with (``None`` without side inputs); predictions read them.
     """
 
     model: DMF
@@ -58,3 +60,4 @@ class DMFResult(NamedTuple):
     best_val: float
     epochs_run: int
     wall_time: float
+    side: SideFeatures | None = None

@@ -58,7 +58,7 @@ from mfjax.metrics import rmse_from_predictions
 from mfjax.models import checkpoint as ckpt
 from mfjax.models.blocks import MASK_STREAM, _bucket, _epoch_plan, make_block, mask_inputs  # noqa: F401
 from mfjax.models.config import QuantizerConfig, TrainConfig, authors_epoch_length, learning_rate_schedule  # noqa: F401
-from mfjax.models.dmf import DMFConfig, csr_inputs, init_dmf
+from mfjax.models.dmf import DMFConfig, SideFeatures, _device_side, check_side_features, csr_inputs, init_dmf
 from mfjax.models.epoch import _epoch_fn_cached, _eval_fn_cached, _full, _make_optimizer
 from mfjax.models.predict import predict, predict_areas  # noqa: F401  (re-exported)
 from mfjax.models.resume import check_resume_policy, resume_from, run_identity
@@ -102,7 +102,7 @@ def _rmse(pred, values) -> float:
 def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = None,
               train_config: TrainConfig | None = None, *, checkpoint_path=None,
               log: Callable[[str], None] | None = None, extra_valid: dict | None = None,
-              resume: str = "auto") -> DMFResult:
+              resume: str = "auto", side: SideFeatures | None = None) -> DMFResult:
     """Train DMF (or DMF-D when ``train_config.quantizer`` is set) on ``train``.
 
     Args:
@@ -133,6 +133,12 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
         thinned inputs of :func:`~mfjax.models.dmf.subsample_inputs`),
         evaluated with ``valid`` and recorded in ``trace["val_rmse_<name>"]``;
         they do not enter model selection.
+      side: per-row and per-column side features
+        (:class:`~mfjax.models.dmf.SideFeatures`, ``(m, d_u)`` and
+        ``(n, d_v)``), required when ``config.side_dims`` is set and refused
+        otherwise; every step gathers its block's feature rows, every
+        evaluation (also of ``extra_valid``) reads them all.  Default ``None``:
+        plain DMF, unchanged.  Their checksum enters the run identity.
 
     Returns:
       :class:`DMFResult` with the variables of the best validation epoch.
@@ -152,6 +158,8 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
         raise ValueError(f"train values span [{tv.min()}, {tv.max()}], outside rating_range {config.rating_range}")
     t0 = time.perf_counter()
     m, n = train.shape
+    side = check_side_features(side, (m, n), config.side_dims)
+    sdev = _device_side(side)
     rcsr, ccsr = csr_inputs(train, "rows"), csr_inputs(train, "cols")
     rlen, clen = rcsr.lengths(), ccsr.lengths()
     active_rows = np.flatnonzero(rlen > 0)
@@ -192,7 +200,7 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
                 "best_batch_stats": best["variables"]["batch_stats"],
                 "best_b": best["b"] if best["b"] is not None else jnp.zeros(0)}
 
-    identity = run_identity(config, tc, train, valid) if checkpoint_path is not None else None
+    identity = run_identity(config, tc, train, valid, side) if checkpoint_path is not None else None
     restored = resume_from(checkpoint_path, snapshot(), identity, resume, log)
     if restored is not None:
         tree, meta = restored
@@ -221,7 +229,7 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
     stopped = False
     while epoch < tc.epochs and not stopped:
         plan = _epoch_plan(tc.seed, epoch, active_rows, active_cols, n, br, bc)
-        state, losses = epoch_fn(state, rdev, cdev, *[jnp.asarray(a) for a in plan], k_drop)
+        state, losses = epoch_fn(state, rdev, cdev, *[jnp.asarray(a) for a in plan], k_drop, sdev)
         epoch += 1
         trace["train_loss"].append(float(jnp.mean(losses)))
         if not np.isfinite(trace["train_loss"][-1]):
@@ -231,7 +239,7 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
         if valid is not None and (epoch % tc.eval_every == 0 or last or timeout):
             v = {"params": state.params["net"], "batch_stats": state.batch_stats}
             cont, disc = eval_fn(v, state.params.get("b", jnp.zeros(0)), xr_full, xc_full,
-                                 jnp.asarray(valid.rows), jnp.asarray(valid.cols))
+                                 jnp.asarray(valid.rows), jnp.asarray(valid.cols), sdev)
             r_c, r_d = _rmse(cont, valid.values), _rmse(disc, valid.values)
             metric = r_d if tc.quantizer is not None else r_c
             trace["val_epoch"].append(epoch)
@@ -239,7 +247,7 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
             trace["val_rmse_discrete"].append(r_d)
             trace["lam"].append(float(lam_fn(state.step)) if lam_fn else None)
             for name, (xr_e, xc_e, rows_e, cols_e, vals_e) in extra.items():
-                c_e, d_e = eval_fn(v, state.params.get("b", jnp.zeros(0)), xr_e, xc_e, rows_e, cols_e)
+                c_e, d_e = eval_fn(v, state.params.get("b", jnp.zeros(0)), xr_e, xc_e, rows_e, cols_e, sdev)
                 trace.setdefault(f"val_rmse_{name}", []).append(
                     _rmse(d_e if tc.quantizer is not None else c_e, vals_e))
             if metric < best["val"]:
@@ -262,4 +270,4 @@ def train_dmf(train: Ratings, valid: Ratings | None, config: DMFConfig | None = 
         best = {"variables": {"params": state.params["net"], "batch_stats": state.batch_stats},
                 "b": state.params.get("b"), "val": float("nan"), "epoch": epoch}
     return DMFResult(model, best["variables"], best["b"], config, tc, rcsr, ccsr, trace,
-                     int(best["epoch"]), float(best["val"]), epoch, prior_seconds + time.perf_counter() - t0)
+                     int(best["epoch"]), float(best["val"]), epoch, prior_seconds + time.perf_counter() - t0, side)
