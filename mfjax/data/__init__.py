@@ -13,7 +13,9 @@
   :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
   :func:`triplets_to_ratings`
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
-- splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
+- splits: :func:`split`, :func:`hash_split` (row-local: per-process splits agree
+  with the whole one), :func:`row_ranges` / :func:`check_row_ranges`,
+  :func:`kfold`, :func:`extendability_split`
   (:class:`ExtendabilitySplit`), :func:`coverage_report`; by time (from
   ``Ratings.timestamps``, kept by the MovieLens loaders):
   :func:`leave_last_out`, :func:`temporal_split`
@@ -63,11 +65,16 @@ from mfjax.data.side import (
     load_users,
 )
 from mfjax.data.splits import (
+    SPLIT_METHODS,
     ExtendabilitySplit,
+    check_row_ranges,
     coverage_report,
+    entry_uniforms,
     extendability_split,
+    hash_split,
     kfold,
     leave_last_out,
+    row_ranges,
     split,
     temporal_split,
 )
@@ -116,6 +123,11 @@ __all__ = [
     "LowRankTruth",
     # splits
     "split",
+    "SPLIT_METHODS",
+    "hash_split",
+    "entry_uniforms",
+    "row_ranges",
+    "check_row_ranges",
     "kfold",
     "extendability_split",
     "ExtendabilitySplit",
