@@ -103,6 +103,16 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-density", type=float, default=0.05,
                    help="fraction of observed entries of the synthetic data (default 0.05)")
     p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
+    p.add_argument("--synthetic-sampler", choices=["auto", "pairs", "rows", "rows32", "blocks"], default=None,
+                   help="pattern sampler of the synthetic data (mfjax.data.synthetic; default auto, and blocks "
+                        "under mfjax launch: row-local, each process generates only its rows)")
+    p.add_argument("--split", choices=["random", "hash"], default=None, dest="split_method",
+                   help="train/test split: random (a seeded permutation, the default) or hash (each rating "
+                        "placed by a hash of (row, column, seed): row-local, the default under mfjax launch)")
+    p.add_argument("--whole-data", action="store_true",
+                   help="under mfjax launch: every process builds the whole data set and split (what ALS, vector "
+                        "descent and DSGD need over several processes); default: with synthetic data each "
+                        "process builds only its own rows")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
                         "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
@@ -329,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _per_process(args) -> bool:
+    """Whether this process builds only its own rows: under ``mfjax launch`` (several processes), synthetic
+    data and no ``--whole-data``."""
+    from mfjax.core import distributed
+
+    if not distributed.is_initialized() or getattr(args, "whole_data", False) or args.data != "synthetic":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
 def _problem(args):
     from mfjax import compare
     from mfjax import data as mfdata
@@ -340,18 +362,41 @@ def _problem(args):
     rank = args.rank
     if rank is None:
         rank = args.synthetic_rank if args.data == "synthetic" else 10
+    synthetic = {"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density, "rank": args.synthetic_rank}
+    sampler, split_method = getattr(args, "synthetic_sampler", None), getattr(args, "split_method", None)
+    part = None
+    if _per_process(args):
+        import jax
+
+        for flag, given, need in (("--synthetic-sampler", sampler, "blocks"), ("--split", split_method, "hash")):
+            if given not in (None, need):
+                raise SystemExit(f"mfjax: {flag} {given}: under mfjax launch each process builds only its rows, "
+                                 f"which needs {flag} {need}; pass --whole-data to build the whole data set "
+                                 "in every process")
+        sampler, split_method, part = "blocks", "hash", (jax.process_index(), jax.process_count())
+    if sampler is not None:
+        synthetic["sampler"] = sampler
     data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
                                                       "ChecksumError") if hasattr(mfdata, e))
     try:
         problem = compare.make_problem(
             args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
             test_fraction=args.test_fraction, data_dir=args.data_dir, rating_scale=args.rating_scale,
-            synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
-                              "rank": args.synthetic_rank},
+            synthetic_kwargs=synthetic, split_method=split_method, part=part,
         )
     except data_errors + (OSError,) as e:
         raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    if problem.part is not None:  # every process says what it holds (the launch log prefixes [pK])
+        print(_part_line(problem), file=sys.stderr, flush=True)
     return problem.with_mesh(_mesh(getattr(args, "devices", 1)))
+
+
+def _part_line(problem) -> str:
+    """``"mfjax: process K/N holds rows LO..HI-1 only: T train + S test ratings (of T_all + S_all)"``."""
+    p = problem.part
+    lo, hi = p.row_range
+    return (f"mfjax: process {p.index}/{p.count} holds rows {lo}..{hi - 1} only: {problem.train.nnz} train + "
+            f"{problem.test.nnz} test ratings (of {p.train_nnz} + {p.test_nnz})")
 
 
 def _use_devices(n: int) -> None:
@@ -415,11 +460,11 @@ def cmd_compare(args) -> int:
                                summary=tally, skip_unsupported=not args.runs,  # the grid: skip, an explicit list: error
                                program_cache=getattr(args, "programs", None))
     ok = 0 if all(not r.get("error") for r in results) else 1
+    mean = None if args.no_plots else compare.baseline_rmse(problem)  # per-process data: every process's sums
     if not lead:
         return ok
     compare.write_tables(results, args.out)
     if not args.no_plots:
-        mean = compare.mean_predictor_rmse(problem.train.values, problem.test.values)
         compare.plot_results(results, args.out, baselines={"mean predictor": mean})
     print(compare.summarize(results))
     print(_tally_line(tally))

@@ -37,7 +37,7 @@ import time
 from typing import Optional, Sequence
 
 __all__ = ["COORDINATOR_ENV", "NUM_PROCESSES_ENV", "PROCESS_ID_ENV", "LOCAL_DEVICES_ENV",
-           "initialize", "initialize_from_env", "is_initialized", "launch", "free_port"]
+           "initialize", "initialize_from_env", "is_initialized", "launch", "free_port", "allgather_host"]
 
 COORDINATOR_ENV = "MFJAX_COORDINATOR"
 NUM_PROCESSES_ENV = "MFJAX_NUM_PROCESSES"
@@ -122,6 +122,31 @@ def initialize_from_env(environ=None) -> bool:
     initialize(env[COORDINATOR_ENV], env[NUM_PROCESSES_ENV], env[PROCESS_ID_ENV],
                local_devices=None if local is None else int(local))
     return True
+
+
+def allgather_host(x):
+    """Every process's 1-D host array ``x`` (the same length and dtype everywhere), stacked ``(N, len)``, exactly.
+
+    One :func:`jax.experimental.multihost_utils.process_allgather`; 64-bit
+    values (float64 checksums of sums, int64 counts, hash words) travel as
+    pairs of int32 words, since JAX without x64 would round them to 32 bits.
+    Every process must call it (a collective); in one process it is
+    ``x[None]`` without JAX.
+    """
+    import numpy as np
+
+    a = np.ascontiguousarray(x).reshape(-1)
+    import jax
+
+    if jax.process_count() == 1:
+        return a[None].copy()
+    from jax.experimental import multihost_utils
+
+    if a.dtype.itemsize not in (4, 8):
+        raise ValueError(f"allgather_host takes 4- or 8-byte values, got {a.dtype}")
+    words = a.view(np.int32)
+    every = np.asarray(multihost_utils.process_allgather(words)).astype(np.int32, copy=False)
+    return np.ascontiguousarray(every.reshape(jax.process_count(), -1)).view(a.dtype)
 
 
 def free_port() -> int:

@@ -41,7 +41,7 @@ synthetic, splits, frames}.
 
 from mfjax.data.errors import ChecksumError, DataNotFoundError, DownloadError, MalformedFileError, RatingsError
 from mfjax.data.ratings import IdMap, Ratings
-from mfjax.data.validation import data_checksum
+from mfjax.data.validation import combine_checksums, data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
 from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
 from mfjax.data.parsing import ParsedTriplets, parse_triplets, parse_triplets_fast, parse_triplets_precise
@@ -136,6 +136,7 @@ __all__ = [
     "temporal_split",
     # provenance and downloads
     "data_checksum",
+    "combine_checksums",
     "file_sha256",
     "download_file",
     "safe_extract",

@@ -1,0 +1,161 @@
+"""Per-process data under ``mfjax launch``: each process builds only its rows, the results are the 1-process ones.
+
+The 2-process run starts fresh interpreters (jax.distributed with gloo CPU collectives) under a timeout;
+the 1-process reference runs the same script in this process on the union of the parts
+(``--synthetic-sampler blocks --split hash``).
+"""
+
+import importlib.util
+import io
+import json
+import pathlib
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from mfjax import compare
+from mfjax.core import distributed
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHECK = ROOT / "tests" / "_perprocess_check.py"
+
+
+def _env():
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _one_process(out):
+    spec = importlib.util.spec_from_file_location("_perprocess_check", CHECK)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # no launcher environment: one process on the union data
+    mod.main(str(out))
+
+
+def _keys(part):
+    return np.asarray(part["rows"], np.int64) * 10_000 + np.asarray(part["cols"], np.int64)
+
+
+@pytest.fixture(autouse=True)
+def _restore_mfjax_logger():
+    import logging
+
+    yield
+    log = logging.getLogger("mfjax")
+    for h in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
+        log.removeHandler(h)
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+
+
+def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
+    err = io.StringIO()
+    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two")], 2, timeout_s=240,
+                            stdout=io.StringIO(), stderr=err, env=_env())
+    log = err.getvalue()
+    assert rc == 0, log[-3000:]
+    _one_process(tmp_path / "one")
+    one = json.loads((tmp_path / "one" / "part_0.json").read_text())
+    parts = [json.loads((tmp_path / "two" / f"part_{k}.json").read_text()) for k in (0, 1)]
+    m = one["describe"]["shape"][0]
+    # the row ranges partition the rows; each process's train and test parts hold only its rows ...
+    assert [p["row_range"] for p in parts] == [[0, m // 2], [m // 2, m]] and one["row_range"] is None
+    for p in parts:
+        lo, hi = p["row_range"]
+        for what in ("train", "test"):
+            rows = np.asarray(p[what]["rows"])
+            assert rows.size and lo <= rows.min() and rows.max() < hi, (p["process"], what)
+        # ... and says so in the launch log (each process, every CLI command: _problem, fit, compare)
+        k = p["process"]
+        line = (f"[p{k}] mfjax: process {k}/2 holds rows {lo}..{hi - 1} only: {len(p['train']['rows'])} train + "
+                f"{len(p['test']['rows'])} test ratings (of {len(one['train']['rows'])} + {len(one['test']['rows'])})")
+        assert log.count(line) == 3, (line, log[-3000:])
+    # ... and together they are exactly the 1-process split of the union data
+    for what in ("train", "test"):
+        for f in ("rows", "cols", "values"):
+            assert np.concatenate([p[what][f] for p in parts]).tolist() == one[what][f], (what, f)
+    assert not np.intersect1d(_keys(parts[0]["train"]), _keys(parts[1]["train"])).size
+    # the description: global counts, the layout named, a checksum combined over the parts
+    two_d, one_d = parts[0]["describe"], one["describe"]
+    assert parts[1]["describe"] == two_d  # every process describes the same problem
+    for k in ("train_nnz", "test_nnz", "shape", "rating_scale", "split_method"):
+        assert two_d[k] == one_d[k], k
+    assert "per-process rows" in two_d["data_layout"] and "data_layout" not in one_d
+    assert two_d["data_checksum"] != one_d["data_checksum"]  # the parts' checksums, combined
+    # mfjax fit and mfjax compare: the same numbers as one process on the union data
+    two_fit = json.loads((tmp_path / "two" / "fit.json").read_text())
+    one_fit = json.loads((tmp_path / "one" / "fit.json").read_text())
+    assert two_fit["fit_rc"] == one_fit["fit_rc"] == 0 and two_fit["fit"]["processes"] == 2
+    for k in ("initial_loss", "final_loss", "test_rmse", "train_rmse", "test_rmse_clipped"):
+        assert two_fit["fit"][k] == pytest.approx(one_fit["fit"][k], rel=1e-5), k
+    assert two_fit["fit"]["final_loss"] < 0.9 * two_fit["fit"]["initial_loss"]  # it optimised
+    recs = {w: {r["name"]: r for r in json.loads((tmp_path / w / "cmp" / "results.json").read_text())}
+            for w in ("one", "two")}
+    a, b = recs["two"]["gd+armijo"], recs["one"]["gd+armijo"]
+    assert a["error"] is None and a["status"] == b["status"] == "max_steps"
+    for k in ("initial_loss", "final_loss", "test_rmse", "train_rmse"):
+        assert a[k] == pytest.approx(b[k], rel=1e-5), k
+    ev_a, ev_b = (np.asarray(r["trace"]["eval_rmse"], float) for r in (a, b))
+    np.testing.assert_allclose(ev_a, ev_b, rtol=1e-5)  # the held-out RMSE inside the loop is global too
+    # ALS needs the whole data in every process: refused with the reason (one process runs it)
+    assert two_fit["compare_rc"] == 1 and one_fit["compare_rc"] == 0
+    assert "needs the whole data set in every process" in recs["two"]["solver-als"]["error"]
+    assert "--whole-data" in recs["two"]["solver-als"]["error"]
+    assert re.search(r"\[p0\] mfjax: run solver-als failed: .*per-process data", log)
+
+
+def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
+    """make_problem(part=(k, N)) with an exchange faked in one process: the parts of k = 0..N-1 hold exactly the
+    union problem's entries, the global counts and the combined checksum; bad row ranges are named."""
+    kw = dict(rank=3, l2=0.5, test_fraction=0.2, seed=4,
+              synthetic_kwargs={"m": 50, "n": 30, "density": 0.3, "rank": 3, "seed": 4})
+    whole = compare.make_problem(split_method="hash", **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"],
+                                                                                    "sampler": "blocks"}})
+    ranges = [(0, 10), (10, 33), (33, 50)]
+
+    def stats_of(k):  # what process k sends in the exchange (run before its own problem is built)
+        sent = []
+        compare.make_problem(part=(k, 3), row_ranges=ranges, gather=lambda x: sent.append(x) or np.stack([x] * 3),
+                             **kw)
+        return sent
+
+    sent = [stats_of(k) for k in range(3)]
+    exchange = [np.stack([s[i] for s in sent]) for i in range(2)]
+    calls = []
+
+    def gather(x):
+        calls.append(x)
+        return exchange[len(calls) - 1]
+
+    parts = []
+    for k in range(3):
+        calls.clear()
+        parts.append(compare.make_problem(part=(k, 3), row_ranges=ranges, gather=gather, **kw))
+    for what in ("train", "test"):
+        got = np.concatenate([np.asarray(getattr(p, what).rows) for p in parts])
+        np.testing.assert_array_equal(got, np.asarray(getattr(whole, what).rows))
+        got = np.concatenate([np.asarray(getattr(p, what).values) for p in parts])
+        np.testing.assert_array_equal(got, np.asarray(getattr(whole, what).values))
+    d = parts[0].describe()
+    assert d["train_nnz"] == whole.train.nnz and d["test_nnz"] == whole.test.nnz
+    assert d["rating_scale"] == whole.describe()["rating_scale"]
+    assert all(p.describe() == d for p in parts) and parts[1].part.row_range == (10, 33)
+    with pytest.raises(ValueError, match=r"overlap on rows 8\.\.9"):
+        compare.make_problem(part=(0, 2), row_ranges=[(0, 10), (8, 50)], gather=lambda x: x[None], **kw)
+    with pytest.raises(ValueError, match=r"leave rows 40\.\.49 uncovered"):
+        compare.make_problem(part=(0, 2), row_ranges=[(0, 20), (20, 40)], gather=lambda x: x[None], **kw)
+    with pytest.raises(ValueError, match="2 row ranges for 3 processes"):
+        compare.make_problem(part=(0, 3), row_ranges=[(0, 20), (20, 50)], gather=lambda x: x[None], **kw)
+    with pytest.raises(ValueError, match="split_method='hash'"):
+        compare.make_problem(part=(0, 2), split_method="random", gather=lambda x: x[None], **kw)
+    with pytest.raises(ValueError, match="sampler='blocks'"):
+        compare.make_problem(part=(0, 2), gather=lambda x: x[None],
+                             **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"], "sampler": "pairs"}})
+    with pytest.raises(ValueError, match="synthetic data only"):
+        compare.make_problem("ml-1m", part=(0, 2), gather=lambda x: x[None], **kw)
