@@ -316,12 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(jax.distributed; CPU collectives by gloo)",
                         description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
-                                    "process 0 writes the results): optimizer runs shard the objective, ALS and "
-                                    "vector descent their rows, DSGD its blocks over every process's devices; "
-                                    "SGD and NMF cannot run over several processes: the default compare grid "
-                                    "skips them (one log line each, records 'skipped'), an explicit --runs list "
-                                    "naming them fails with the reason.",
-                        epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo,solver:als --iters 50")
+                                    "process 0 writes the results). With synthetic data each process builds only "
+                                    "its own rows (blocks sampler, hash split) and optimizer runs shard the "
+                                    "objective of every process's entries; the solvers need the whole data: the "
+                                    "default compare grid skips them (one log line each, records 'skipped'), an "
+                                    "explicit --runs list naming them fails with the reason. With --whole-data "
+                                    "(and MovieLens / file data) every process builds the whole data set: ALS and "
+                                    "vector descent shard their rows, DSGD its blocks over every process's devices; "
+                                    "SGD and NMF cannot run over several processes.",
+                        epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo --iters 50")
     la.add_argument("-n", "--num-processes", type=int, required=True, help="number of processes N")
     la.add_argument("--local-devices", type=int, default=1, help="CPU devices per process (default 1)")
     la.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
@@ -520,6 +523,13 @@ def cmd_fit(args) -> int:
 
     problem = _problem(args)
     spec = compare.parse_run(args.run)
+    if problem.part is not None:  # per-process data: what needs the whole data set is refused by name
+        from mfjax.compare.run import check_multiprocess
+
+        try:
+            check_multiprocess(spec, problem)
+        except ValueError as e:
+            raise SystemExit(f"mfjax: {e}") from None
     bar = _fit_progress(args, spec, problem)
     try:
         rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed,

@@ -87,6 +87,7 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     for k in ("train_nnz", "test_nnz", "shape", "rating_scale", "split_method"):
         assert two_d[k] == one_d[k], k
     assert "per-process rows" in two_d["data_layout"] and "data_layout" not in one_d
+    assert two_d["row_ranges"] == [p["row_range"] for p in parts]
     assert two_d["data_checksum"] != one_d["data_checksum"]  # the parts' checksums, combined
     # mfjax fit and mfjax compare: the same numbers as one process on the union data
     two_fit = json.loads((tmp_path / "two" / "fit.json").read_text())
@@ -159,3 +160,16 @@ def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
                              **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"], "sampler": "pairs"}})
     with pytest.raises(ValueError, match="synthetic data only"):
         compare.make_problem("ml-1m", part=(0, 2), gather=lambda x: x[None], **kw)
+
+
+def test_the_checksum_of_parts_names_their_order_and_one_process_gathers_itself():
+    from mfjax.data import combine_checksums
+
+    a, b = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    assert combine_checksums([a, b]) != combine_checksums([b, a]) != combine_checksums([a])
+    assert combine_checksums([a, b]).startswith("sha256:") and len(combine_checksums([a, b])) == 71
+    with pytest.raises(ValueError, match="at least one"):
+        combine_checksums([])
+    x = np.array([1.0 + 2.0 ** -40, 3e12, -7.0])
+    np.testing.assert_array_equal(distributed.allgather_host(x), x[None])  # exact, float64 kept
+

@@ -90,8 +90,9 @@ class Problem:
         if self.split_method != "random":
             extra["split_method"] = self.split_method
         if self.part is not None:
-            extra["data_layout"] = (f"per-process rows: each of {self.part.count} processes holds only its block "
-                                    "of rows (equal row counts); checksum over the parts in process order")
+            extra["data_layout"] = (f"per-process rows: each of {self.part.count} processes holds only its row "
+                                    "range; data_checksum combines the parts' checksums in process order")
+            extra["row_ranges"] = [list(r) for r in self.part.row_ranges]
         return {
             "data": self.name,
             "shape": list(self.train.shape),
