@@ -173,3 +173,24 @@ def test_the_checksum_of_parts_names_their_order_and_one_process_gathers_itself(
     x = np.array([1.0 + 2.0 ** -40, 3e12, -7.0])
     np.testing.assert_array_equal(distributed.allgather_host(x), x[None])  # exact, float64 kept
 
+
+def test_the_grid_skips_every_solver_on_per_process_data(tmp_path, monkeypatch):
+    """On per-process data (a 2-part problem, its exchange faked; the skipped runs never reach a collective) the
+    grid skips every solver with one line naming the reason and ``--whole-data``; an explicit list fails."""
+    from mfjax.compare import run as run_mod
+
+    problem = compare.make_problem(part=(1, 2), gather=lambda x: np.stack([x, x]), rank=2,
+                                   synthetic_kwargs={"m": 20, "n": 15, "density": 0.3})
+    assert problem.part.row_range == (10, 20) and problem.describe()["train_nnz"] == 2 * problem.train.nnz
+    specs = [compare.parse_run(f"solver:{s}") for s in ("als", "vector_descent", "dsgd", "sgd")]
+    monkeypatch.setattr(run_mod.jax, "process_count", lambda: 2)
+    lines = []
+    recs = compare.run_grid(problem, specs, tmp_path / "grid", progress=False, log=lines.append,
+                            skip_unsupported=True)
+    assert [r["status"] for r in recs] == ["skipped"] * 4 and len(lines) == 4
+    for r in recs[:3]:
+        assert "needs the whole data set in every process" in r["skipped"] and "--whole-data" in r["skipped"]
+    assert "one device only" in recs[3]["skipped"]
+    with pytest.raises(ValueError, match="run 'solver-als': solver 'als' needs the whole data set"):
+        compare.run_one(specs[0], problem)
+
