@@ -111,8 +111,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                         "placed by a hash of (row, column, seed): row-local, the default under mfjax launch)")
     p.add_argument("--whole-data", action="store_true",
                    help="under mfjax launch: every process builds the whole data set and split (what ALS, vector "
-                        "descent and DSGD need over several processes); default: with synthetic data each "
-                        "process builds only its own rows")
+                        "descent and DSGD need over several processes); default: with synthetic data or a "
+                        "triplet file each process builds only its own rows (a MovieLens set is loaded whole)")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
                         "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
@@ -316,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(jax.distributed; CPU collectives by gloo)",
                         description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
-                                    "process 0 writes the results). With synthetic data each process builds only "
-                                    "its own rows (blocks sampler, hash split) and optimizer runs shard the "
+                                    "process 0 writes the results). With synthetic data or a triplet file each "
+                                    "process builds only its own rows (hash split) and optimizer runs shard the "
                                     "objective of every process's entries; the solvers need the whole data: the "
                                     "default compare grid skips them (one log line each, records 'skipped'), an "
                                     "explicit --runs list naming them fails with the reason. With --whole-data "
@@ -344,14 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _per_process(args) -> bool:
     """Whether this process builds only its own rows: under ``mfjax launch`` (several processes), synthetic
-    data and no ``--whole-data``."""
+    data or a triplet file, and no ``--whole-data``.  A MovieLens set is loaded whole (process 0 says so)."""
     from mfjax.core import distributed
 
-    if not distributed.is_initialized() or getattr(args, "whole_data", False) or args.data != "synthetic":
+    if not distributed.is_initialized() or getattr(args, "whole_data", False):
         return False
     import jax
 
-    return jax.process_count() > 1
+    if jax.process_count() == 1:
+        return False
+    if args.data.startswith("ml-"):
+        if jax.process_index() == 0:
+            print(f"mfjax: --data {args.data}: every process loads the whole MovieLens set (per-process data: "
+                  "synthetic data and triplet files)", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def _problem(args):
@@ -371,12 +378,16 @@ def _problem(args):
     if _per_process(args):
         import jax
 
-        for flag, given, need in (("--synthetic-sampler", sampler, "blocks"), ("--split", split_method, "hash")):
+        checks = [("--split", split_method, "hash")]
+        if args.data == "synthetic":
+            checks.append(("--synthetic-sampler", sampler, "blocks"))
+        for flag, given, need in checks:
             if given not in (None, need):
                 raise SystemExit(f"mfjax: {flag} {given}: under mfjax launch each process builds only its rows, "
                                  f"which needs {flag} {need}; pass --whole-data to build the whole data set "
                                  "in every process")
-        sampler, split_method, part = "blocks", "hash", (jax.process_index(), jax.process_count())
+        sampler = "blocks" if args.data == "synthetic" else sampler
+        split_method, part = "hash", (jax.process_index(), jax.process_count())
     if sampler is not None:
         synthetic["sampler"] = sampler
     data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
@@ -388,6 +399,10 @@ def _problem(args):
             synthetic_kwargs=synthetic, split_method=split_method, part=part,
         )
     except data_errors + (OSError,) as e:
+        raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    except ValueError as e:  # per-process data that cannot be built so (named); otherwise as before
+        if part is None:
+            raise
         raise SystemExit(f"mfjax: {args.data}: {e}") from None
     if problem.part is not None:  # every process says what it holds (the launch log prefixes [pK])
         print(_part_line(problem), file=sys.stderr, flush=True)

@@ -31,11 +31,20 @@ def _env():
     return env
 
 
-def _one_process(out):
+def _one_process(out, triplets):
     spec = importlib.util.spec_from_file_location("_perprocess_check", CHECK)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # no launcher environment: one process on the union data
-    mod.main(str(out))
+    mod.main(str(out), str(triplets))
+
+
+def _write_triplets(path, seed=0):
+    """A small (user, item, rating) CSV with sparse, unsorted ids (the dense rows are the sorted distinct users)."""
+    rng = np.random.default_rng(seed)
+    keys = np.unique((rng.integers(0, 40, 600) * 7 + 3) * 1000 + rng.integers(0, 25, 600) * 11)
+    keys = keys[rng.permutation(keys.size)]
+    path.write_text("".join(f"{u},{i},{1 + (u + i) % 5}\n" for u, i in zip(keys // 1000, keys % 1000)))
+    return path
 
 
 def _keys(part):
@@ -56,11 +65,12 @@ def _restore_mfjax_logger():
 
 def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     err = io.StringIO()
-    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two")], 2, timeout_s=240,
+    triplets = _write_triplets(tmp_path / "ratings.csv")
+    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path / "two"), str(triplets)], 2, timeout_s=240,
                             stdout=io.StringIO(), stderr=err, env=_env())
     log = err.getvalue()
     assert rc == 0, log[-3000:]
-    _one_process(tmp_path / "one")
+    _one_process(tmp_path / "one", triplets)
     one = json.loads((tmp_path / "one" / "part_0.json").read_text())
     parts = [json.loads((tmp_path / "two" / f"part_{k}.json").read_text()) for k in (0, 1)]
     m = one["describe"]["shape"][0]
@@ -76,6 +86,7 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
         line = (f"[p{k}] mfjax: process {k}/2 holds rows {lo}..{hi - 1} only: {len(p['train']['rows'])} train + "
                 f"{len(p['test']['rows'])} test ratings (of {len(one['train']['rows'])} + {len(one['test']['rows'])})")
         assert log.count(line) == 3, (line, log[-3000:])
+        assert log.count(f"[p{k}] mfjax: process {k}/2 holds rows ") == 4  # and for the triplet file
     # ... and together they are exactly the 1-process split of the union data
     for what in ("train", "test"):
         for f in ("rows", "cols", "values"):
@@ -109,6 +120,12 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     assert "needs the whole data set in every process" in recs["two"]["solver-als"]["error"]
     assert "--whole-data" in recs["two"]["solver-als"]["error"]
     assert re.search(r"\[p0\] mfjax: run solver-als failed: .*per-process data", log)
+    # a triplet file: each process streamed only its rows; the same fit as one process with the hash split
+    assert two_fit["file_rc"] == one_fit["file_rc"] == 0
+    assert "per-process rows" in two_fit["file_fit"]["problem"]["data_layout"]
+    for k in ("initial_loss", "final_loss", "test_rmse", "train_nnz"):
+        got, want = (f["file_fit"].get(k, f["file_fit"]["problem"].get(k)) for f in (two_fit, one_fit))
+        assert got == pytest.approx(want, rel=1e-5), k
 
 
 def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
@@ -119,25 +136,7 @@ def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
     whole = compare.make_problem(split_method="hash", **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"],
                                                                                     "sampler": "blocks"}})
     ranges = [(0, 10), (10, 33), (33, 50)]
-
-    def stats_of(k):  # what process k sends in the exchange (run before its own problem is built)
-        sent = []
-        compare.make_problem(part=(k, 3), row_ranges=ranges, gather=lambda x: sent.append(x) or np.stack([x] * 3),
-                             **kw)
-        return sent
-
-    sent = [stats_of(k) for k in range(3)]
-    exchange = [np.stack([s[i] for s in sent]) for i in range(2)]
-    calls = []
-
-    def gather(x):
-        calls.append(x)
-        return exchange[len(calls) - 1]
-
-    parts = []
-    for k in range(3):
-        calls.clear()
-        parts.append(compare.make_problem(part=(k, 3), row_ranges=ranges, gather=gather, **kw))
+    parts = _fake_exchange(lambda k, g: compare.make_problem(part=(k, 3), row_ranges=ranges, gather=g, **kw), 3)
     for what in ("train", "test"):
         got = np.concatenate([np.asarray(getattr(p, what).rows) for p in parts])
         np.testing.assert_array_equal(got, np.asarray(getattr(whole, what).rows))
@@ -158,7 +157,7 @@ def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
     with pytest.raises(ValueError, match="sampler='blocks'"):
         compare.make_problem(part=(0, 2), gather=lambda x: x[None],
                              **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"], "sampler": "pairs"}})
-    with pytest.raises(ValueError, match="synthetic data only"):
+    with pytest.raises(ValueError, match="synthetic data and triplet files, not 'ml-1m'"):
         compare.make_problem("ml-1m", part=(0, 2), gather=lambda x: x[None], **kw)
 
 
@@ -193,4 +192,53 @@ def test_the_grid_skips_every_solver_on_per_process_data(tmp_path, monkeypatch):
     assert "one device only" in recs[3]["skipped"]
     with pytest.raises(ValueError, match="run 'solver-als': solver 'als' needs the whole data set"):
         compare.run_one(specs[0], problem)
+
+
+class _Sent(Exception):
+    pass
+
+
+def _fake_exchange(build, count):
+    """Build the ``count`` parts of a per-process problem in one process: a first pass records what each part
+    sends to the (one) exchange, the second hands every part the stacked numbers (what ``allgather_host``
+    returns to every process)."""
+    sent = []
+
+    def record(x):
+        sent.append(np.array(x))
+        raise _Sent
+
+    for k in range(count):
+        with pytest.raises(_Sent):
+            build(k, record)
+    exchange = np.stack(sent)
+    return [build(k, lambda x: exchange) for k in range(count)]
+
+
+def test_a_triplet_file_per_process_holds_the_parts_of_the_whole_file(tmp_path):
+    path = _write_triplets(tmp_path / "ratings.csv")
+    kw = dict(rank=3, test_fraction=0.2, seed=1)
+    whole = compare.make_problem(str(path), split_method="hash", **kw)
+    parts = _fake_exchange(lambda k, g: compare.make_problem(str(path), part=(k, 3), gather=g, **kw), 3)
+    ranges = [p.part.row_range for p in parts]
+    assert mfdata_check(ranges, whole.train.shape[0]) and parts[0].part.row_ranges == tuple(ranges)
+    for what in ("train", "test"):
+        def entries(r):
+            return sorted(zip(np.asarray(r.rows).tolist(), np.asarray(r.cols).tolist(), np.asarray(r.values).tolist()))
+        got = sorted(sum((entries(getattr(p, what)) for p in parts), []))
+        assert got == entries(getattr(whole, what)), what
+        for p in parts:
+            rows = np.asarray(getattr(p, what).rows)
+            assert rows.size == 0 or p.part.row_range[0] <= rows.min() <= rows.max() < p.part.row_range[1]
+    d = parts[2].describe()
+    assert (d["train_nnz"], d["test_nnz"], d["rating_scale"]) == (whole.train.nnz, whole.test.nnz,
+                                                                   whole.describe()["rating_scale"])
+    with pytest.raises(ValueError, match="row_ranges apply to synthetic data"):
+        compare.make_problem(str(path), part=(0, 2), row_ranges=[(0, 20), (20, 40)], gather=lambda x: x[None], **kw)
+
+
+def mfdata_check(ranges, m):
+    from mfjax.data import check_row_ranges
+
+    return check_row_ranges(ranges, m) == list(ranges)
 

@@ -178,19 +178,21 @@ def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
     Per-process data: ``part=(k, N)`` builds only part ``k`` of ``N`` (one
     per process of a multi-process run) -- the synthetic rows
     ``row_ranges[k]`` (``sampler="blocks"``, default ranges
-    :func:`mfjax.data.row_ranges`: equal row counts), split by
-    :func:`mfjax.data.hash_split` -- so that the parts of ``k = 0..N-1``
-    together are exactly the 1-process problem with
-    ``synthetic_kwargs["sampler"] = "blocks"`` and ``split_method="hash"``.
+    :func:`mfjax.data.row_ranges`: equal row counts), or a triplet file's
+    part ``k`` (:func:`mfjax.data.load_triplets_part`: rows cut by rating
+    counts), split by :func:`mfjax.data.hash_split` -- so that the parts of
+    ``k = 0..N-1`` together hold exactly the entries of the 1-process
+    problem with ``synthetic_kwargs["sampler"] = "blocks"`` (synthetic) and
+    ``split_method="hash"``.
     The global numbers (train / test sizes, rating scale, checksum) come from
     one exchange between the processes, ``gather`` (default
     :func:`mfjax.core.distributed.allgather_host`: every process must call
     this function); see :class:`DataPart`.
 
     Raises:
-      ValueError: per-process data from something other than synthetic data,
-        with another sampler or a random split; ``row_ranges`` that do not
-        partition the rows into ``N`` ranges.
+      ValueError: per-process data from a MovieLens set, with another
+        sampler or a random split; ``row_ranges`` that do not partition the
+        rows into ``N`` ranges (or given for a file).
     """
     explicit = None if rating_scale is None else parse_rating_scale(rating_scale)
     fractions = (1.0 - test_fraction, test_fraction)
@@ -215,42 +217,64 @@ def _synthetic_rows(synthetic_kwargs) -> int:
     return int(kw.get("m", inspect.signature(mfdata.synthetic).parameters["m"].default))
 
 
+def _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit):
+    """This process's ratings, its row range and every process's ranges (a file's: ``None``, known from the
+    exchange; its own range ``None`` when the part is empty)."""
+    if data == "synthetic":
+        kw = dict(synthetic_kwargs or {})
+        sampler = kw.pop("sampler", "blocks")
+        if sampler != "blocks":
+            raise ValueError(f"per-process synthetic data need sampler='blocks' (row-local), got {sampler!r}: "
+                             "the other samplers draw the whole pattern at once")
+        m = _synthetic_rows(kw)
+        ranges = mfdata.check_row_ranges(mfdata.row_ranges(m, count) if row_ranges is None else row_ranges, m)
+        if len(ranges) != count:
+            raise ValueError(f"{len(ranges)} row ranges for {count} processes: give one range per process")
+        return mfdata.synthetic(**kw, sampler="blocks", row_range=ranges[k]), ranges[k], ranges
+    if data.startswith("ml-"):
+        raise ValueError(f"per-process data are built for synthetic data and triplet files, not {data!r} "
+                         "(a MovieLens set is loaded whole: every process would hold all of it)")
+    if row_ranges is not None:
+        raise ValueError("row_ranges apply to synthetic data; a triplet file's parts are cut by rating counts "
+                         "(mfjax.data.load_triplets_part)")
+    local = mfdata.load_triplets_part(data, k, count, rating_scale=explicit)
+    rows = np.asarray(local.rows)
+    return local, ((int(rows.min()), int(rows.max()) + 1) if rows.size else None), None
+
+
 def _make_part_problem(data, part, row_ranges, gather, *, rank, l2, scale, seed, fractions, synthetic_kwargs,
                        explicit, split_method) -> Problem:
     """:func:`make_problem` with ``part=(k, N)``: only this process's rows, global numbers from ``gather``."""
     k, count = (int(v) for v in part)
     if not 0 <= k < count:
         raise ValueError(f"part must be (k, N) with 0 <= k < N, got {part!r}")
-    if data != "synthetic":
-        raise ValueError(f"per-process data are built for synthetic data only, not {data!r} "
-                         "(every process would have to load the whole file)")
-    kw = dict(synthetic_kwargs or {})
-    sampler = kw.pop("sampler", "blocks")
-    if sampler != "blocks":
-        raise ValueError(f"per-process synthetic data need sampler='blocks' (row-local), got {sampler!r}: "
-                         "the other samplers draw the whole pattern at once")
     if split_method != "hash":
         raise ValueError(f"per-process data need split_method='hash' (row-local), got {split_method!r}: "
                          "a random permutation split needs every entry in one place")
-    m = _synthetic_rows(kw)
-    ranges = mfdata.check_row_ranges(mfdata.row_ranges(m, count) if row_ranges is None else row_ranges, m)
-    if len(ranges) != count:
-        raise ValueError(f"{len(ranges)} row ranges for {count} processes: give one range per process")
-    local = mfdata.synthetic(**kw, sampler="blocks", row_range=ranges[k])
+    local, mine, ranges = _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit)
     if explicit is not None:
         _check_inside(data, np.asarray(local.values), explicit)
     train, test = mfdata.hash_split(local, fractions, seed)
     if gather is None:
         from mfjax.core.distributed import allgather_host as gather
     v = np.asarray(train.values, dtype=np.float64)
-    stats = np.array([train.nnz, test.nnz, v.min() if v.size else np.inf, v.max() if v.size else -np.inf])
-    digest = np.frombuffer(bytes.fromhex(mfdata.data_checksum(local).removeprefix("sha256:")), dtype=np.int64)
-    every, digests = np.asarray(gather(stats)), np.asarray(gather(digest))
-    if every.shape[0] != count:
-        raise ValueError(f"part {part!r}: the exchange returned {every.shape[0]} processes' numbers, expected {count}")
-    checksum = mfdata.combine_checksums("sha256:" + d.astype("<i8").tobytes().hex() for d in digests)
+    lo, hi = (-1, -1) if mine is None else mine
+    stats = np.array([train.nnz, test.nnz, v.min() if v.size else np.inf, v.max() if v.size else -np.inf, lo, hi])
+    digest = np.frombuffer(bytes.fromhex(mfdata.data_checksum(local).removeprefix("sha256:")), dtype=np.float64)
+    every = np.asarray(gather(np.concatenate([stats, digest])))  # one exchange; the digest's bytes kept exactly
+    if every.shape != (count, stats.size + digest.size):
+        raise ValueError(f"part {part!r}: the exchange returned numbers of shape {every.shape}, expected "
+                         f"{(count, stats.size + digest.size)}")
+    digests = np.ascontiguousarray(every[:, stats.size:])
+    if ranges is None:  # a file's parts: the ranges the processes found (an empty part: where the previous ends)
+        ranges, end = [], 0
+        for a, b in every[:, 4:6].astype(np.int64):
+            ranges.append((end, end) if a < 0 else (int(a), int(b)))
+            end = ranges[-1][1]
+        ranges = mfdata.check_row_ranges(ranges, local.shape[0])
+    checksum = mfdata.combine_checksums("sha256:" + d.tobytes().hex() for d in digests)
     used = explicit if explicit is not None else (float(every[:, 2].min()), float(every[:, 3].max()))
-    info = DataPart(k, count, tuple(ranges[k]), tuple(ranges), int(every[:, 0].sum()), int(every[:, 1].sum()))
+    info = DataPart(k, count, ranges[k], tuple(ranges), int(every[:, 0].sum()), int(every[:, 1].sum()))
     return Problem(data, train, test, rank, float(l2), scale, seed, fractions, checksum, used,
                    split_method="hash", part=info)
 
