@@ -114,6 +114,7 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     for k in ("initial_loss", "final_loss", "test_rmse", "train_rmse"):
         assert a[k] == pytest.approx(b[k], rel=1e-5), k
     ev_a, ev_b = (np.asarray(r["trace"]["eval_rmse"], float) for r in (a, b))
+    assert np.isfinite(ev_a).sum() == 4  # every 2 of 8 steps
     np.testing.assert_allclose(ev_a, ev_b, rtol=1e-5)  # the held-out RMSE inside the loop is global too
     # ALS needs the whole data in every process: refused with the reason (one process runs it)
     assert two_fit["compare_rc"] == 1 and one_fit["compare_rc"] == 0
