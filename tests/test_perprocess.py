@@ -243,3 +243,15 @@ def mfdata_check(ranges, m):
 
     return check_row_ranges(ranges, m) == list(ranges)
 
+
+
+def test_the_mean_predictor_baseline_of_per_process_data_is_the_whole_one():
+    """One process holding the only part (the exchange is then local): the baseline from the per-process sums
+    equals the 1-process mean predictor's RMSE on the same split."""
+    kw = dict(rank=2, synthetic_kwargs={"m": 40, "n": 20, "density": 0.3}, seed=2)
+    part = compare.make_problem(part=(0, 1), **kw)
+    whole = compare.make_problem(split_method="hash", **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"],
+                                                                                    "sampler": "blocks"}})
+    assert part.part.row_ranges == ((0, 40),) and part.checksum != whole.checksum
+    assert compare.baseline_rmse(part) == pytest.approx(
+        compare.mean_predictor_rmse(whole.train.values, whole.test.values), rel=1e-12)

@@ -13,9 +13,12 @@ environment::
     python -m mfjax launch -n 4 --local-devices 2 -- fit ...  # 4 processes x 2 devices
 
 Each process then builds its part of the data (for instance
-:func:`mfjax.objective.shard_local_objective` from its own entries) and runs
-the same code as one process would; results replicated over the mesh are
-readable on every process.
+:func:`mfjax.objective.shard_local_objective` from its own entries; the CLI
+builds only the process's rows with ``mfjax.compare.make_problem(part=(k,
+N))`` and the row-local :func:`mfjax.data.hash_split`) and runs the same
+code as one process would; results replicated over the mesh are readable on
+every process, and :func:`allgather_host` exchanges small host arrays
+(counts, sums, checksums) exactly.
 
 Environment (set by :func:`launch`, read by :func:`initialize`):
 ``MFJAX_COORDINATOR`` (``host:port`` of process 0), ``MFJAX_NUM_PROCESSES``,
