@@ -103,6 +103,16 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-density", type=float, default=0.05,
                    help="fraction of observed entries of the synthetic data (default 0.05)")
     p.add_argument("--synthetic-rank", type=int, default=5, help="rank of the synthetic truth (default 5)")
+    p.add_argument("--synthetic-sampler", choices=["auto", "pairs", "rows", "rows32", "blocks"], default=None,
+                   help="pattern sampler of the synthetic data (mfjax.data.synthetic; default auto, and blocks "
+                        "under mfjax launch: row-local, each process generates only its rows)")
+    p.add_argument("--split", choices=["random", "hash"], default=None, dest="split_method",
+                   help="train/test split: random (a seeded permutation, the default) or hash (each rating "
+                        "placed by a hash of (row, column, seed): row-local, the default under mfjax launch)")
+    p.add_argument("--whole-data", action="store_true",
+                   help="under mfjax launch: every process builds the whole data set and split (what ALS, vector "
+                        "descent and DSGD need over several processes); default: with synthetic data or a "
+                        "triplet file each process builds only its own rows (a MovieLens set is loaded whole)")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
                         "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
@@ -306,12 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(jax.distributed; CPU collectives by gloo)",
                         description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
-                                    "process 0 writes the results): optimizer runs shard the objective, ALS and "
-                                    "vector descent their rows, DSGD its blocks over every process's devices; "
-                                    "SGD and NMF cannot run over several processes: the default compare grid "
-                                    "skips them (one log line each, records 'skipped'), an explicit --runs list "
-                                    "naming them fails with the reason.",
-                        epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo,solver:als --iters 50")
+                                    "process 0 writes the results). With synthetic data or a triplet file each "
+                                    "process builds only its own rows (hash split) and optimizer runs shard the "
+                                    "objective of every process's entries; the solvers need the whole data: the "
+                                    "default compare grid skips them (one log line each, records 'skipped'), an "
+                                    "explicit --runs list naming them fails with the reason. With --whole-data "
+                                    "(and MovieLens / file data) every process builds the whole data set: ALS and "
+                                    "vector descent shard their rows, DSGD its blocks over every process's devices; "
+                                    "SGD and NMF cannot run over several processes.",
+                        epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo --iters 50")
     la.add_argument("-n", "--num-processes", type=int, required=True, help="number of processes N")
     la.add_argument("--local-devices", type=int, default=1, help="CPU devices per process (default 1)")
     la.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
@@ -329,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _per_process(args) -> bool:
+    """Whether this process builds only its own rows: under ``mfjax launch`` (several processes), synthetic
+    data or a triplet file, and no ``--whole-data``.  A MovieLens set is loaded whole (process 0 says so)."""
+    from mfjax.core import distributed
+
+    if not distributed.is_initialized() or getattr(args, "whole_data", False):
+        return False
+    import jax
+
+    if jax.process_count() == 1:
+        return False
+    if args.data.startswith("ml-"):
+        if jax.process_index() == 0:
+            print(f"mfjax: --data {args.data}: every process loads the whole MovieLens set (per-process data: "
+                  "synthetic data and triplet files)", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 def _problem(args):
     from mfjax import compare
     from mfjax import data as mfdata
@@ -340,18 +372,49 @@ def _problem(args):
     rank = args.rank
     if rank is None:
         rank = args.synthetic_rank if args.data == "synthetic" else 10
+    synthetic = {"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density, "rank": args.synthetic_rank}
+    sampler, split_method = getattr(args, "synthetic_sampler", None), getattr(args, "split_method", None)
+    part = None
+    if _per_process(args):
+        import jax
+
+        checks = [("--split", split_method, "hash")]
+        if args.data == "synthetic":
+            checks.append(("--synthetic-sampler", sampler, "blocks"))
+        for flag, given, need in checks:
+            if given not in (None, need):
+                raise SystemExit(f"mfjax: {flag} {given}: under mfjax launch each process builds only its rows, "
+                                 f"which needs {flag} {need}; pass --whole-data to build the whole data set "
+                                 "in every process")
+        sampler = "blocks" if args.data == "synthetic" else sampler
+        split_method, part = "hash", (jax.process_index(), jax.process_count())
+    if sampler is not None:
+        synthetic["sampler"] = sampler
     data_errors = tuple(getattr(mfdata, e) for e in ("RatingsError", "MalformedFileError", "DataNotFoundError",
                                                       "ChecksumError") if hasattr(mfdata, e))
     try:
         problem = compare.make_problem(
             args.data, rank=rank, l2=args.l2, scale=args.scale, seed=args.seed,
             test_fraction=args.test_fraction, data_dir=args.data_dir, rating_scale=args.rating_scale,
-            synthetic_kwargs={"m": m, "n": n, "seed": args.seed, "density": args.synthetic_density,
-                              "rank": args.synthetic_rank},
+            synthetic_kwargs=synthetic, split_method=split_method, part=part,
         )
     except data_errors + (OSError,) as e:
         raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    except ValueError as e:  # per-process data that cannot be built so (named); otherwise as before
+        if part is None:
+            raise
+        raise SystemExit(f"mfjax: {args.data}: {e}") from None
+    if problem.part is not None:  # every process says what it holds (the launch log prefixes [pK])
+        print(_part_line(problem), file=sys.stderr, flush=True)
     return problem.with_mesh(_mesh(getattr(args, "devices", 1)))
+
+
+def _part_line(problem) -> str:
+    """``"mfjax: process K/N holds rows LO..HI-1 only: T train + S test ratings (of T_all + S_all)"``."""
+    p = problem.part
+    lo, hi = p.row_range
+    return (f"mfjax: process {p.index}/{p.count} holds rows {lo}..{hi - 1} only: {problem.train.nnz} train + "
+            f"{problem.test.nnz} test ratings (of {p.train_nnz} + {p.test_nnz})")
 
 
 def _use_devices(n: int) -> None:
@@ -415,11 +478,11 @@ def cmd_compare(args) -> int:
                                summary=tally, skip_unsupported=not args.runs,  # the grid: skip, an explicit list: error
                                program_cache=getattr(args, "programs", None))
     ok = 0 if all(not r.get("error") for r in results) else 1
+    mean = None if args.no_plots else compare.baseline_rmse(problem)  # per-process data: every process's sums
     if not lead:
         return ok
     compare.write_tables(results, args.out)
     if not args.no_plots:
-        mean = compare.mean_predictor_rmse(problem.train.values, problem.test.values)
         compare.plot_results(results, args.out, baselines={"mean predictor": mean})
     print(compare.summarize(results))
     print(_tally_line(tally))
@@ -475,6 +538,13 @@ def cmd_fit(args) -> int:
 
     problem = _problem(args)
     spec = compare.parse_run(args.run)
+    if problem.part is not None:  # per-process data: what needs the whole data set is refused by name
+        from mfjax.compare.run import check_multiprocess
+
+        try:
+            check_multiprocess(spec, problem)
+        except ValueError as e:
+            raise SystemExit(f"mfjax: {e}") from None
     bar = _fit_progress(args, spec, problem)
     try:
         rec = compare.run_one(spec, problem, num_steps=args.iters, eval_every=args.eval_every, seed=args.seed,

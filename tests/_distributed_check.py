@@ -23,8 +23,10 @@ from jax.sharding import Mesh  # noqa: E402
 import mfjax as mf  # noqa: E402
 
 
-#: The CLI runs: ``mfjax fit`` and ``mfjax compare`` on the same small synthetic problem.
-CLI_PROBLEM = ["--synthetic-size", "60x40", "--synthetic-density", "0.2", "--no-compile-cache"]
+#: The CLI runs: ``mfjax fit`` and ``mfjax compare`` on the same small synthetic problem, every process holding the
+#: whole data set (``--whole-data``: the path of ALS, vector descent and DSGD; per-process data are
+#: tests/test_perprocess.py's).
+CLI_PROBLEM = ["--synthetic-size", "60x40", "--synthetic-density", "0.2", "--no-compile-cache", "--whole-data"]
 FIT = ["fit", "--run", "gd+armijo", "--iters", "10", "--json", *CLI_PROBLEM]
 GRID = "gd+armijo,solver:als,solver:vector_descent,solver:dsgd,solver:sgd"
 COMPARE = ["compare", *CLI_PROBLEM, "--runs", GRID, "--iters", "10", "--no-plots", "--no-progress"]

@@ -6,9 +6,13 @@ import pytest
 from mfjax.data import (
     ExtendabilitySplit,
     Ratings,
+    check_row_ranges,
     coverage_report,
+    entry_uniforms,
     extendability_split,
+    hash_split,
     kfold,
+    row_ranges,
     split,
     synthetic,
 )
@@ -194,3 +198,82 @@ def test_extendability_zero_reveal(ratings):
 def test_extendability_bad_args(ratings, kw, match):
     with pytest.raises(ValueError, match=match):
         extendability_split(ratings, **kw)
+
+
+# ------------------------------------------------------------ the hash split (row-local)
+def _concat(parts):
+    """The entries of ``parts`` (disjoint row blocks, in row order) as one tuple of arrays."""
+    return tuple(np.concatenate([np.asarray(getattr(p, f)) for p in parts]) for f in ("rows", "cols", "values"))
+
+
+def _arrays(r):
+    return tuple(np.asarray(getattr(r, f)) for f in ("rows", "cols", "values"))
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2, 3])
+@pytest.mark.parametrize("fractions", [(0.9, 0.1), (0.75, 0.05, 0.2)])
+def test_hash_split_of_the_union_of_row_blocks_is_the_union_of_their_splits(num_blocks, fractions):
+    m = 90
+    kw = dict(m=m, n=50, rank=3, density=0.2, seed=3, sampler="blocks")
+    whole = synthetic(**kw)
+    blocks = [synthetic(**kw, row_range=r) for r in row_ranges(m, num_blocks)]
+    assert all(np.array_equal(a, b) for a, b in zip(_concat(blocks), _arrays(whole)))
+    ref = hash_split(whole, fractions, seed=7)
+    per_block = [hash_split(b, fractions, seed=7) for b in blocks]
+    for p in range(len(fractions)):
+        got = _concat([parts[p] for parts in per_block])
+        for a, b in zip(got, _arrays(ref[p])):
+            np.testing.assert_array_equal(a, b)
+    # and it is a partition with about the asked fractions (binomial sizes)
+    assert sum(p.nnz for p in ref) == whole.nnz
+    assert len(set().union(*(set(_keys(p).tolist()) for p in ref))) == whole.nnz
+    for p, f in zip(ref, fractions):
+        assert abs(p.nnz - f * whole.nnz) < 5 * np.sqrt(whole.nnz * f * (1 - f)) + 1
+
+
+def test_hash_split_is_order_free_seeded_and_the_split_method(ratings):
+    a = hash_split(ratings, (0.8, 0.2), seed=0)
+    perm = np.random.default_rng(0).permutation(ratings.nnz)
+    b = hash_split(ratings.select(perm), (0.8, 0.2), seed=0)
+    assert _entries(a[1]) == _entries(b[1])  # the part of an entry does not depend on the others
+    c = hash_split(ratings, (0.8, 0.2), seed=1)
+    assert _entries(a[1]) != _entries(c[1])
+    via = split(ratings, (0.8, 0.2), seed=0, method="hash")
+    assert all(np.array_equal(x, y) for x, y in zip(_arrays(via[1]), _arrays(a[1])))
+    # the default method is unchanged: the seeded permutation's exact cut
+    default = split(ratings, (0.8, 0.2), seed=0)
+    assert default[1].nnz == int(np.rint(0.2 * ratings.nnz))
+    with pytest.raises(ValueError, match="split method"):
+        split(ratings, (0.8, 0.2), method="blocks")
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        hash_split(ratings, (0.8, 0.2), seed=0.5)
+    empty, full = hash_split(ratings, (0.0, 1.0), seed=0)
+    assert empty.nnz == 0 and full.nnz == ratings.nnz
+
+
+def test_entry_uniforms_are_uniform_and_a_function_of_the_ids():
+    rows = np.repeat(np.arange(200), 100)
+    cols = np.tile(np.arange(100), 200)
+    u = entry_uniforms(rows, cols, seed=5)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    hist = np.bincount((u * 10).astype(int), minlength=10)
+    assert np.all(np.abs(hist - 2000) < 250), hist
+    np.testing.assert_array_equal(entry_uniforms(rows[::-1], cols[::-1], seed=5), u[::-1])
+
+
+def test_row_ranges_partition_and_bad_ranges_are_named():
+    assert row_ranges(10, 1) == [(0, 10)]
+    assert row_ranges(7, 3) == [(0, 2), (2, 4), (4, 7)]
+    assert check_row_ranges(row_ranges(1000, 7), 1000) == row_ranges(1000, 7)
+    with pytest.raises(ValueError, match=r"leave rows 5\.\.5 uncovered"):
+        check_row_ranges([(0, 5), (6, 10)], 10)
+    with pytest.raises(ValueError, match=r"overlap on rows 4\.\.4"):
+        check_row_ranges([(0, 5), (4, 10)], 10)
+    with pytest.raises(ValueError, match=r"leave rows 8\.\.9 uncovered"):
+        check_row_ranges([(0, 4), (4, 8)], 10)
+    with pytest.raises(ValueError, match=r"leave rows 0\.\.1 uncovered"):
+        check_row_ranges([(2, 10)], 10)
+    with pytest.raises(ValueError, match="0 <= lo <= hi <= m"):
+        check_row_ranges([(0, 11)], 10)
+    with pytest.raises(ValueError, match="pair"):
+        check_row_ranges([(0, 5, 7)], 10)

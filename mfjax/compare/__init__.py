@@ -40,12 +40,14 @@ from mfjax.compare import plots
 from mfjax.compare.plots import assign_styles, base_style, figure, fit_record, mean_predictor_rmse, plot_results
 from mfjax.compare.records import DIVERGENCE_FACTOR, REQUIRED_FIELDS, classify_status, validate_record
 from mfjax.compare.report import COLUMNS, status_label, summarize, write_tables
-from mfjax.compare.run import DATA_DIRECTIONS, SOLVERS, build_optimizer, run_config, run_grid, run_one, trace_record
-from mfjax.compare.spec import (Problem, RunSpec, data_rating_scale, default_grid, make_problem,
+from mfjax.compare.run import (DATA_DIRECTIONS, SOLVERS, baseline_rmse, build_optimizer, run_config, run_grid, run_one,
+                               trace_record)
+from mfjax.compare.spec import (DataPart, Problem, RunSpec, data_rating_scale, default_grid, make_problem,
                                 parse_rating_scale, parse_run, split_runs)
 
 __all__ = [
     "Problem",
+    "DataPart",
     "RunSpec",
     "make_problem",
     "parse_rating_scale",
@@ -55,6 +57,7 @@ __all__ = [
     "default_grid",
     "run_one",
     "run_grid",
+    "baseline_rmse",
     "build_optimizer",
     "run_config",
     "trace_record",

@@ -41,7 +41,8 @@ from mfjax.store import ResultStore, to_jsonable
 _LOG = logging.getLogger("mfjax")
 
 __all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config",
-           "SINGLE_DEVICE_SOLVERS", "check_multiprocess", "unsupported_reason", "skipped_record"]
+           "SINGLE_DEVICE_SOLVERS", "check_multiprocess", "unsupported_reason", "skipped_record", "part_objectives",
+           "baseline_rmse"]
 
 
 # --------------------------------------------------------------- registries
@@ -203,18 +204,45 @@ def trace_record(trace) -> dict:
     }
 
 
+def part_objectives(problem: Problem):
+    """The global ``(train, test)`` objectives of a problem whose processes hold only their rows (``problem.part``).
+
+    Each process shards its own entries (:func:`mfjax.objective.shard_local_objective`): the training
+    objective with the problem's ``l2`` and scale and the global rating count, the test one with unit entry
+    weights (padding weight 0), so that ``metrics.rmse(params, test)`` is the global test RMSE
+    ``sqrt(sum_p sum_{k in test_p} e_k^2 / sum_p |test_p|)``, summed over the mesh by the compiled program.
+    Every process must call it (one exchange of entry counts each).
+
+    Raises:
+      ValueError: the problem has no per-process data or no mesh.
+    """
+    from mfjax import objective
+
+    if problem.part is None or problem.mesh is None:
+        raise ValueError("part_objectives needs a problem with per-process data (part) on a mesh")
+    train = objective.shard_local_objective(objective.mf_objective(problem.train, problem.l2, scale=problem.scale),
+                                            problem.mesh, num_ratings=problem.part.train_nnz)
+    test = objective.shard_local_objective(objective.mf_objective(problem.test), problem.mesh,
+                                           num_ratings=problem.part.test_nnz)
+    return train, test
+
+
 def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, key, callback=None,
-             program_cache=None, seed: int = 0):
+             program_cache=None, seed: int = 0, objectives=None):
     from mfjax import loop
 
     # data enter the compiled loop as traced arguments, not as embedded constants
     loss = functools.partial(masked_sq_loss, scale=problem.scale)
-    train = problem.train.device_put()
-    test = problem.test.device_put()
     params0 = init_factors(key, problem.train.shape, problem.rank)
     opt = _optimizer(spec, problem)
-    loss_args = (train, problem.l2)
-    if problem.mesh is not None:  # the same objective, its entries split over the mesh
+    if objectives is not None:  # per-process data: the sharded objectives of every process's own entries
+        from mfjax import objective
+
+        loss, loss_args, eval_args = objective.loss, objectives[:1], objectives[1:]
+    else:
+        train = problem.train.device_put()
+        loss_args, eval_args = (train, problem.l2), (problem.test.device_put(),)
+    if problem.mesh is not None and objectives is None:  # the same objective, its entries split over the mesh
         from mfjax import objective
 
         loss = objective.loss
@@ -228,7 +256,7 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
 
     # compile ahead of time so that ``wall_s`` is the run alone (``compile_s`` reported apart); the scan
     # runs in TIME_CHUNKS timed pieces: ``trace["time_s"]`` is measured at each piece's last step
-    args = (params0, loss_args, (test,))
+    args = (params0, loss_args, eval_args)
     t0 = time.perf_counter()
     compiled = loop.compile_fit_timed(loss, opt, *args, num_steps=num_steps, eval_fn=metrics.rmse,
                                       eval_every=eval_every, chunks=TIME_CHUNKS, callback=callback,
@@ -324,17 +352,25 @@ def run_one(spec: RunSpec, problem: Problem, *, num_steps: int = 100, eval_every
     are the same with or without it.
     """
     key = jax.random.key(seed)
+    objectives = None
+    if problem.part is not None:  # per-process data: only the sharded optimizer runs see every process's rows
+        why = _part_reason(spec, problem)
+        if why is not None:
+            raise ValueError(f"run {spec.name!r}: {why}")
+        objectives = part_objectives(problem)
     if spec.kind == "solver":
         params, trace, wall, compile_s, code = _run_solver(spec, problem, num_steps, key)
     else:
         params, trace, wall, compile_s, code = _run_opt(spec, problem, num_steps, eval_every, key,
                                                         callback=callback, program_cache=program_cache,
-                                                        seed=seed)
-    test = problem.test.device_put()
-    train = problem.train.device_put()
+                                                        seed=seed, objectives=objectives)
     scale = tuple(float(v) for v in problem.rating_scale) if problem.rating_scale is not None else None
-    numbers = _summary_jit(params, init_factors(key, problem.train.shape, problem.rank), train, test,
-                           problem.l2, scale=problem.scale, clip=scale)
+    params0 = init_factors(key, problem.train.shape, problem.rank)
+    if objectives is not None:
+        numbers = _summary_objectives_jit(params, params0, *objectives, clip=scale)
+    else:
+        numbers = _summary_jit(params, params0, problem.train.device_put(), problem.test.device_put(),
+                               problem.l2, scale=problem.scale, clip=scale)
     initial_loss, final_loss, train_rmse, test_rmse, test_clipped = (float(v) for v in numbers)
     reported = status_name(code)
     status = classify_status(reported, initial_loss, final_loss)
@@ -366,6 +402,35 @@ def _summary_jit(params, params0, train, test, l2, *, scale, clip):
     test RMSE clipped to the rating scale ``clip``."""
     return (masked_sq_loss(params0, train, l2, scale=scale), masked_sq_loss(params, train, l2, scale=scale),
             metrics.rmse(params, train), metrics.rmse(params, test), metrics.rmse(params, test, clip=clip))
+
+
+@functools.partial(jax.jit, static_argnames=("clip",))
+def _summary_objectives_jit(params, params0, train, test, *, clip):
+    """:func:`_summary_jit` on the global (sharded) objectives of per-process data (:func:`part_objectives`):
+    the objective's value and the entry-weighted RMSEs, each a sum over every process's entries."""
+    from mfjax import objective
+
+    return (objective.value(train, params0), objective.value(train, params), metrics.rmse(params, train),
+            metrics.rmse(params, test), metrics.rmse(params, test, clip=clip))
+
+
+def baseline_rmse(problem: Problem) -> float:
+    r"""The held-out RMSE of predicting the training mean everywhere (:func:`mfjax.compare.mean_predictor_rmse`).
+
+    With per-process data it is computed from every process's sums (one exchange; every process must call
+    it): ``mu = S_train / n_train``, ``sum (t - mu)^2 = S2_test - 2 mu S_test + n_test mu^2``.
+    """
+    from mfjax.compare.plots import mean_predictor_rmse
+
+    if problem.part is None:
+        return mean_predictor_rmse(problem.train.values, problem.test.values)
+    from mfjax.core.distributed import allgather_host
+
+    tr = np.asarray(problem.train.values, np.float64)
+    te = np.asarray(problem.test.values, np.float64)
+    sums = allgather_host(np.array([tr.sum(), tr.size, te.sum(), (te * te).sum(), te.size])).sum(axis=0)
+    mu = sums[0] / sums[1]
+    return float(np.sqrt(max(sums[3] - 2.0 * mu * sums[2] + sums[4] * mu * mu, 0.0) / sums[4]))
 
 
 def run_config(problem: Problem, spec: RunSpec, num_steps: int, eval_every: int, seed: int) -> dict:
@@ -467,12 +532,24 @@ def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
     rows and DSGD its blocks over the mesh; SGD and NMF
     (:data:`SINGLE_DEVICE_SOLVERS`) have no sharded form, so they cannot run
     over several processes (on a one-process mesh they run on one device, as
-    without a mesh).
+    without a mesh).  On per-process data (``problem.part``: each process
+    holds only its rows) no solver runs: their layouts need the whole ratings.
     """
     if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
         return (f"solver {spec.solver!r} runs on one device only and cannot run over {jax.process_count()} "
                 "processes (use solver:dsgd for distributed SGD, or run it without mfjax launch)")
-    return None
+    return _part_reason(spec, problem)
+
+
+def _part_reason(spec: RunSpec, problem: Problem) -> str | None:
+    """Why ``spec`` cannot run on per-process data (``problem.part``): the solvers build their row, column
+    or block layouts from the whole ratings, which no process holds."""
+    part = getattr(problem, "part", None)
+    if part is None or spec.kind != "solver":
+        return None
+    return (f"solver {spec.solver!r} needs the whole data set in every process, but each of the {part.count} "
+            "processes holds only its own rows (per-process data); run it with --whole-data (every process "
+            "builds the whole data set) or without mfjax launch")
 
 
 def check_multiprocess(spec: RunSpec, problem: Problem) -> None:

@@ -13,14 +13,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from mfjax import data as mfdata
 
-__all__ = ["Problem", "RunSpec", "make_problem", "parse_rating_scale", "data_rating_scale", "parse_run",
+__all__ = ["Problem", "DataPart", "RunSpec", "make_problem", "parse_rating_scale", "data_rating_scale", "parse_run",
            "split_runs", "default_grid"]
+
+
+class DataPart(NamedTuple):
+    """This process's share of a problem whose data are split over the processes by rows.
+
+    Attributes:
+      index, count: this process and the number of processes (parts).
+      row_range: ``(lo, hi)``: the process holds the entries of rows ``lo..hi-1`` only.
+      row_ranges: every process's range, in process order (a partition of the rows).
+      train_nnz, test_nnz: the global sizes of the train and test parts (sums over the processes).
+    """
+
+    index: int
+    count: int
+    row_range: tuple
+    row_ranges: tuple
+    train_nnz: int
+    test_nnz: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +59,12 @@ class Problem:
       mesh: ``None`` (one device), or a :class:`jax.sharding.Mesh`: optimizer
         runs use the sharded objective (:func:`mfjax.objective.shard_objective`),
         ALS splits its rows and DSGD its blocks over it (:func:`with_mesh`).
+      split_method: ``"random"`` (:func:`mfjax.data.split`'s permutation) or
+        ``"hash"`` (:func:`mfjax.data.hash_split`).
+      part: ``None`` (``train`` / ``test`` hold the whole split), or the
+        :class:`DataPart` of this process: ``train`` / ``test`` hold only its
+        rows (the other processes hold the rest) and ``checksum`` combines the
+        parts' checksums (:func:`mfjax.data.combine_checksums`).
     """
 
     name: str
@@ -54,14 +78,26 @@ class Problem:
     checksum: str
     rating_scale: tuple | None = None
     mesh: Any = None
+    split_method: str = "random"
+    part: DataPart | None = None
 
     def describe(self) -> dict:
-        """The JSON description written next to every result (and hashed into its configuration)."""
+        """The JSON description written next to every result (and hashed into its configuration).
+
+        With per-process data (``part``) the counts are the global ones and
+        ``data_layout`` says how the data are held."""
+        extra = {}
+        if self.split_method != "random":
+            extra["split_method"] = self.split_method
+        if self.part is not None:
+            extra["data_layout"] = (f"per-process rows: each of {self.part.count} processes holds only its row "
+                                    "range; data_checksum combines the parts' checksums in process order")
+            extra["row_ranges"] = [list(r) for r in self.part.row_ranges]
         return {
             "data": self.name,
             "shape": list(self.train.shape),
-            "train_nnz": self.train.nnz,
-            "test_nnz": self.test.nnz,
+            "train_nnz": self.train.nnz if self.part is None else self.part.train_nnz,
+            "test_nnz": self.test.nnz if self.part is None else self.part.test_nnz,
             "rank": self.rank,
             "l2": self.l2,
             "scale": self.scale,
@@ -70,6 +106,7 @@ class Problem:
             "data_checksum": self.checksum,
             "rating_scale": None if self.rating_scale is None else [float(v) for v in self.rating_scale],
             **({} if self.mesh is None else {"devices": int(self.mesh.devices.size)}),
+            **extra,
         }
 
     def with_mesh(self, mesh) -> "Problem":
@@ -126,23 +163,120 @@ def _load(data: str, data_dir, synthetic_kwargs, rating_scale):
 
 def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
                  scale: str = "sum", seed: int = 0, test_fraction: float = 0.1,
-                 data_dir=None, synthetic_kwargs: dict | None = None, rating_scale=None) -> Problem:
+                 data_dir=None, synthetic_kwargs: dict | None = None, rating_scale=None,
+                 split_method: str | None = None, part: tuple[int, int] | None = None,
+                 row_ranges=None, gather=None) -> Problem:
     """Build the problem: ``data`` is ``"synthetic"``, a MovieLens name (``"ml-1m"``) or a triplet file path.
 
     ``rating_scale``: ``(lo, hi)`` or ``"LO,HI"`` for the clipped RMSE; every
     rating must lie inside it (:class:`mfjax.data.RatingsError` names the
     first one outside).  ``None``: :func:`data_rating_scale` of the split's
-    training ratings.
+    training ratings.  ``split_method``: ``"random"`` (the default for the
+    whole data) or ``"hash"`` (the default, and the only method, for
+    per-process data; :func:`mfjax.data.split`).
+
+    Per-process data: ``part=(k, N)`` builds only part ``k`` of ``N`` (one
+    per process of a multi-process run) -- the synthetic rows
+    ``row_ranges[k]`` (``sampler="blocks"``, default ranges
+    :func:`mfjax.data.row_ranges`: equal row counts), or a triplet file's
+    part ``k`` (:func:`mfjax.data.load_triplets_part`: rows cut by rating
+    counts), split by :func:`mfjax.data.hash_split` -- so that the parts of
+    ``k = 0..N-1`` together hold exactly the entries of the 1-process
+    problem with ``synthetic_kwargs["sampler"] = "blocks"`` (synthetic) and
+    ``split_method="hash"``.
+    The global numbers (train / test sizes, rating scale, checksum) come from
+    one exchange between the processes, ``gather`` (default
+    :func:`mfjax.core.distributed.allgather_host`: every process must call
+    this function); see :class:`DataPart`.
+
+    Raises:
+      ValueError: per-process data from a MovieLens set, with another
+        sampler or a random split; ``row_ranges`` that do not partition the
+        rows into ``N`` ranges (or given for a file).
     """
     explicit = None if rating_scale is None else parse_rating_scale(rating_scale)
+    fractions = (1.0 - test_fraction, test_fraction)
+    if part is not None:
+        return _make_part_problem(data, part, row_ranges, gather, rank=rank, l2=l2, scale=scale, seed=seed,
+                                  fractions=fractions, synthetic_kwargs=synthetic_kwargs, explicit=explicit,
+                                  split_method="hash" if split_method is None else split_method)
+    split_method = "random" if split_method is None else split_method
     ratings = _load(data, data_dir, synthetic_kwargs, explicit)
     if explicit is not None:
         _check_inside(data, np.asarray(ratings.values), explicit)
-    fractions = (1.0 - test_fraction, test_fraction)
-    train, test = mfdata.split(ratings, fractions=fractions, seed=seed)
+    train, test = mfdata.split(ratings, fractions=fractions, seed=seed, method=split_method)
     used = explicit if explicit is not None else data_rating_scale(data, train)
     return Problem(data, train, test, rank, float(l2), scale, seed, fractions,
-                   mfdata.data_checksum(ratings), used)
+                   mfdata.data_checksum(ratings), used, split_method=split_method)
+
+
+def _synthetic_rows(synthetic_kwargs) -> int:
+    import inspect
+
+    kw = synthetic_kwargs or {}
+    return int(kw.get("m", inspect.signature(mfdata.synthetic).parameters["m"].default))
+
+
+def _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit):
+    """This process's ratings, its row range and every process's ranges (a file's: ``None``, known from the
+    exchange; its own range ``None`` when the part is empty)."""
+    if data == "synthetic":
+        kw = dict(synthetic_kwargs or {})
+        sampler = kw.pop("sampler", "blocks")
+        if sampler != "blocks":
+            raise ValueError(f"per-process synthetic data need sampler='blocks' (row-local), got {sampler!r}: "
+                             "the other samplers draw the whole pattern at once")
+        m = _synthetic_rows(kw)
+        ranges = mfdata.check_row_ranges(mfdata.row_ranges(m, count) if row_ranges is None else row_ranges, m)
+        if len(ranges) != count:
+            raise ValueError(f"{len(ranges)} row ranges for {count} processes: give one range per process")
+        return mfdata.synthetic(**kw, sampler="blocks", row_range=ranges[k]), ranges[k], ranges
+    if data.startswith("ml-"):
+        raise ValueError(f"per-process data are built for synthetic data and triplet files, not {data!r} "
+                         "(a MovieLens set is loaded whole: every process would hold all of it)")
+    if row_ranges is not None:
+        raise ValueError("row_ranges apply to synthetic data; a triplet file's parts are cut by rating counts "
+                         "(mfjax.data.load_triplets_part)")
+    local = mfdata.load_triplets_part(data, k, count, rating_scale=explicit)
+    rows = np.asarray(local.rows)
+    return local, ((int(rows.min()), int(rows.max()) + 1) if rows.size else None), None
+
+
+def _make_part_problem(data, part, row_ranges, gather, *, rank, l2, scale, seed, fractions, synthetic_kwargs,
+                       explicit, split_method) -> Problem:
+    """:func:`make_problem` with ``part=(k, N)``: only this process's rows, global numbers from ``gather``."""
+    k, count = (int(v) for v in part)
+    if not 0 <= k < count:
+        raise ValueError(f"part must be (k, N) with 0 <= k < N, got {part!r}")
+    if split_method != "hash":
+        raise ValueError(f"per-process data need split_method='hash' (row-local), got {split_method!r}: "
+                         "a random permutation split needs every entry in one place")
+    local, mine, ranges = _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit)
+    if explicit is not None:
+        _check_inside(data, np.asarray(local.values), explicit)
+    train, test = mfdata.hash_split(local, fractions, seed)
+    if gather is None:
+        from mfjax.core.distributed import allgather_host as gather
+    v = np.asarray(train.values, dtype=np.float64)
+    lo, hi = (-1, -1) if mine is None else mine
+    stats = np.array([train.nnz, test.nnz, v.min() if v.size else np.inf, v.max() if v.size else -np.inf, lo, hi])
+    digest = np.frombuffer(bytes.fromhex(mfdata.data_checksum(local).removeprefix("sha256:")), dtype=np.float64)
+    every = np.asarray(gather(np.concatenate([stats, digest])))  # one exchange; the digest's bytes kept exactly
+    if every.shape != (count, stats.size + digest.size):
+        raise ValueError(f"part {part!r}: the exchange returned numbers of shape {every.shape}, expected "
+                         f"{(count, stats.size + digest.size)}")
+    digests = np.ascontiguousarray(every[:, stats.size:])
+    if ranges is None:  # a file's parts: the ranges the processes found (an empty part: where the previous ends)
+        ranges, end = [], 0
+        for a, b in every[:, 4:6].astype(np.int64):
+            ranges.append((end, end) if a < 0 else (int(a), int(b)))
+            end = ranges[-1][1]
+        ranges = mfdata.check_row_ranges(ranges, local.shape[0])
+    checksum = mfdata.combine_checksums("sha256:" + d.tobytes().hex() for d in digests)
+    used = explicit if explicit is not None else (float(every[:, 2].min()), float(every[:, 3].max()))
+    info = DataPart(k, count, ranges[k], tuple(ranges), int(every[:, 0].sum()), int(every[:, 1].sum()))
+    return Problem(data, train, test, rank, float(l2), scale, seed, fractions, checksum, used,
+                   split_method="hash", part=info)
 
 
 @dataclasses.dataclass(frozen=True)

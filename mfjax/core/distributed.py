@@ -13,9 +13,12 @@ environment::
     python -m mfjax launch -n 4 --local-devices 2 -- fit ...  # 4 processes x 2 devices
 
 Each process then builds its part of the data (for instance
-:func:`mfjax.objective.shard_local_objective` from its own entries) and runs
-the same code as one process would; results replicated over the mesh are
-readable on every process.
+:func:`mfjax.objective.shard_local_objective` from its own entries; the CLI
+builds only the process's rows with ``mfjax.compare.make_problem(part=(k,
+N))`` and the row-local :func:`mfjax.data.hash_split`) and runs the same
+code as one process would; results replicated over the mesh are readable on
+every process, and :func:`allgather_host` exchanges small host arrays
+(counts, sums, checksums) exactly.
 
 Environment (set by :func:`launch`, read by :func:`initialize`):
 ``MFJAX_COORDINATOR`` (``host:port`` of process 0), ``MFJAX_NUM_PROCESSES``,
@@ -37,7 +40,7 @@ import time
 from typing import Optional, Sequence
 
 __all__ = ["COORDINATOR_ENV", "NUM_PROCESSES_ENV", "PROCESS_ID_ENV", "LOCAL_DEVICES_ENV",
-           "initialize", "initialize_from_env", "is_initialized", "launch", "free_port"]
+           "initialize", "initialize_from_env", "is_initialized", "launch", "free_port", "allgather_host"]
 
 COORDINATOR_ENV = "MFJAX_COORDINATOR"
 NUM_PROCESSES_ENV = "MFJAX_NUM_PROCESSES"
@@ -122,6 +125,31 @@ def initialize_from_env(environ=None) -> bool:
     initialize(env[COORDINATOR_ENV], env[NUM_PROCESSES_ENV], env[PROCESS_ID_ENV],
                local_devices=None if local is None else int(local))
     return True
+
+
+def allgather_host(x):
+    """Every process's 1-D host array ``x`` (the same length and dtype everywhere), stacked ``(N, len)``, exactly.
+
+    One :func:`jax.experimental.multihost_utils.process_allgather`; 64-bit
+    values (float64 checksums of sums, int64 counts, hash words) travel as
+    pairs of int32 words, since JAX without x64 would round them to 32 bits.
+    Every process must call it (a collective); in one process it is
+    ``x[None]`` without JAX.
+    """
+    import numpy as np
+
+    a = np.ascontiguousarray(x).reshape(-1)
+    import jax
+
+    if jax.process_count() == 1:
+        return a[None].copy()
+    from jax.experimental import multihost_utils
+
+    if a.dtype.itemsize not in (4, 8):
+        raise ValueError(f"allgather_host takes 4- or 8-byte values, got {a.dtype}")
+    words = a.view(np.int32)
+    every = np.asarray(multihost_utils.process_allgather(words)).astype(np.int32, copy=False)
+    return np.ascontiguousarray(every.reshape(jax.process_count(), -1)).view(a.dtype)
 
 
 def free_port() -> int:

@@ -14,7 +14,9 @@
   :func:`parse_triplets_precise` as fallback) -> :class:`ParsedTriplets` ->
   :func:`triplets_to_ratings`
 - synthetic data: :func:`synthetic` (:class:`LowRankTruth`: its noiseless factors)
-- splits: :func:`split`, :func:`kfold`, :func:`extendability_split`
+- splits: :func:`split`, :func:`hash_split` (row-local: per-process splits agree
+  with the whole one), :func:`row_ranges` / :func:`check_row_ranges`,
+  :func:`kfold`, :func:`extendability_split`
   (:class:`ExtendabilitySplit`), :func:`coverage_report`; by time (from
   ``Ratings.timestamps``, kept by the MovieLens loaders):
   :func:`leave_last_out`, :func:`temporal_split`
@@ -40,7 +42,7 @@ synthetic, splits, frames}.
 
 from mfjax.data.errors import ChecksumError, DataNotFoundError, DownloadError, MalformedFileError, RatingsError
 from mfjax.data.ratings import IdMap, Ratings
-from mfjax.data.validation import data_checksum
+from mfjax.data.validation import combine_checksums, data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
 from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
 from mfjax.data.parsing import (ParsedTriplets, parse_triplets, parse_triplets_arrow, parse_triplets_fast,
@@ -65,11 +67,16 @@ from mfjax.data.side import (
     load_users,
 )
 from mfjax.data.splits import (
+    SPLIT_METHODS,
     ExtendabilitySplit,
+    check_row_ranges,
     coverage_report,
+    entry_uniforms,
     extendability_split,
+    hash_split,
     kfold,
     leave_last_out,
+    row_ranges,
     split,
     temporal_split,
 )
@@ -119,6 +126,11 @@ __all__ = [
     "LowRankTruth",
     # splits
     "split",
+    "SPLIT_METHODS",
+    "hash_split",
+    "entry_uniforms",
+    "row_ranges",
+    "check_row_ranges",
     "kfold",
     "extendability_split",
     "ExtendabilitySplit",
@@ -127,6 +139,7 @@ __all__ = [
     "temporal_split",
     # provenance and downloads
     "data_checksum",
+    "combine_checksums",
     "file_sha256",
     "download_file",
     "safe_extract",

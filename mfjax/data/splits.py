@@ -2,6 +2,11 @@
 
 - :func:`split`: a random partition of the entries with arbitrary fractions
   (the DMF paper's 75/5/20 train/validation/test; 90/10; 80/20...).
+- :func:`hash_split`: the same by a hash of each entry's ``(row, col, seed)``:
+  local to the entry, so splitting any partition of the entries part by part
+  (each process its rows) gives exactly the split of the whole.
+- :func:`row_ranges`, :func:`check_row_ranges`: contiguous row blocks that
+  partition ``0..m-1`` (one per process).
 - :func:`kfold`: ``k`` (train, test) pairs whose test parts partition the entries.
 - :func:`extendability_split`: the DMF paper's areas I-IV (rows and columns
   unseen during training), with "revealed" entries as post-training input.
@@ -13,9 +18,12 @@
 
 Every part keeps the full ``(m, n)`` shape and the id maps of its source, so
 indices mean the same in all parts; entries keep their original relative
-order.  Randomness comes from ``numpy.random.default_rng(seed)`` only.
+order.  Randomness comes from ``numpy.random.default_rng(seed)`` only, except in
+:func:`hash_split` (a counter-based hash of the ids, SplitMix64).
 
 References:
+  G. L. Steele, D. Lea, C. H. Flood, "Fast splittable pseudorandom number
+  generators", OOPSLA 2014 (SplitMix64, the hash of :func:`hash_split`).
   D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Matrix Factorization via
   Deep Learning", 2018 (areas I-IV; ML-1M protocol 75/5/20, 5 random splits).
   D. M. Nguyen, E. Tsiligianni, N. Deligiannis, "Extendable neural matrix
@@ -37,10 +45,15 @@ from mfjax.data.validation import check_fractions
 
 __all__ = [
     "ExtendabilitySplit",
+    "SPLIT_METHODS",
+    "check_row_ranges",
     "coverage_report",
     "extendability_split",
+    "entry_uniforms",
+    "hash_split",
     "kfold",
     "leave_last_out",
+    "row_ranges",
     "split",
     "temporal_split",
 ]
@@ -53,18 +66,26 @@ def _cut(perm: np.ndarray, fractions: np.ndarray) -> list[np.ndarray]:
     return [np.sort(p) for p in np.split(perm, bounds[:-1])]
 
 
-def split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0) -> tuple[Ratings, ...]:
+#: The methods of :func:`split`: ``"random"`` (a seeded permutation, the default) and ``"hash"`` (:func:`hash_split`).
+SPLIT_METHODS = ("random", "hash")
+
+
+def split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0, *, method: str = "random") -> tuple[Ratings, ...]:
     """Random partition of the observed entries.
 
-    A seeded permutation of the ``nnz`` entries is cut at
-    ``round(cumsum(fractions) * nnz)``; part ``k`` has
+    ``method="random"`` (the default): a seeded permutation of the ``nnz``
+    entries is cut at ``round(cumsum(fractions) * nnz)``; part ``k`` has
     ``round(F_k nnz) - round(F_{k-1} nnz)`` entries (``F`` the cumulative
     fractions), i.e. within one entry of ``fractions[k] * nnz``.
+    ``method="hash"``: :func:`hash_split` (each entry placed by a hash of its
+    ``(row, col, seed)``; part sizes binomial; the split of a union of row
+    blocks is the union of the blocks' splits).
 
     Args:
       ratings: the entries to split.
       fractions: non-negative, summing to 1, e.g. ``(0.75, 0.05, 0.2)``.
-      seed: seed of ``numpy.random.default_rng``.
+      seed: seed of ``numpy.random.default_rng`` (of the hash for ``"hash"``).
+      method: ``"random"`` or ``"hash"`` (:data:`SPLIT_METHODS`).
 
     Returns:
       one :class:`Ratings` per fraction (host numpy arrays; full shape and id
@@ -77,9 +98,136 @@ def split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0) -> tuple[Rating
     >>> [p.nnz for p in split(r, (0.75, 0.25), seed=0)]
     [6, 2]
     """
+    if method == "hash":
+        return hash_split(ratings, fractions, seed)
+    if method != "random":
+        raise ValueError(f"split method must be one of {SPLIT_METHODS}, got {method!r}")
     f = check_fractions(fractions)
     perm = np.random.default_rng(seed).permutation(ratings.nnz)
     return tuple(ratings.select(p) for p in _cut(perm, f))
+
+
+_U64 = np.uint64
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function of ``x + golden gamma`` (uint64, wrapping), element-wise."""
+    with np.errstate(over="ignore"):
+        z = x + _U64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return z ^ (z >> _U64(31))
+
+
+def entry_uniforms(rows, cols, seed: int = 0) -> np.ndarray:
+    r"""One uniform number in ``[0, 1)`` per entry, a pure function of ``(row, col, seed)``.
+
+    .. math:: u_k = 2^{-53} \lfloor h(h(h(s) + i_k) + j_k) / 2^{11} \rfloor,
+
+    ``h`` the SplitMix64 mixer on 64-bit words (wrapping).  Vectorised numpy,
+    no state: the value of an entry does not depend on the other entries or
+    their order.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    s = _splitmix64(np.asarray([int(seed) % (1 << 64)], dtype=np.uint64))
+    r = np.ascontiguousarray(rows, dtype=np.int64).view(np.uint64)
+    c = np.ascontiguousarray(cols, dtype=np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        x = _splitmix64(_splitmix64(s + r) + c)
+    return (x >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def hash_split(ratings: Ratings, fractions=(0.9, 0.1), seed: int = 0) -> tuple[Ratings, ...]:
+    r"""Partition of the entries by a hash of each entry's ``(row, col, seed)``.
+
+    Entry ``k`` goes to the first part ``p`` with ``u_k < F_p``, ``F`` the
+    cumulative fractions and ``u_k`` :func:`entry_uniforms` (a counter-based
+    hash, SplitMix64, of the ids): each entry lands in part ``p`` with
+    probability ``fractions[p]``, independently, so part sizes are binomial
+    (within a few ``sqrt(nnz)`` of ``fractions[p] * nnz``, unlike
+    :func:`split`'s exact cut).  Since the part of an entry depends on the
+    entry alone,
+
+    .. math:: \mathrm{hash\_split}(A \cup B) = \mathrm{hash\_split}(A) \cup \mathrm{hash\_split}(B)
+
+    for any disjoint sets of entries: each process of a multi-process run
+    splits only its own rows and the parts together are exactly the split of
+    the whole data set, however the rows are distributed.  Entries keep
+    their relative order.
+
+    Args:
+      ratings: the entries to split.
+      fractions: non-negative, summing to 1.
+      seed: an integer; another seed gives another, independent split.
+
+    Returns:
+      one :class:`Ratings` per fraction (disjoint, together every entry).
+
+    >>> r = Ratings.create([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], [1, 2, 3, 4, 5, 4, 3, 2])
+    >>> train, test = hash_split(r, (0.75, 0.25), seed=0)
+    >>> train.nnz + test.nnz
+    8
+    """
+    f = check_fractions(fractions)
+    u = entry_uniforms(ratings.rows, ratings.cols, seed)
+    bounds = np.cumsum(f)
+    bounds[-1] = np.inf  # rounding of the cumulative sum never leaves an entry out
+    part = np.searchsorted(bounds, u, side="right")
+    return tuple(ratings.select(np.flatnonzero(part == p)) for p in range(f.size))
+
+
+def row_ranges(m: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous row ranges ``[(lo, hi), ...]`` of (almost) equal length covering ``0..m-1``.
+
+    Range ``k`` is ``[floor(k m / parts), floor((k + 1) m / parts))``: lengths
+    differ by at most one row.  Equal row counts, not equal rating counts
+    (which would need every row's count first); for data whose row
+    propensities are shuffled over the rows (:func:`mfjax.data.synthetic`)
+    the rating counts are equal in expectation.
+
+    >>> row_ranges(10, 3)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    m, parts = int(m), int(parts)
+    if m < 1 or parts < 1:
+        raise ValueError(f"row_ranges needs m >= 1 and parts >= 1, got m={m}, parts={parts}")
+    edges = (np.arange(parts + 1, dtype=np.int64) * m) // parts
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def check_row_ranges(ranges, m: int) -> list[tuple[int, int]]:
+    """Check that the row ranges ``[(lo, hi), ...]`` (in order) partition ``0..m-1``; return them as int pairs.
+
+    Raises:
+      ValueError: a range that is not a pair ``lo <= hi`` inside ``[0, m]``,
+        or ranges that leave rows uncovered or overlap (the message names the
+        rows and the ranges).
+    """
+    m = int(m)
+    out = []
+    for k, r in enumerate(ranges):
+        try:
+            lo, hi = (int(v) for v in r)
+        except (TypeError, ValueError):
+            raise ValueError(f"row range #{k} must be a pair (lo, hi) of integers, got {r!r}") from None
+        if not 0 <= lo <= hi <= m:
+            raise ValueError(f"row range #{k} {(lo, hi)} must satisfy 0 <= lo <= hi <= m = {m}")
+        out.append((lo, hi))
+    if not out:
+        raise ValueError(f"no row ranges given for {m} rows")
+    end = 0
+    for k, (lo, hi) in enumerate(out):
+        if lo > end:
+            raise ValueError(f"row ranges leave rows {end}..{lo - 1} uncovered (before range #{k} {(lo, hi)}); "
+                             f"the ranges must partition 0..{m - 1} in order")
+        if lo < end:
+            raise ValueError(f"row ranges overlap on rows {lo}..{min(end, hi) - 1} (range #{k} {(lo, hi)} "
+                             f"starts before the end {end} of the ranges before it)")
+        end = hi
+    if end != m:
+        raise ValueError(f"row ranges leave rows {end}..{m - 1} uncovered (the last range ends at {end})")
+    return out
 
 
 def kfold(ratings: Ratings, k: int = 5, seed: int = 0) -> list[tuple[Ratings, Ratings]]:

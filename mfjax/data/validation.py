@@ -39,6 +39,7 @@ __all__ = [
     "check_rating_scale",
     "check_fractions",
     "data_checksum",
+    "combine_checksums",
     "handle_duplicates",
     "duplicate_timestamps",
     "check_timestamps",
@@ -327,4 +328,25 @@ def data_checksum(ratings) -> str:
     h.update(np.ascontiguousarray(np.asarray(ratings.rows), dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(np.asarray(ratings.cols), dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(np.asarray(ratings.values), dtype="<f8").tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def combine_checksums(checksums) -> str:
+    """One fingerprint of a data set held in parts (one per process), from the parts' :func:`data_checksum`.
+
+    SHA-256 of ``"mfjax-parts-v1:<N>;"`` followed by the ``N`` parts'
+    checksums in the given order (process order), each ended by ``";"``: it
+    names the parts and their order, so it differs from the whole data set's
+    :func:`data_checksum` (which would need every entry in one place) and
+    from the same data cut into other parts.
+
+    >>> combine_checksums(["sha256:ab", "sha256:cd"]) == combine_checksums(["sha256:ab", "sha256:cd"])
+    True
+    """
+    parts = [str(c) for c in checksums]
+    if not parts:
+        raise ValueError("combine_checksums needs at least one checksum")
+    h = hashlib.sha256(f"mfjax-parts-v1:{len(parts)};".encode())
+    for c in parts:
+        h.update(c.encode() + b";")
     return "sha256:" + h.hexdigest()
