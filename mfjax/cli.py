@@ -135,13 +135,15 @@ def _cache_disabled_by_env() -> bool:
     return os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0")
 
 
-def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.2) -> pathlib.Path | None:
+def enable_compile_cache(disabled: bool = False, min_compile_secs: float = 0.0) -> pathlib.Path | None:
     """Turn on JAX's persistent compilation cache (``jax_compilation_cache_dir``) for this process.
 
     A second run of the same program then loads its compiled programs from disk instead of compiling
     them again.  Off when ``disabled`` or ``$MFJAX_NO_COMPILE_CACHE`` is set; returns the directory used,
-    or ``None`` when off.  Programs that compile in under ``min_compile_secs`` are not written (not worth
-    a file).  It also sets the process's default :class:`mfjax.core.programs.ProgramCache`
+    or ``None`` when off.  Programs that compile in under ``min_compile_secs`` are not written; the
+    default writes every program: a run's many small programs (initialisation, checks, layouts) each
+    compile in ~20 ms and load in ~1 ms, so caching them took 0.4-0.7 s off a second ALS fit on ML-1M
+    (BENCHMARKS.md, peers).  It also sets the process's default :class:`mfjax.core.programs.ProgramCache`
     (``<cache>/mfjax-programs``), from which the solver aliases (``sgd``, ``als``) load their whole
     compiled runs without tracing them.
     """
