@@ -177,7 +177,7 @@ def vector_descent_and_compare(out):
     # vector descent: each device its own rows of U and of V; equal to one device after 3 sweeps
     kw = dict(l2=1.5, num_steps=3, key=jax.random.key(0))
     ref = mf.solvers.vector_descent(als_r, 3, **kw)
-    for ndev in (2, 4):
+    for ndev in (4,):  # 2 devices: the compare --devices 2 run below (CI time)
         res = mf.solvers.vector_descent(als_r, 3, mesh=mesh_of(ndev, "rows"), **kw)
         out[f"vd_{ndev}"] = tree_rel(res.params, ref.params)
         out[f"vd_loss_{ndev}"] = rel(res.trace.loss, ref.trace.loss)
