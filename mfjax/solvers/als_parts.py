@@ -59,7 +59,8 @@ from mfjax.core.factors import BiasedFactors, Factors, init_biased_factors, init
 from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
-           "pack_by_destination", "exchange_entries", "BALANCES"]
+           "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
+           "BALANCES"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -99,6 +100,14 @@ def column_blocks(col_counts, num_blocks: int, balance: str = "ratings") -> np.n
 def block_of(index, edges) -> np.ndarray:
     """The block ``q`` with ``edges[q] <= index < edges[q + 1]`` of each index (an empty block is never chosen)."""
     return np.searchsorted(np.asarray(edges), np.asarray(index), side="right") - 1
+
+
+def check_own_rows(rows, row_range, process: int) -> None:
+    """Raise ``ValueError`` unless every row id lies in ``row_range = (lo, hi)`` (this process's rows)."""
+    rows, (lo, hi) = np.asarray(rows), row_range
+    if rows.size and (rows.min() < lo or rows.max() >= hi):
+        raise ValueError(f"process {process} holds rows {int(rows.min())}..{int(rows.max())} but its range is "
+                         f"{lo}..{hi - 1}: each process must hold only the rows of its range")
 
 
 class Packed(NamedTuple):
@@ -268,9 +277,7 @@ def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weigh
     lo, hi = ranges[p]
     rows, cols = np.asarray(train.rows, np.int64), np.asarray(train.cols, np.int64)
     values = np.asarray(train.values, np.float32)
-    if rows.size and (rows.min() < lo or rows.max() >= hi):
-        raise ValueError(f"process {p} holds rows {int(rows.min())}..{int(rows.max())} but its range is "
-                         f"{lo}..{hi - 1}: each process must hold only the rows of its range")
+    check_own_rows(rows, (lo, hi), p)
     mesh = process_mesh() if mesh is None else mesh
     col_counts = _allgather(np.bincount(cols, minlength=n).astype(np.int64)).sum(axis=0)
     edges = column_blocks(col_counts, N, balance)
