@@ -29,8 +29,15 @@ equations, exact Cholesky or ``cg_steps`` CG steps; biases and the ALS-WR ridge
 ``w_i = n_i``) on each process's local objective, so the sweep is
 :func:`~mfjax.solvers.als.als_sweep` on the union of the parts up to float
 rounding.  The whole run is one compiled ``lax.scan``
-(:func:`mfjax.solvers.run`); each sweep is one ``shard_map`` with two
-all-gathers and one ``psum`` (the loss), no host synchronisation.
+(:func:`mfjax.solvers.run`); each sweep is one ``shard_map`` whose only
+collectives are the all-gathers of the solved blocks (factor rows, and biases)
+and one ``psum`` (the loss): no host synchronisation.
+
+Memory: the exchange pads every per-destination buffer to the largest
+``|(I_p, J_q)|`` (``N`` of them per process, freed after setup), and the two
+sides are padded to the largest per-process count; the solves are the
+scatter-add path of :func:`~mfjax.solvers.als.als_update_rows` (the tiered
+Gram layouts of :mod:`~mfjax.solvers.als_gram` are not used here).
 
 The traced loss is ``f = sum_Omega (x_ij - xhat_ij)^2 + penalty`` ("sum" scale,
 :func:`mfjax.objective.value_from_sse`), its data term a ``psum`` of each
@@ -442,6 +449,7 @@ def _initial(train, rank, biases, init, key):
     if init is not None:
         if biases != isinstance(init, BiasedFactors):
             raise ValueError(f"init is {type(init).__name__} but biases={biases}")
+        _objective.check_factor_shapes(train.shape, init, rank)
         return init
     key = jax.random.key(0) if key is None else key
     if not biases:
