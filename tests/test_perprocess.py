@@ -116,11 +116,15 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     ev_a, ev_b = (np.asarray(r["trace"]["eval_rmse"], float) for r in (a, b))
     assert np.isfinite(ev_a).sum() == 4  # every 2 of 8 steps
     np.testing.assert_allclose(ev_a, ev_b, rtol=1e-5)  # the held-out RMSE inside the loop is global too
-    # ALS needs the whole data in every process: refused with the reason (one process runs it)
-    assert two_fit["compare_rc"] == 1 and one_fit["compare_rc"] == 0
-    assert "needs the whole data set in every process" in recs["two"]["solver-als"]["error"]
-    assert "--whole-data" in recs["two"]["solver-als"]["error"]
-    assert re.search(r"\[p0\] mfjax: run solver-als failed: .*per-process data", log)
+    # ALS runs on the per-process rows (one exchange of column blocks): the 1-process ALS on the union
+    assert two_fit["compare_rc"] == one_fit["compare_rc"] == 0
+    a, b = recs["two"]["solver-als"], recs["one"]["solver-als"]
+    assert a["error"] is None and a["status"] == b["status"] == "max_steps"
+    for k in ("initial_loss", "final_loss", "test_rmse", "train_rmse"):
+        assert a[k] == pytest.approx(b[k], rel=1e-4), k
+    for k in ("loss", "eval_rmse"):
+        np.testing.assert_allclose(np.asarray(a["trace"][k], float), np.asarray(b["trace"][k], float), rtol=1e-4)
+    assert not re.search(r"run solver-als failed", log)
     # a triplet file: each process streamed only its rows; the same fit as one process with the hash split
     assert two_fit["file_rc"] == one_fit["file_rc"] == 0
     assert "per-process rows" in two_fit["file_fit"]["problem"]["data_layout"]
@@ -176,22 +180,24 @@ def test_the_checksum_of_parts_names_their_order_and_one_process_gathers_itself(
 
 def test_the_grid_skips_every_solver_on_per_process_data(tmp_path, monkeypatch):
     """On per-process data (a 2-part problem, its exchange faked; the skipped runs never reach a collective) the
-    grid skips every solver with one line naming the reason and ``--whole-data``; an explicit list fails."""
+    grid skips every solver but ALS with one line naming the reason and ``--whole-data``; an explicit list
+    fails.  ALS runs on per-process data (``mfjax.solvers.als_parts``)."""
     from mfjax.compare import run as run_mod
 
     problem = compare.make_problem(part=(1, 2), gather=lambda x: np.stack([x, x]), rank=2,
                                    synthetic_kwargs={"m": 20, "n": 15, "density": 0.3})
     assert problem.part.row_range == (10, 20) and problem.describe()["train_nnz"] == 2 * problem.train.nnz
-    specs = [compare.parse_run(f"solver:{s}") for s in ("als", "vector_descent", "dsgd", "sgd")]
+    specs = [compare.parse_run(f"solver:{s}") for s in ("vector_descent", "dsgd", "sgd")]
     monkeypatch.setattr(run_mod.jax, "process_count", lambda: 2)
+    assert run_mod.unsupported_reason(compare.parse_run("solver:als"), problem) is None
     lines = []
     recs = compare.run_grid(problem, specs, tmp_path / "grid", progress=False, log=lines.append,
                             skip_unsupported=True)
-    assert [r["status"] for r in recs] == ["skipped"] * 4 and len(lines) == 4
-    for r in recs[:3]:
+    assert [r["status"] for r in recs] == ["skipped"] * 3 and len(lines) == 3
+    for r in recs[:2]:
         assert "needs the whole data set in every process" in r["skipped"] and "--whole-data" in r["skipped"]
-    assert "one device only" in recs[3]["skipped"]
-    with pytest.raises(ValueError, match="run 'solver-als': solver 'als' needs the whole data set"):
+    assert "one device only" in recs[2]["skipped"]
+    with pytest.raises(ValueError, match="run 'solver-vector_descent': solver 'vector_descent' needs the whole"):
         compare.run_one(specs[0], problem)
 
 

@@ -41,7 +41,7 @@ from mfjax.store import ResultStore, to_jsonable
 _LOG = logging.getLogger("mfjax")
 
 __all__ = ["DATA_DIRECTIONS", "SOLVERS", "TIME_CHUNKS", "build_optimizer", "solver_steps", "trace_record", "run_one", "run_grid", "run_config",
-           "SINGLE_DEVICE_SOLVERS", "check_multiprocess", "unsupported_reason", "skipped_record", "part_objectives",
+           "SINGLE_DEVICE_SOLVERS", "PART_SOLVERS", "check_multiprocess", "unsupported_reason", "skipped_record", "part_objectives",
            "baseline_rmse"]
 
 
@@ -92,6 +92,11 @@ def solver_steps(solver: str, num_steps: int) -> int:
 def _als(problem, l2, num_steps, key):  # on a mesh: each device solves its own rows
     from mfjax import solvers
 
+    if getattr(problem, "part", None) is not None:  # per-process rows: one exchange of column blocks, then sweeps
+        from mfjax.solvers.als_parts import als_parts
+
+        return als_parts(problem.train, problem.rank, row_ranges=problem.part.row_ranges, l2=l2, key=key,
+                         num_steps=_sweeps(num_steps), eval_set=problem.test)
     mesh = {} if problem.mesh is None else {"mesh": problem.mesh}
     return _call(solvers.als, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key, **mesh)
 
@@ -128,7 +133,8 @@ SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "dsgd": _dsgd, "vector
 (``l2`` in the solvers' "sum" scaling; ALS / SGD / vector descent run
 ``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates).  On a
 problem with a mesh ALS, vector descent and DSGD use it; SGD and NMF run on one device (and are refused
-over several processes: :func:`check_multiprocess`)."""
+over several processes: :func:`check_multiprocess`).  On per-process data (``problem.part``) ALS runs on
+each process's rows (:func:`mfjax.solvers.als_parts.als_parts`); the others are refused."""
 
 
 #: Timed pieces of a run: ``trace["time_s"]`` (seconds since the run's start) is measured at the last step
@@ -306,7 +312,8 @@ def _run_solver(spec: RunSpec, problem: Problem, num_steps: int, key):
     if spec.solver not in SOLVERS:
         raise ValueError(f"unknown solver {spec.solver!r} (known: {', '.join(SOLVERS)})")
     make = SOLVERS[spec.solver]
-    l2 = problem.l2 if problem.scale == "sum" else problem.l2 * problem.train.nnz
+    nnz = problem.train.nnz if problem.part is None else problem.part.train_nnz  # per-process data: the global count
+    l2 = problem.l2 if problem.scale == "sum" else problem.l2 * nnz
 
     def call():
         from mfjax import solvers
@@ -533,7 +540,8 @@ def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
     (:data:`SINGLE_DEVICE_SOLVERS`) have no sharded form, so they cannot run
     over several processes (on a one-process mesh they run on one device, as
     without a mesh).  On per-process data (``problem.part``: each process
-    holds only its rows) no solver runs: their layouts need the whole ratings.
+    holds only its rows) ALS runs on the processes' parts (:data:`PART_SOLVERS`); the other solvers'
+    layouts need the whole ratings.
     """
     if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
         return (f"solver {spec.solver!r} runs on one device only and cannot run over {jax.process_count()} "
@@ -541,11 +549,17 @@ def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
     return _part_reason(spec, problem)
 
 
+#: Solvers that run on per-process data (each process holding only its rows): ALS
+#: (:func:`mfjax.solvers.als_parts.als_parts`: one exchange of column-block entries at setup).
+PART_SOLVERS = ("als",)
+
+
 def _part_reason(spec: RunSpec, problem: Problem) -> str | None:
-    """Why ``spec`` cannot run on per-process data (``problem.part``): the solvers build their row, column
-    or block layouts from the whole ratings, which no process holds."""
+    """Why ``spec`` cannot run on per-process data (``problem.part``): the solvers other than
+    :data:`PART_SOLVERS` build their row, column or block layouts from the whole ratings, which no process
+    holds."""
     part = getattr(problem, "part", None)
-    if part is None or spec.kind != "solver":
+    if part is None or spec.kind != "solver" or spec.solver in PART_SOLVERS:
         return None
     return (f"solver {spec.solver!r} needs the whole data set in every process, but each of the {part.count} "
             "processes holds only its own rows (per-process data); run it with --whole-data (every process "

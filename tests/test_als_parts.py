@@ -1,0 +1,118 @@
+"""ALS on per-process rows (:mod:`mfjax.solvers.als_parts`): the exchange's pure pieces in one process, and
+2 processes (fresh interpreters under ``distributed.launch``, timeout) equal to 1-process ALS on the union."""
+
+import importlib.util
+import io
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import mfjax as mf
+from mfjax.core import distributed
+from mfjax.solvers import als_parts as ap
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHECK = ROOT / "tests" / "_als_parts_check.py"
+
+
+def _check_module():
+    spec = importlib.util.spec_from_file_location("_als_parts_check", CHECK)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # no launcher environment: nothing is initialised
+    return mod
+
+
+def test_column_blocks_balance_ratings_or_columns():
+    counts = np.array([10, 0, 0, 1, 1, 1, 1, 6, 0])
+    e = ap.column_blocks(counts, 2)
+    assert e.tolist()[0] == 0 and e.tolist()[-1] == 9
+    per = [counts[a:b].sum() for a, b in zip(e[:-1], e[1:])]
+    assert per == [10, 10]  # the first column alone reaches half of the 20 ratings
+    assert ap.column_blocks(counts, 3, "columns").tolist() == [0, 3, 6, 9]
+    assert ap.column_blocks(np.zeros(5), 2).tolist() == [0, 2, 5]
+    e = ap.column_blocks(np.array([100, 1, 1]), 3)  # one heavy column: an empty block, never chosen
+    assert e.tolist() == [0, 1, 2, 3] or (np.diff(e) >= 0).all()
+    assert set(ap.block_of(np.arange(3), e).tolist()) <= {q for q in range(3) if e[q] < e[q + 1]}
+    with pytest.raises(ValueError, match="balance must be one of"):
+        ap.column_blocks(counts, 2, "rows")
+
+
+def test_packing_sends_each_entry_to_its_column_block_and_the_all_to_all_is_a_transpose():
+    """Three fake processes: packing by destination then the all-to-all (here a transpose of the buffers)
+    gives process q exactly the union's entries of column block q, each once; padding has weight 0."""
+    rng = np.random.default_rng(0)
+    m, n, N = 30, 17, 3
+    keys = np.unique(rng.integers(0, m * n, 200))
+    rows, cols = keys // n, keys % n
+    vals = rng.normal(size=keys.size).astype(np.float32)
+    ranges = [(0, 4), (4, 20), (20, 30)]  # uneven
+    edges = ap.column_blocks(np.bincount(cols, minlength=n), N)
+    mine = [(rows >= lo) & (rows < hi) for lo, hi in ranges]
+    dests = [ap.block_of(cols[s], edges) for s in mine]
+    width = max(np.bincount(d, minlength=N).max() for d in dests)
+    packed = [ap.pack_by_destination(rows[s], cols[s], vals[s], d, N, width) for s, d in zip(mine, dests)]
+    for q in range(N):
+        got = ap.Packed(*(np.stack([pk[f][q] for pk in packed]) for f in range(4)))  # all_to_all: out[p] = in_p[q]
+        r, c, v = ap.unpack(got)
+        want = (cols >= edges[q]) & (cols < edges[q + 1])
+        assert sorted(zip(r.tolist(), c.tolist(), v.tolist())) == sorted(
+            zip(rows[want].tolist(), cols[want].tolist(), vals[want].tolist()))
+        assert np.asarray(got.weights).sum() == want.sum()
+    with pytest.raises(ValueError, match="do not fit a width of 1"):
+        ap.pack_by_destination(rows, cols, vals, np.zeros(rows.size, int), N, 1)
+
+
+def test_one_process_is_als_and_bad_parts_are_named():
+    tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
+    kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0))
+    a, b = ap.als_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.als(tr, 2, gram=False, **kw)
+    np.testing.assert_allclose(np.asarray(a.params.V), np.asarray(b.params.V), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    with pytest.raises(ValueError, match="2 row ranges for 1 processes"):
+        ap.part_als_problem(tr, [(0, 10), (10, 30)])
+    with pytest.raises(ValueError, match=r"holds rows 3..12 but its range is 0..9"):
+        ap.check_own_rows(np.array([3, 12]), (0, 10), 0)
+    ap.check_own_rows(np.array([], int), (5, 5), 1)  # an empty part
+
+
+def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path):
+    err = io.StringIO()
+    env = dict(__import__("os").environ)
+    env["PYTHONPATH"] = str(ROOT) + __import__("os").pathsep + env.get("PYTHONPATH", "")
+    env.pop("XLA_FLAGS", None)
+    rc = distributed.launch([sys.executable, str(CHECK), str(tmp_path)], 2, timeout_s=240, stdout=io.StringIO(),
+                            stderr=err, env=env)
+    assert rc == 0, err.getvalue()[-3000:]
+    parts = [json.loads((tmp_path / f"part_{k}.json").read_text()) for k in (0, 1)]
+    mod = _check_module()
+    train, test = mod.rows_block(0, mod.M)
+    rows, cols = np.asarray(train.rows), np.asarray(train.cols)
+    # the union has empty rows and columns; process 1 holds many more ratings than process 0
+    assert (np.bincount(rows, minlength=mod.M) == 0).any() and (np.bincount(cols, minlength=mod.N) == 0).any()
+    assert parts[1]["own"] > 4 * parts[0]["own"]
+    # each process holds its rows' entries plus its column block's entries, nothing else
+    edges = parts[0]["edges"]
+    assert parts[1]["edges"] == edges and edges[0] == 0 and edges[-1] == mod.N
+    for k, p in enumerate(parts):
+        lo, hi = p["row_range"]
+        assert p["own"] == p["train_nnz"] == int(((rows >= lo) & (rows < hi)).sum())
+        assert p["received"] == int(((cols >= edges[k]) & (cols < edges[k + 1])).sum())
+    assert parts[0]["received"] + parts[1]["received"] == train.nnz
+    # balanced by rating count: the blocks differ by less than the largest column
+    rec = [p["received"] for p in parts]
+    assert abs(rec[0] - rec[1]) <= np.bincount(cols).max()
+    # replicated results, equal to 1-process ALS on the union from the same init
+    for name, kw in mod.CONFIGS.items():
+        one = mf.solvers.als(train, mod.RANK, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
+        got = parts[0][name]
+        assert parts[1][name] == got, name
+        for f, want in (("U", one.params.U), ("V", one.params.V), ("loss", one.trace.loss),
+                        ("eval", one.trace.eval_metric)) + ((("b", one.params.row_bias), ("c", one.params.col_bias))
+                                                            if kw.get("biases") else ()):
+            want = np.asarray(want)
+            np.testing.assert_allclose(np.asarray(got[f]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
+                                       err_msg=f"{name}: {f}")
