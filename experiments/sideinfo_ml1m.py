@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--reveal-frac", type=float, default=0.1)
     args = C.finish_args(p.parse_args(argv), NAME, argv)
     if args.quick:
-        args.rank, args.sweeps, args.l2_grid, args.l2_side_grid = 3, 4, [1.0, 5.0], [10.0]
+        args.rank, args.sweeps, args.l2_grid, args.l2_side_grid = 3, 4, [5.0], [10.0]
     return args
 
 
