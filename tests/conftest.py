@@ -55,6 +55,19 @@ def ml1m_dir():
     return ML1M_DIR
 
 
+@pytest.fixture
+def restore_mfjax_logger():
+    """Remove the log handlers ``mfjax.cli`` installed in this process and reset the ``mfjax`` logger."""
+    import logging
+
+    yield
+    log = logging.getLogger("mfjax")
+    for h in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
+        log.removeHandler(h)
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+
+
 # ---------------------------------------------------------------- a worker that dies
 # A test that kills its xdist worker (a native crash: SIGSEGV / SIGABRT inside XLA or a C extension;
 # Python's faulthandler prints the worker's stack just before) is run once more on a fresh worker.

@@ -138,16 +138,7 @@ def test_a_failing_process_stops_the_others():
     assert rc == 3
 
 
-@pytest.fixture(autouse=True)
-def _restore_mfjax_logger():
-    import logging
-
-    yield
-    log = logging.getLogger("mfjax")
-    for h in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
-        log.removeHandler(h)
-    log.propagate = True
-    log.setLevel(logging.NOTSET)
+pytestmark = pytest.mark.usefixtures("restore_mfjax_logger")  # tests/conftest.py
 
 
 def test_the_default_grid_skips_single_device_solvers_over_several_processes(tmp_path, monkeypatch):

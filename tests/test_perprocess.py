@@ -51,16 +51,7 @@ def _keys(part):
     return np.asarray(part["rows"], np.int64) * 10_000 + np.asarray(part["cols"], np.int64)
 
 
-@pytest.fixture(autouse=True)
-def _restore_mfjax_logger():
-    import logging
-
-    yield
-    log = logging.getLogger("mfjax")
-    for h in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
-        log.removeHandler(h)
-    log.propagate = True
-    log.setLevel(logging.NOTSET)
+pytestmark = pytest.mark.usefixtures("restore_mfjax_logger")  # tests/conftest.py
 
 
 def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):

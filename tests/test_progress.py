@@ -143,19 +143,12 @@ def test_callback_under_vmap_reports_every_member():
     np.testing.assert_allclose(final, sorted(np.asarray(values)), rtol=1e-6)
 
 
-def test_cli_fit_verbose_logs_progress_and_solver_budget(capsys):
+def test_cli_fit_verbose_logs_progress_and_solver_budget(capsys, restore_mfjax_logger):
     from mfjax import cli
 
     common = ["--synthetic-size", "40x30", "--rank", "2", "--no-compile-cache"]
-    try:
-        assert cli.main(["fit", "--run", "gd+armijo", "--iters", "6", "--eval-every", "3", "-v", *common]) == 0
-        err = capsys.readouterr().err
-        assert "mfjax: gd+armijo step 3/6 loss" in err and "step 6/6" in err and "(max_steps)" in err
-        assert cli.main(["fit", "--run", "solver:als", "--iters", "25", *common]) == 0
-        assert "solver-als: --iters 25 -> 2 sweeps" in capsys.readouterr().err
-    finally:
-        log = logging.getLogger("mfjax")
-        for h in [h for h in log.handlers if getattr(h, "_mfjax_cli", False)]:
-            log.removeHandler(h)
-        log.propagate = True
-        log.setLevel(logging.NOTSET)
+    assert cli.main(["fit", "--run", "gd+armijo", "--iters", "6", "--eval-every", "3", "-v", *common]) == 0
+    err = capsys.readouterr().err
+    assert "mfjax: gd+armijo step 3/6 loss" in err and "step 6/6" in err and "(max_steps)" in err
+    assert cli.main(["fit", "--run", "solver:als", "--iters", "25", *common]) == 0
+    assert "solver-als: --iters 25 -> 2 sweeps" in capsys.readouterr().err
