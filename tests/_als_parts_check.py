@@ -1,11 +1,13 @@
 """Run by tests/test_als_parts.py as 2 cooperating processes (mfjax.core.distributed.launch), or as one.
 
 Each process generates ONLY the ratings of its rows (:func:`rows_block`: row ``i`` from its own seed, so the
-parts of the processes are exactly the rows of the union), runs :func:`mfjax.solvers.als_parts` and writes
-``argv[1]/part_K.json``: what it holds (its own entries, the received column-block entries, the column
-block edges) and the factors and traces of each configuration in :data:`CONFIGS`.
+parts of the processes are exactly the rows of the union), runs :func:`mfjax.solvers.als_parts` and
+:func:`mfjax.solvers.dsgd_parts.dsgd_parts` and writes ``argv[1]/part_K.json``: what it holds (its own
+entries, the received column-block entries, the column block edges) and the factors and traces of each
+configuration in :data:`CONFIGS` (ALS) and :data:`DSGD_CONFIGS`.
 """
 
+import importlib
 import json
 import pathlib
 import sys
@@ -18,7 +20,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mfjax.data import Ratings  # noqa: E402
-from mfjax.solvers import als_parts as ap  # noqa: E402
+from mfjax.solvers.dsgd_parts import dsgd_parts, part_dsgd_problem  # noqa: E402
+
+ap = importlib.import_module("mfjax.solvers.als_parts")  # the module (mfjax.solvers.als_parts is the function)
 
 M, N, RANK = 60, 25, 3
 #: Uneven: process 0 holds 12 sparse rows, process 1 48 dense ones.
@@ -26,6 +30,8 @@ RANGES = [(0, 12), (12, 60)]
 EMPTY_COLS = (N - 2, N - 1)  #: never rated
 CONFIGS = {"plain": dict(l2=0.5), "biased_wr": dict(l2=0.3, biases=True, weighted_l2=True),
            "cg": dict(l2=0.5, method="cg", cg_steps=2)}
+DSGD_CONFIGS = {"dsgd": dict(l2=0.5, lr=0.05),
+                "dsgd_biased_wr_batch": dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=3)}
 
 
 def rows_block(lo, hi, seed=0):
@@ -58,8 +64,12 @@ def main(out: str) -> None:
     problem = ap.part_als_problem(train, ranges)
     mine = {"process": k, "row_range": list(ranges[k]), "own": problem.held[0], "received": problem.held[1],
             "edges": list(problem.edges), "train_nnz": train.nnz}
-    for name, kw in CONFIGS.items():
-        res = ap.als_parts(train, RANK, row_ranges=ranges, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
+    dp = part_dsgd_problem(train, ranges)
+    mine.update(dsgd_held=dp.held, dsgd_col_edges=list(dp.col_edges), dsgd_row_edges=list(dp.row_edges))
+    runs = [(name, ap.als_parts, kw) for name, kw in CONFIGS.items()]
+    runs += [(name, dsgd_parts, kw) for name, kw in DSGD_CONFIGS.items()]
+    for name, solver, kw in runs:
+        res = solver(train, RANK, row_ranges=ranges, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
         mine[name] = {"U": np.asarray(res.params.U).tolist(), "V": np.asarray(res.params.V).tolist(),
                       "loss": np.asarray(res.trace.loss).tolist(), "eval": np.asarray(res.trace.eval_metric).tolist()}
         if kw.get("biases"):

@@ -1,6 +1,8 @@
-"""ALS on per-process rows (:mod:`mfjax.solvers.als_parts`): the exchange's pure pieces in one process, and
-2 processes (fresh interpreters under ``distributed.launch``, timeout) equal to 1-process ALS on the union."""
+"""ALS and DSGD on per-process rows (:mod:`mfjax.solvers.als_parts`, :mod:`mfjax.solvers.dsgd_parts`): the
+exchange's pure pieces in one process, and 2 processes (fresh interpreters under ``distributed.launch``,
+timeout) equal to 1-process ALS / DSGD on the union."""
 
+import functools
 import importlib.util
 import io
 import json
@@ -13,7 +15,8 @@ import pytest
 
 import mfjax as mf
 from mfjax.core import distributed
-from mfjax.solvers import als_parts as ap
+
+ap = importlib.import_module("mfjax.solvers.als_parts")  # the module (mfjax.solvers.als_parts is the function)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "_als_parts_check.py"
@@ -105,9 +108,18 @@ def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path
     # balanced by rating count: the blocks differ by less than the largest column
     rec = [p["received"] for p in parts]
     assert abs(rec[0] - rec[1]) <= np.bincount(cols).max()
-    # replicated results, equal to 1-process ALS on the union from the same init
-    for name, kw in mod.CONFIGS.items():
-        one = mf.solvers.als(train, mod.RANK, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
+    # DSGD: the row blocks are the processes' ranges, the column blocks balanced by global counts
+    for p in parts:
+        assert p["dsgd_held"] == p["own"]  # no rating leaves its process
+        assert p["dsgd_row_edges"] == [0, 12, mod.M] and p["dsgd_col_edges"] == parts[0]["dsgd_col_edges"]
+    assert parts[0]["dsgd_col_edges"] == mf.solvers.balanced_blocks(np.bincount(cols, minlength=mod.N),
+                                                                              2).tolist()
+    # replicated results, equal to 1-process ALS / DSGD (same blocks) on the union from the same init
+    one_process = [(name, mf.solvers.als, kw) for name, kw in mod.CONFIGS.items()]
+    one_process += [(name, functools.partial(mf.solvers.dsgd, blocks=2, row_bounds=[0, 12, mod.M]), kw)
+                    for name, kw in mod.DSGD_CONFIGS.items()]
+    for name, solver, kw in one_process:
+        one = solver(train, mod.RANK, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
         got = parts[0][name]
         assert parts[1][name] == got, name
         for f, want in (("U", one.params.U), ("V", one.params.V), ("loss", one.trace.loss),
@@ -116,3 +128,29 @@ def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path
             want = np.asarray(want)
             np.testing.assert_allclose(np.asarray(got[f]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
                                        err_msg=f"{name}: {f}")
+
+
+def test_one_process_dsgd_parts_is_dsgd_and_bad_parts_are_named():
+    """One process: ``dsgd_parts`` is ``dsgd`` with one block (factors, losses and held-out RMSE equal); the
+    row bounds of ``dsgd`` are checked; bad parts are named."""
+    tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
+    kw = dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=4, num_steps=3, key=jax.random.key(0),
+              eval_set=tr)
+    a, b = mf.solvers.dsgd_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.dsgd(tr, 2, **kw)
+    for f in ("U", "V", "row_bias", "col_bias"):
+        np.testing.assert_allclose(np.asarray(getattr(a.params, f)), np.asarray(getattr(b.params, f)),
+                                   rtol=1e-5, atol=1e-6, err_msg=f)
+    np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.trace.eval_metric), np.asarray(b.trace.eval_metric), rtol=1e-5)
+    assert np.asarray(a.trace.loss)[-1] < np.asarray(a.trace.loss)[0]
+    # explicit row blocks on one device: the same epochs as the balanced ones would give for these bounds
+    c = mf.solvers.dsgd(tr, 2, blocks=2, row_bounds=[0, 7, 30], **kw)
+    assert np.isfinite(np.asarray(c.trace.loss)).all()
+    with pytest.raises(ValueError, match=r"row_bounds must be 3 non-decreasing edges from 0 to m = 30"):
+        mf.solvers.dsgd(tr, 2, blocks=2, row_bounds=[0, 31, 30], **kw)
+    with pytest.raises(ValueError, match="2 row ranges for 1 processes"):
+        mf.solvers.part_dsgd_problem(tr, [(0, 10), (10, 30)])
+    with pytest.raises(ValueError, match=r"row ranges leave rows 10..29 uncovered"):
+        mf.solvers.dsgd_parts(tr, 2, row_ranges=[(0, 10)], **kw)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        mf.solvers.part_dsgd_problem(tr, [(0, 30)], batch_size=0)

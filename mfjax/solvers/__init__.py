@@ -41,6 +41,8 @@ from mfjax.solvers.als import (
 from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, StepTimes, run, time_steps
 from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
+from mfjax.solvers.als_parts import PartALSProblem, als_parts, part_als_problem, process_mesh
+from mfjax.solvers.dsgd_parts import PartDSGDProblem, dsgd_parts, part_dsgd_problem
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
     NMFInfo,
@@ -132,6 +134,14 @@ __all__ = [
     "DSGDProblem",
     "DSGDLayout",
     "balanced_blocks",
+    # per-process data (each process holds only its rows)
+    "als_parts",
+    "part_als_problem",
+    "PartALSProblem",
+    "dsgd_parts",
+    "part_dsgd_problem",
+    "PartDSGDProblem",
+    "process_mesh",
     "ALSState",
     "ALSInfo",
     "als_half_sweep",

@@ -67,7 +67,7 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES"]
+           "BALANCES", "global_mean"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -249,10 +249,10 @@ def _pad(a, size: int):
     return np.pad(a, (0, size - a.shape[0]))
 
 
-def _slots_and_positions(ranges, size: int, total: int):
-    """Block slot ``p size + k`` holds index ``lo_p + k`` (``slots``, ``total - 1`` on padding: an
-    index with no entries there) and ``pos[i]`` is the slot of index ``i``."""
-    slots = np.full((len(ranges), size), total - 1, np.int32)
+def _slots_and_positions(ranges, size: int, total: int, pad: int | None = None):
+    """Block slot ``p size + k`` holds index ``lo_p + k`` (``slots``, ``pad`` on padding, default
+    ``total - 1``: an index with no entries there) and ``pos[i]`` is the slot of index ``i``."""
+    slots = np.full((len(ranges), size), total - 1 if pad is None else pad, np.int32)
     pos = np.zeros((total,), np.int32)
     for p, (lo, hi) in enumerate(ranges):
         slots[p, :hi - lo] = np.arange(lo, hi)
@@ -454,7 +454,11 @@ def _initial(train, rank, biases, init, key):
     key = jax.random.key(0) if key is None else key
     if not biases:
         return init_factors(key, train.shape, rank)
+    return init_biased_factors(key, train.shape, rank, mean=np.float32(global_mean(train)))
+
+
+def global_mean(train) -> float:
+    """The mean rating over every process's ``train`` (float64 sums all-gathered; a collective)."""
     v = np.asarray(train.values, np.float64)
     total = _allgather(np.array([v.sum(), v.size], np.float64)).sum(axis=0)
-    mean = np.float32(total[0] / max(total[1], 1.0))
-    return init_biased_factors(key, train.shape, rank, mean=mean)
+    return float(total[0] / max(total[1], 1.0))

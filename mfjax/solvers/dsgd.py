@@ -43,7 +43,8 @@ from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 from mfjax.solvers.sgd import SGDInfo, SGDState, _initial_params
 from mfjax.solvers.sgd_kernel import SGDProblem, _regularisers, _stack, _unstack, _update, sgd_problem
 
-__all__ = ["DSGDLayout", "DSGDProblem", "dsgd_problem", "dsgd_solver", "dsgd", "balanced_blocks"]
+__all__ = ["DSGDLayout", "DSGDProblem", "dsgd_problem", "dsgd_solver", "dsgd", "balanced_blocks", "block_size",
+           "check_row_bounds", "local_strata"]
 
 
 class DSGDLayout(NamedTuple):
@@ -80,11 +81,27 @@ def balanced_blocks(counts: np.ndarray, d: int) -> np.ndarray:
     return np.maximum.accumulate(np.clip(bounds, 0, len(counts)))
 
 
-def _layout(rows, cols, weights, shape, d: int, batch_size: int) -> tuple[DSGDLayout, int]:
+def block_size(sizes, batch_size: int) -> tuple[int, int]:
+    """``(bs, B)``: the minibatch size (at most the largest block) and the entry slots per block, a multiple of it."""
+    big = int(np.max(sizes)) if np.size(sizes) else 1
+    bs = max(1, min(int(batch_size), big))
+    return bs, max(bs, -(-big // bs) * bs)
+
+
+def check_row_bounds(row_bounds, m: int, d: int) -> np.ndarray:
+    """``row_bounds`` as ``d + 1`` non-decreasing int64 edges from 0 to ``m``, or ``ValueError`` naming the problem."""
+    rb = np.asarray(row_bounds, np.int64)
+    if rb.shape != (d + 1,) or rb[0] != 0 or rb[-1] != m or (np.diff(rb) < 0).any():
+        raise ValueError(f"row_bounds must be {d + 1} non-decreasing edges from 0 to m = {m}, got {rb.tolist()}")
+    return rb
+
+
+def _layout(rows, cols, weights, shape, d: int, batch_size: int, row_bounds=None) -> tuple[DSGDLayout, int]:
     m, n = shape
     r, c = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
     live = np.asarray(weights) != 0
-    rb = balanced_blocks(np.bincount(r[live], minlength=m), d)
+    rb = (balanced_blocks(np.bincount(r[live], minlength=m), d) if row_bounds is None
+          else check_row_bounds(row_bounds, m, d))
     cb = balanced_blocks(np.bincount(c[live], minlength=n), d)
     row_block = np.searchsorted(rb, np.arange(m), side="right") - 1
     col_block = np.searchsorted(cb, np.arange(n), side="right") - 1
@@ -100,8 +117,7 @@ def _layout(rows, cols, weights, shape, d: int, batch_size: int) -> tuple[DSGDLa
     blk = row_block[r[idx]] * d + col_block[c[idx]]
     order = idx[np.argsort(blk, kind="stable")]
     sizes = np.bincount(blk, minlength=d * d)
-    bs = max(1, min(int(batch_size), int(sizes.max()) if sizes.size else 1))
-    B = max(bs, -(-int(sizes.max()) // bs) * bs)
+    bs, B = block_size(sizes, batch_size)
     shp = (d * d, B)
     lrow, lcol = np.zeros(shp, np.int32), np.zeros(shp, np.int32)
     entry, mask = np.zeros(shp, np.int32), np.zeros(shp, np.float32)
@@ -148,7 +164,7 @@ jax.tree_util.register_dataclass(DSGDProblem, data_fields=["sgd", "layout"],
 
 def dsgd_problem(train: Ratings, *, l2=0.0, l2_bias=None, weighted_l2: bool = False, blocks: int | None = None,
                  mesh: Mesh | None = None, axis: str | None = None, batch_size: int = 1,
-                 dtype=None) -> DSGDProblem:
+                 dtype=None, row_bounds=None) -> DSGDProblem:
     """The DSGD problem of ``train`` (host preprocessing of the blocking, once per data set).
 
     Args:
@@ -157,9 +173,12 @@ def dsgd_problem(train: Ratings, *, l2=0.0, l2_bias=None, weighted_l2: bool = Fa
       blocks: ``d`` (default: the mesh axis size, else 1).
       mesh, axis: run on this mesh's ``axis`` (its size must equal ``blocks``).
       batch_size: entries updated together inside a block (1 = sequential per-rating SGD).
+      row_bounds: ``d + 1`` edges of the row blocks (default: balanced by rating count,
+        :func:`balanced_blocks`); e.g. the processes' row ranges of
+        :func:`mfjax.solvers.dsgd_parts.dsgd_parts`.
 
     Raises:
-      ValueError: ``blocks`` below 1 or above ``min(m, n)``, or not the mesh axis size.
+      ValueError: ``blocks`` below 1 or above ``min(m, n)``, or not the mesh axis size; bad ``row_bounds``.
     """
     m, n = train.shape
     if mesh is not None:
@@ -177,7 +196,7 @@ def dsgd_problem(train: Ratings, *, l2=0.0, l2_bias=None, weighted_l2: bool = Fa
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sp = sgd_problem(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, dtype=dtype)
     obj = sp.objective
-    layout, bs = _layout(obj.rows, obj.cols, obj.weights, obj.shape, d, int(batch_size))
+    layout, bs = _layout(obj.rows, obj.cols, obj.weights, obj.shape, d, int(batch_size), row_bounds)
     if mesh is not None:
         split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
         layout = layout._replace(**{f: jax.device_put(getattr(layout, f), split)
@@ -244,21 +263,29 @@ def _strata_one_device(Zu, Zv, data, lr, mean, biased, batch_size, d):
     return jax.lax.fori_loop(0, d, stratum, (Zu, Zv))
 
 
+def local_strata(Zu, Zv, data, lr, mean, biased: bool, batch_size: int, d: int, ax: str):
+    """The ``d`` strata of one device inside ``shard_map`` over ``ax``: device ``a`` updates block
+    ``(a, (a + s) mod d)`` at stratum ``s``, then passes its ``V`` block to its left neighbour.
+
+    ``Zu``: its ``(mb, c)`` rows; ``Zv``: the ``(nb, c)`` rows of column block ``a``; ``data``: its ``d``
+    blocks' per-slot data (leading axis: the column block).  Returns ``(Zu, Zv)``, ``Zv`` home again.
+    """
+    left = [(j, (j - 1) % d) for j in range(d)]
+    a = jax.lax.axis_index(ax)
+
+    def stratum(s, carry):
+        Zu, Zv = carry
+        Zu, Zv = _block_update(Zu, Zv, _pick(data, (a + s) % d), lr, mean, biased, batch_size)
+        return Zu, jax.lax.ppermute(Zv, ax, left)
+
+    return jax.lax.fori_loop(0, d, stratum, (Zu, Zv))
+
+
 def _strata_on_mesh(problem: DSGDProblem, Zu, Zv, data, lr, mean, biased, batch_size, d):
     ax = problem.axis
-    left = [(j, (j - 1) % d) for j in range(d)]
 
     def local(Zu, Zv, data, lr, mean):
-        Zu, Zv = Zu[0], Zv[0]
-        data = tuple(a[0] for a in data)
-        a = jax.lax.axis_index(ax)
-
-        def stratum(s, carry):
-            Zu, Zv = carry
-            Zu, Zv = _block_update(Zu, Zv, _pick(data, (a + s) % d), lr, mean, biased, batch_size)
-            return Zu, jax.lax.ppermute(Zv, ax, left)
-
-        Zu, Zv = jax.lax.fori_loop(0, d, stratum, (Zu, Zv))
+        Zu, Zv = local_strata(Zu[0], Zv[0], tuple(a[0] for a in data), lr, mean, biased, batch_size, d, ax)
         return Zu[None], Zv[None]
 
     spec = P(ax)
@@ -314,14 +341,16 @@ def dsgd(train: Ratings, rank: int, *, l2=0.0, l2_bias=None, num_steps: int = 20
          decay: float = 1.0, batch_size: int = 1, blocks: int | None = None, mesh: Mesh | None = None,
          biases: bool = False, weighted_l2: bool = False, key=None, init=None, init_scale: float = 0.1,
          dtype=jnp.float32, eval_set: Ratings | None = None, eval_every: int = 1,
-         clip: tuple[float, float] | None = None, callback=None, callback_every: int = 1) -> SolverResult:
+         clip: tuple[float, float] | None = None, callback=None, callback_every: int = 1,
+         row_bounds=None) -> SolverResult:
     """Distributed SGD (module docstring): :func:`dsgd_problem` + :func:`dsgd_solver` + :func:`~mfjax.solvers.run`.
 
     The same model, update and objective as :func:`mfjax.solvers.sgd` (see there
     for ``l2``, ``l2_bias``, ``weighted_l2``, ``biases``, ``lr``, ``decay``,
     ``batch_size``, ``init``, ``init_scale``, ``eval_set``, ``clip``); ``blocks``
     row/column blocks (default: the mesh size, else 1); ``mesh``: one block
-    per device of its first axis.  ``num_steps`` epochs.
+    per device of its first axis; ``row_bounds``: the row blocks' edges (:func:`dsgd_problem`).
+    ``num_steps`` epochs.
 
     Raises:
       ValueError: bad rank, ``lr <= 0``, ``l2 < 0``, ``blocks`` out of range, bad ratings.
@@ -346,7 +375,7 @@ def dsgd(train: Ratings, rank: int, *, l2=0.0, l2_bias=None, num_steps: int = 20
     k_init, k_run = jax.random.split(key)
     params = _initial_params(train, rank, biases, init, k_init, init_scale, dtype)
     problem = dsgd_problem(train, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2, blocks=blocks, mesh=mesh,
-                           batch_size=batch_size, dtype=np.dtype(dtype))
+                           batch_size=batch_size, dtype=np.dtype(dtype), row_bounds=row_bounds)
     solver = dsgd_solver(lr=lr, decay=decay)
     eval_d = eval_set.astype(np.dtype(dtype)).device_put() if eval_set is not None else None
     res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=eval_d,
