@@ -110,8 +110,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="train/test split: random (a seeded permutation, the default) or hash (each rating "
                         "placed by a hash of (row, column, seed): row-local, the default under mfjax launch)")
     p.add_argument("--whole-data", action="store_true",
-                   help="under mfjax launch: every process builds the whole data set and split (what vector "
-                        "descent needs over several processes; ALS and DSGD run on per-process rows too); default: with synthetic data or a "
+                   help="under mfjax launch: every process builds the whole data set and split (ALS, vector "
+                        "descent and DSGD also run on per-process rows); default: with synthetic data or a "
                         "triplet file each process builds only its own rows (a MovieLens set is loaded whole)")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
@@ -320,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
                                     "process 0 writes the results). With synthetic data or a triplet file each "
                                     "process builds only its own rows (hash split) and optimizer runs shard the "
-                                    "objective of every process's entries; solver:als runs on the parts (one "
-                                    "exchange of column-block entries), solver:dsgd too (row block p on process p, "
-                                    "V blocks rotate); the other solvers need the whole data: the "
+                                    "objective of every process's entries; solver:als and solver:vector_descent run "
+                                    "on the parts (one exchange of column-block entries), solver:dsgd too (row "
+                                    "block p on process p, V blocks rotate); SGD and NMF run on one device only: the "
                                     "default compare grid skips them (one log line each, records 'skipped'), an "
                                     "explicit --runs list naming them fails with the reason. With --whole-data "
                                     "(and MovieLens / file data) every process builds the whole data set: ALS and "

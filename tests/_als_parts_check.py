@@ -2,9 +2,9 @@
 
 Each process generates ONLY the ratings of its rows (:func:`rows_block`: row ``i`` from its own seed, so the
 parts of the processes are exactly the rows of the union), runs :func:`mfjax.solvers.als_parts` and
-:func:`mfjax.solvers.dsgd_parts.dsgd_parts` and writes ``argv[1]/part_K.json``: what it holds (its own
+:func:`mfjax.solvers.dsgd_parts.dsgd_parts` and :func:`mfjax.solvers.vector_descent_parts` and writes ``argv[1]/part_K.json``: what it holds (its own
 entries, the received column-block entries, the column block edges) and the factors and traces of each
-configuration in :data:`CONFIGS` (ALS) and :data:`DSGD_CONFIGS`.
+configuration in :data:`CONFIGS` (ALS), :data:`DSGD_CONFIGS` and :data:`VD_CONFIGS` (vector descent).
 """
 
 import importlib
@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from mfjax.data import Ratings  # noqa: E402
 from mfjax.solvers.dsgd_parts import dsgd_parts, part_dsgd_problem  # noqa: E402
+from mfjax.solvers.rowwise.parts import vector_descent_parts  # noqa: E402
 
 ap = importlib.import_module("mfjax.solvers.als_parts")  # the module (mfjax.solvers.als_parts is the function)
 
@@ -32,6 +33,7 @@ CONFIGS = {"plain": dict(l2=0.5), "biased_wr": dict(l2=0.3, biases=True, weighte
            "cg": dict(l2=0.5, method="cg", cg_steps=2)}
 DSGD_CONFIGS = {"dsgd": dict(l2=0.5, lr=0.05),
                 "dsgd_biased_wr_batch": dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=3)}
+VD_CONFIGS = {"vector_descent": dict(l2=0.5)}
 
 
 def rows_block(lo, hi, seed=0):
@@ -68,6 +70,7 @@ def main(out: str) -> None:
     mine.update(dsgd_held=dp.held, dsgd_col_edges=list(dp.col_edges), dsgd_row_edges=list(dp.row_edges))
     runs = [(name, ap.als_parts, kw) for name, kw in CONFIGS.items()]
     runs += [(name, dsgd_parts, kw) for name, kw in DSGD_CONFIGS.items()]
+    runs += [(name, vector_descent_parts, kw) for name, kw in VD_CONFIGS.items()]
     for name, solver, kw in runs:
         res = solver(train, RANK, row_ranges=ranges, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
         mine[name] = {"U": np.asarray(res.params.U).tolist(), "V": np.asarray(res.params.V).tolist(),

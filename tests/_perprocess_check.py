@@ -28,7 +28,7 @@ PROBLEM = ["--synthetic-size", "70x40", "--synthetic-density", "0.2", "--scale",
            "--no-compile-cache"]
 UNION = ["--synthetic-sampler", "blocks", "--split", "hash"]
 FIT = ["fit", "--run", "gd+armijo", "--iters", "8", "--json"]
-COMPARE = ["compare", "--runs", "gd+armijo,solver:als,solver:dsgd", "--iters", "8", "--eval-every", "2", "--no-plots",
+COMPARE = ["compare", "--runs", "gd+armijo,solver:als,solver:dsgd,solver:vector_descent", "--iters", "8", "--eval-every", "2", "--no-plots",
            "--no-progress"]
 
 

@@ -1,6 +1,7 @@
-"""ALS and DSGD on per-process rows (:mod:`mfjax.solvers.als_parts`, :mod:`mfjax.solvers.dsgd_parts`): the
-exchange's pure pieces in one process, and 2 processes (fresh interpreters under ``distributed.launch``,
-timeout) equal to 1-process ALS / DSGD on the union."""
+"""ALS, DSGD and vector descent on per-process rows (:mod:`mfjax.solvers.als_parts`,
+:mod:`mfjax.solvers.dsgd_parts`, :mod:`mfjax.solvers.rowwise.parts`): the exchange's pure pieces in one
+process, and 2 processes (fresh interpreters under ``distributed.launch``, timeout) equal to 1-process ALS /
+DSGD / vector descent on the union."""
 
 import functools
 import importlib.util
@@ -118,6 +119,7 @@ def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path
     one_process = [(name, mf.solvers.als, kw) for name, kw in mod.CONFIGS.items()]
     one_process += [(name, functools.partial(mf.solvers.dsgd, blocks=2, row_bounds=[0, 12, mod.M]), kw)
                     for name, kw in mod.DSGD_CONFIGS.items()]
+    one_process += [(name, mf.solvers.vector_descent, kw) for name, kw in mod.VD_CONFIGS.items()]
     for name, solver, kw in one_process:
         one = solver(train, mod.RANK, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
         got = parts[0][name]
@@ -154,3 +156,23 @@ def test_one_process_dsgd_parts_is_dsgd_and_bad_parts_are_named():
         mf.solvers.dsgd_parts(tr, 2, row_ranges=[(0, 10)], **kw)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         mf.solvers.part_dsgd_problem(tr, [(0, 30)], batch_size=0)
+
+
+def test_one_process_vector_descent_parts_is_vector_descent():
+    """One process: ``vector_descent_parts`` (its row layouts built per process) is the one-device
+    ``vector_descent``, with the default row solver and an optax one; bad parts are named."""
+    import optax
+
+    tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
+    for extra in ({}, {"optimizer": optax.sgd(0.05), "inner_steps": 3}):
+        kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), eval_set=tr, **extra)
+        a, b = mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.vector_descent(tr, 2, **kw)
+        for f in ("U", "V"):
+            np.testing.assert_allclose(np.asarray(getattr(a.params, f)), np.asarray(getattr(b.params, f)),
+                                       rtol=1e-5, atol=1e-6, err_msg=f)
+        np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(a.trace.eval_metric), np.asarray(b.trace.eval_metric), rtol=1e-5)
+    with pytest.raises(ValueError, match="pass key="):
+        mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], l2=0.5)
+    with pytest.raises(ValueError, match="2 row ranges for 1 processes"):
+        mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 10), (10, 30)], l2=0.5, key=jax.random.key(0))

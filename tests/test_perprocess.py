@@ -116,10 +116,15 @@ def test_two_processes_hold_only_their_rows_and_equal_one_process(tmp_path):
     for k in ("loss", "eval_rmse"):
         np.testing.assert_allclose(np.asarray(a["trace"][k], float), np.asarray(b["trace"][k], float), rtol=1e-4)
     assert not re.search(r"run solver-als failed", log)
-    # DSGD runs on the per-process rows too (one block row per process; its equality with 1-process DSGD on
-    # the same blocks is tests/test_als_parts.py): it ran and lowered the loss
-    a = recs["two"]["solver-dsgd"]
-    assert a["error"] is None and a["status"] == "max_steps" and a["final_loss"] < a["initial_loss"]
+    # DSGD and vector descent run on the per-process rows too (DSGD: one block row per process; its equality
+    # with 1-process DSGD on the same blocks is tests/test_als_parts.py): they ran and lowered the loss
+    for name in ("solver-dsgd", "solver-vector_descent"):
+        a = recs["two"][name]
+        assert a["error"] is None and a["status"] == "max_steps" and a["final_loss"] < a["initial_loss"], name
+    # vector descent on the parts is the 1-process vector descent on the union
+    a, b = recs["two"]["solver-vector_descent"], recs["one"]["solver-vector_descent"]
+    for k in ("initial_loss", "final_loss", "test_rmse", "train_rmse"):
+        assert a[k] == pytest.approx(b[k], rel=1e-4), k
     # a triplet file: each process streamed only its rows; the same fit as one process with the hash split
     assert two_fit["file_rc"] == one_fit["file_rc"] == 0
     assert "per-process rows" in two_fit["file_fit"]["problem"]["data_layout"]
@@ -173,27 +178,28 @@ def test_the_checksum_of_parts_names_their_order_and_one_process_gathers_itself(
     np.testing.assert_array_equal(distributed.allgather_host(x), x[None])  # exact, float64 kept
 
 
-def test_the_grid_skips_every_solver_on_per_process_data(tmp_path, monkeypatch):
-    """On per-process data (a 2-part problem, its exchange faked; the skipped runs never reach a collective) the
-    grid skips every solver but ALS and DSGD with one line naming the reason and ``--whole-data``; an explicit
-    list fails.  ALS and DSGD run on per-process data (``mfjax.solvers.als_parts``, ``dsgd_parts``)."""
+def test_the_grid_skips_the_single_device_solvers_on_per_process_data(tmp_path, monkeypatch):
+    """On per-process data (a 2-part problem, its exchange faked; the skipped runs never reach a collective)
+    ALS, vector descent and DSGD run on the parts; the grid skips SGD and NMF with one line naming the reason;
+    an explicit run of them fails, naming ``--whole-data`` where the data is the reason."""
     from mfjax.compare import run as run_mod
 
     problem = compare.make_problem(part=(1, 2), gather=lambda x: np.stack([x, x]), rank=2,
                                    synthetic_kwargs={"m": 20, "n": 15, "density": 0.3})
     assert problem.part.row_range == (10, 20) and problem.describe()["train_nnz"] == 2 * problem.train.nnz
-    specs = [compare.parse_run(f"solver:{s}") for s in ("vector_descent", "sgd")]
+    specs = [compare.parse_run(f"solver:{s}") for s in ("sgd", "nmf")]
+    # one process holding a part: the data is the reason
+    with pytest.raises(ValueError, match="run 'solver-sgd': solver 'sgd' needs the whole data set.*--whole-data"):
+        compare.run_one(specs[0], problem)
     monkeypatch.setattr(run_mod.jax, "process_count", lambda: 2)
-    for ok in ("als", "dsgd"):
+    for ok in run_mod.PART_SOLVERS:
         assert run_mod.unsupported_reason(compare.parse_run(f"solver:{ok}"), problem) is None
+    assert set(run_mod.PART_SOLVERS) == {"als", "vector_descent", "dsgd"}
     lines = []
     recs = compare.run_grid(problem, specs, tmp_path / "grid", progress=False, log=lines.append,
                             skip_unsupported=True)
     assert [r["status"] for r in recs] == ["skipped"] * 2 and len(lines) == 2
-    assert "needs the whole data set in every process" in recs[0]["skipped"] and "--whole-data" in recs[0]["skipped"]
-    assert "one device only" in recs[1]["skipped"]
-    with pytest.raises(ValueError, match="run 'solver-vector_descent': solver 'vector_descent' needs the whole"):
-        compare.run_one(specs[0], problem)
+    assert all("one device only" in r["skipped"] for r in recs)
 
 
 class _Sent(Exception):

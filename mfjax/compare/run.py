@@ -120,6 +120,9 @@ def _sgd(problem, l2, num_steps, key):  # l2 / n_i per rating: the same objectiv
 def _vector_descent(problem, l2, num_steps, key):  # on a mesh: each device solves its own rows
     from mfjax import solvers
 
+    if getattr(problem, "part", None) is not None:  # per-process rows: one exchange of column blocks, then sweeps
+        return solvers.vector_descent_parts(problem.train, problem.rank, row_ranges=problem.part.row_ranges, l2=l2,
+                                            key=key, num_steps=_sweeps(num_steps), eval_set=problem.test)
     mesh = {} if problem.mesh is None else {"mesh": problem.mesh}
     return _call(solvers.vector_descent, "num_sweeps", problem, _sweeps(num_steps), l2=l2, key=key, **mesh)
 
@@ -136,9 +139,10 @@ SOLVERS: dict[str, Callable] = {"als": _als, "sgd": _sgd, "dsgd": _dsgd, "vector
 (``l2`` in the solvers' "sum" scaling; ALS / SGD / vector descent run
 ``max(1, num_steps // 10)`` sweeps, NMF ``num_steps`` multiplicative updates).  On a
 problem with a mesh ALS, vector descent and DSGD use it; SGD and NMF run on one device (and are refused
-over several processes: :func:`check_multiprocess`).  On per-process data (``problem.part``) ALS and DSGD run
-on each process's rows (:func:`mfjax.solvers.als_parts`, :func:`mfjax.solvers.dsgd_parts`: one block row per
-process); the others are refused."""
+over several processes: :func:`check_multiprocess`).  On per-process data (``problem.part``) ALS, vector
+descent and DSGD run on each process's rows (:func:`mfjax.solvers.als_parts`,
+:func:`mfjax.solvers.vector_descent_parts`: one exchange of column blocks; :func:`mfjax.solvers.dsgd_parts`:
+one block row per process); SGD and NMF are refused."""
 
 
 #: Timed pieces of a run: ``trace["time_s"]`` (seconds since the run's start) is measured at the last step
@@ -544,8 +548,8 @@ def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
     (:data:`SINGLE_DEVICE_SOLVERS`) have no sharded form, so they cannot run
     over several processes (on a one-process mesh they run on one device, as
     without a mesh).  On per-process data (``problem.part``: each process
-    holds only its rows) ALS and DSGD run on the processes' parts (:data:`PART_SOLVERS`); the other
-    solvers' layouts need the whole ratings.
+    holds only its rows) ALS, vector descent and DSGD run on the processes' parts (:data:`PART_SOLVERS`);
+    SGD and NMF need the whole ratings.
     """
     if jax.process_count() > 1 and spec.kind == "solver" and spec.solver in SINGLE_DEVICE_SOLVERS:
         return (f"solver {spec.solver!r} runs on one device only and cannot run over {jax.process_count()} "
@@ -554,9 +558,10 @@ def unsupported_reason(spec: RunSpec, problem: Problem) -> str | None:
 
 
 #: Solvers that run on per-process data (each process holding only its rows): ALS
-#: (:func:`mfjax.solvers.als_parts`: one exchange of column-block entries at setup) and DSGD
-#: (:func:`mfjax.solvers.dsgd_parts`: process ``p`` holds row block ``p``; only ``V`` blocks move).
-PART_SOLVERS = ("als", "dsgd")
+#: and vector descent (:func:`mfjax.solvers.als_parts`, :func:`mfjax.solvers.vector_descent_parts`: one
+#: exchange of column-block entries at setup) and DSGD (:func:`mfjax.solvers.dsgd_parts`: process ``p`` holds
+#: row block ``p``; only ``V`` blocks move).
+PART_SOLVERS = ("als", "vector_descent", "dsgd")
 
 
 def _part_reason(spec: RunSpec, problem: Problem) -> str | None:

@@ -43,6 +43,7 @@ from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, StepTime
 from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
 from mfjax.solvers.als_parts import PartALSProblem, als_parts, part_als_problem, process_mesh
 from mfjax.solvers.dsgd_parts import PartDSGDProblem, dsgd_parts, part_dsgd_problem
+from mfjax.solvers.rowwise.parts import part_vector_descent_problem, vector_descent_parts
 from mfjax.solvers.nmf import (
     NMF_LOSSES,
     NMFInfo,
@@ -141,6 +142,8 @@ __all__ = [
     "dsgd_parts",
     "part_dsgd_problem",
     "PartDSGDProblem",
+    "vector_descent_parts",
+    "part_vector_descent_problem",
     "process_mesh",
     "ALSState",
     "ALSInfo",

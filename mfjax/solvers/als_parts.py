@@ -67,7 +67,7 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES", "global_mean"]
+           "BALANCES", "global_mean", "exchange_column_blocks"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -198,6 +198,24 @@ def _allgather(x) -> np.ndarray:
     return allgather_host(np.asarray(x))
 
 
+def exchange_column_blocks(rows, cols, values, n: int, mesh: Mesh, balance: str = "ratings"):
+    """Send every process the entries of its column block (a collective; module docstring).
+
+    Every process passes its own entries.  Returns ``(col_counts, edges, every, (rows, cols, values))``:
+    the ``(n,)`` global column counts, the column block edges (:func:`column_blocks`), the ``(N, N)``
+    exchange counts ``every[p, q] = |(I_p, J_q)|`` and the entries of this process's column block
+    ``J_q`` from every process (in process order).
+    """
+    N = int(mesh.shape[AXIS])
+    cols = np.asarray(cols, np.int64)
+    col_counts = _allgather(np.bincount(cols, minlength=n).astype(np.int64)).sum(axis=0)
+    edges = column_blocks(col_counts, N, balance)
+    dest = block_of(cols, edges)
+    every = _allgather(np.bincount(dest, minlength=N).astype(np.int64))  # (N, N): every[p, q] = |(I_p, J_q)|
+    packed = pack_by_destination(rows, cols, values, dest, N, max(1, int(every.max())))
+    return col_counts, edges, every, unpack(exchange_entries(packed, mesh))
+
+
 # ------------------------------------------------------------------ problem
 @dataclasses.dataclass(frozen=True)
 class PartALSProblem:
@@ -286,13 +304,8 @@ def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weigh
     values = np.asarray(train.values, np.float32)
     check_own_rows(rows, (lo, hi), p)
     mesh = process_mesh() if mesh is None else mesh
-    col_counts = _allgather(np.bincount(cols, minlength=n).astype(np.int64)).sum(axis=0)
-    edges = column_blocks(col_counts, N, balance)
-    dest = block_of(cols, edges)
-    every = _allgather(np.bincount(dest, minlength=N).astype(np.int64))  # (N, N): every[p, q] = |(I_p, J_q)|
-    packed = pack_by_destination(rows, cols, values, dest, N, max(1, int(every.max())))
-    got_rows, got_cols, got_values = unpack(exchange_entries(packed, mesh))
-    del packed
+    col_counts, edges, every, (got_rows, got_cols, got_values) = exchange_column_blocks(
+        rows, cols, values, n, mesh, balance)
     e_r, e_c = max(1, int(every.sum(axis=1).max())), max(1, int(every.sum(axis=0).max()))
     R = max(1, max(h - l for l, h in ranges))
     cranges = list(zip(edges[:-1].tolist(), edges[1:].tolist()))

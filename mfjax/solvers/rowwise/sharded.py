@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 from mfjax.objective.rows import RowQuadratic, bucket_capacities, pad_rows
 from mfjax.solvers.rowwise.sweep import solve_rows
 
-__all__ = ["ShardedRowLayout", "shard_row_layout", "row_blocks", "sharded_half_sweep"]
+__all__ = ["ShardedRowLayout", "shard_row_layout", "part_row_layout", "row_blocks", "sharded_half_sweep"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,54 +107,114 @@ def shard_row_layout(ratings, mesh: Mesh, axis: str | None = None, *, growth: fl
     caps_of = functools.partial(bucket_capacities, growth=growth, min_cap=min_cap)
     caps_of(0)  # argument checks before any work
     D = int(mesh.shape[axis])
-    rows = np.asarray(ratings.rows).astype(np.int64)
-    cols = np.asarray(ratings.cols).astype(np.int64)
-    vals = np.asarray(ratings.values)
     m = int(ratings.shape[0])
-    order = np.lexsort((cols, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    counts = np.bincount(rows, minlength=m)
-    ptr = np.concatenate([[0], np.cumsum(counts)])
+    counts, ptr, cols, vals = _row_sorted(ratings.rows, ratings.cols, ratings.values, m)
     edges = row_blocks(counts, D)
-    L = max(1, int(np.diff(edges).max(initial=0)))
     caps = caps_of(int(counts.max(initial=0)))
     bucket_of = np.searchsorted(np.asarray(caps), counts, side="left")
-    local_rows = np.full((D, L), m, np.int64)
-    local_counts = np.zeros((D, L), np.int64)
-    position = np.zeros(m, np.int64)
-    for d in range(D):
+    widths = [max(_members(bucket_of, edges, d, k).size for d in range(D)) for k in range(len(caps))]
+    arrays = _block_arrays(counts, ptr, cols, vals, edges, range(D), caps, widths)
+    return _place(arrays, edges, mesh, axis, m, lambda a, sharding: jax.make_array_from_callback(
+        a.shape, sharding, lambda idx: a[idx]))
+
+
+def _row_sorted(rows, cols, vals, m: int):
+    """``(counts (m,), ptr (m + 1,), cols, vals)`` of the entries sorted by row (then column)."""
+    rows, cols, vals = np.asarray(rows).astype(np.int64), np.asarray(cols).astype(np.int64), np.asarray(vals)
+    order = np.lexsort((cols, rows))
+    counts = np.bincount(rows, minlength=m)
+    return counts, np.concatenate([[0], np.cumsum(counts)]), cols[order], vals[order]
+
+
+def _members(bucket_of, edges, d: int, k: int) -> np.ndarray:
+    """Block ``d``'s local row ids in bucket ``k``."""
+    return np.flatnonzero(bucket_of[edges[d]:edges[d + 1]] == k)
+
+
+def _block_arrays(counts, ptr, cols, vals, edges, blocks, caps, widths):
+    """Host arrays of the row blocks ``blocks``: ``(local_rows, local_counts, buckets)``, leading axis
+    ``len(blocks)``; bucket ``k`` has ``widths[k]`` row slots (buckets of width 0 are left out)."""
+    m = counts.shape[0]
+    L = max(1, int(np.diff(edges).max(initial=0)))
+    bucket_of = np.searchsorted(np.asarray(caps), counts, side="left")
+    nb = len(blocks)
+    local_rows = np.full((nb, L), m, np.int64)
+    local_counts = np.zeros((nb, L), np.int64)
+    for t, d in enumerate(blocks):
         lo, hi = int(edges[d]), int(edges[d + 1])
-        local_rows[d, :hi - lo] = np.arange(lo, hi)
-        local_counts[d, :hi - lo] = counts[lo:hi]
-        position[lo:hi] = d * L + np.arange(hi - lo)
+        local_rows[t, :hi - lo] = np.arange(lo, hi)
+        local_counts[t, :hi - lo] = counts[lo:hi]
     buckets = []
-    for k, cap in enumerate(caps):
-        members = [np.flatnonzero(bucket_of[edges[d]:edges[d + 1]] == k) for d in range(D)]  # local ids
-        B = max(len(a) for a in members)
+    for k, (cap, B) in enumerate(zip(caps, widths)):
         if B == 0:
             continue
-        lr = np.full((D, B), L, np.int64)
-        bc = np.zeros((D, B, cap), np.int64)
-        bv = np.zeros((D, B, cap), vals.dtype)
-        bm = np.zeros((D, B, cap), vals.dtype)
-        for d, loc in enumerate(members):
+        lr = np.full((nb, B), L, np.int64)
+        bc = np.zeros((nb, B, cap), np.int64)
+        bv = np.zeros((nb, B, cap), vals.dtype)
+        bm = np.zeros((nb, B, cap), vals.dtype)
+        for t, d in enumerate(blocks):
+            loc = _members(bucket_of, edges, d, k)
             if not len(loc):
                 continue
-            lr[d, :len(loc)] = loc
-            bc[d, :len(loc)], bv[d, :len(loc)], bm[d, :len(loc)] = pad_rows(loc + edges[d], counts, ptr, cols,
+            lr[t, :len(loc)] = loc
+            bc[t, :len(loc)], bv[t, :len(loc)], bm[t, :len(loc)] = pad_rows(loc + edges[d], counts, ptr, cols,
                                                                             vals, cap)
         buckets.append((lr, bc, bv, bm))
+    return local_rows, local_counts, buckets
+
+
+def _place(arrays, edges, mesh, axis, m: int, split_array) -> ShardedRowLayout:
+    """The :class:`ShardedRowLayout` of the host ``arrays`` (:func:`_block_arrays`): ``split_array(a, sharding)``
+    makes the arrays split over ``axis``; the row positions (from ``edges``) are replicated."""
+    local_rows, local_counts, buckets = arrays
+    L = local_rows.shape[1]
+    position = np.zeros(m, np.int64)
+    for d in range(len(edges) - 1):
+        lo, hi = int(edges[d]), int(edges[d + 1])
+        position[lo:hi] = d * L + np.arange(hi - lo)
     split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
-
-    def put(a, sharding, dtype=None):
-        a = np.asarray(a if dtype is None else a.astype(dtype))
-        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
     i32 = np.int32
-    placed = tuple((put(lr, split, i32), put(bc, split, i32), put(bv, split), put(bm, split))
-                   for lr, bc, bv, bm in buckets)
-    return ShardedRowLayout(placed, put(local_rows, split, i32), put(local_counts, split, i32),
-                            put(position, whole, i32), mesh=mesh, axis=axis, num_rows=m)
+    put = lambda a, dtype=None: split_array(np.asarray(a if dtype is None else a.astype(dtype)), split)  # noqa: E731
+    placed = tuple((put(lr, i32), put(bc, i32), put(bv), put(bm)) for lr, bc, bv, bm in buckets)
+    pos = position.astype(i32)
+    return ShardedRowLayout(placed, put(local_rows, i32), put(local_counts, i32),
+                            jax.make_array_from_callback(pos.shape, whole, lambda idx: pos[idx]),
+                            mesh=mesh, axis=axis, num_rows=m)
+
+
+def part_row_layout(rows, cols, values, edges, mesh: Mesh, axis: str | None = None, *, num_rows: int,
+                    growth: float = 2.0, min_cap: int = 8) -> ShardedRowLayout:
+    """:func:`shard_row_layout` built by every process from only its own rows' entries (a collective).
+
+    Process ``p`` passes the entries of rows ``[edges[p], edges[p + 1])`` (global ids) and the same
+    ``edges`` (one block per process, the mesh ``axis`` having one device per process); the
+    capacities and bucket widths are agreed by two small host all-gathers (the largest row count, the
+    per-bucket row counts), so every process's block has the same shapes.
+
+    Raises:
+      ValueError: entries outside this process's block; bad ``growth`` / ``min_cap``.
+    """
+    from mfjax.core.distributed import allgather_host
+
+    axis = mesh.axis_names[0] if axis is None else axis
+    p, m = jax.process_index(), int(num_rows)
+    lo, hi = int(edges[p]), int(edges[p + 1])
+    r = np.asarray(rows, np.int64)
+    if r.size and (r.min() < lo or r.max() >= hi):
+        raise ValueError(f"process {p} holds rows {int(r.min())}..{int(r.max())} outside its block {lo}..{hi - 1}")
+    counts, ptr, cols, vals = _row_sorted(r, cols, values, m)
+    top = int(allgather_host(np.array([counts.max(initial=0)], np.int64)).max())
+    caps = bucket_capacities(top, growth=growth, min_cap=min_cap)
+    bucket_of = np.searchsorted(np.asarray(caps), counts, side="left")
+    mine = np.array([_members(bucket_of, edges, p, k).size for k in range(len(caps))], np.int64)
+    widths = allgather_host(mine).max(axis=0).tolist()
+    arrays = _block_arrays(counts, ptr, cols, vals, edges, [p], caps, widths)
+
+    def split_array(a, sharding):
+        shape = (a.shape[0] * int(mesh.shape[axis]),) + a.shape[1:]
+        return jax.make_array_from_process_local_data(sharding, a, shape)
+
+    return _place(arrays, edges, mesh, axis, m, split_array)
 
 
 def _local_statistics(buckets, counts, V, l2) -> RowQuadratic:
