@@ -111,8 +111,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                         "placed by a hash of (row, column, seed): row-local, the default under mfjax launch)")
     p.add_argument("--whole-data", action="store_true",
                    help="under mfjax launch: every process builds the whole data set and split (ALS, vector "
-                        "descent and DSGD also run on per-process rows); default: with synthetic data or a "
-                        "triplet file each process builds only its own rows (a MovieLens set is loaded whole)")
+                        "descent and DSGD also run on per-process rows); default: each process builds only its "
+                        "own rows (synthetic data; a triplet file or MovieLens release streamed)")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="run on N devices of a jax.sharding mesh (default 1): optimizer runs shard the objective's "
                         "entries, ALS its rows, DSGD its blocks; on the CPU N virtual devices are made")
@@ -318,14 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(jax.distributed; CPU collectives by gloo)",
                         description="Start N copies of 'mfjax ARGS' with jax.distributed coordinates "
                                     "(process 0 coordinates on localhost). Supported: fit and compare (the main job; "
-                                    "process 0 writes the results). With synthetic data or a triplet file each "
-                                    "process builds only its own rows (hash split) and optimizer runs shard the "
+                                    "process 0 writes the results). Each process builds only its own rows (synthetic "
+                                    "data; a triplet file or MovieLens release streamed; hash split) and optimizer runs shard the "
                                     "objective of every process's entries; solver:als and solver:vector_descent run "
                                     "on the parts (one exchange of column-block entries), solver:dsgd too (row "
                                     "block p on process p, V blocks rotate); SGD and NMF run on one device only: the "
                                     "default compare grid skips them (one log line each, records 'skipped'), an "
                                     "explicit --runs list naming them fails with the reason. With --whole-data "
-                                    "(and MovieLens / file data) every process builds the whole data set: ALS and "
+                                    "every process builds the whole data set: ALS and "
                                     "vector descent shard their rows, DSGD its blocks over every process's devices; "
                                     "SGD and NMF cannot run over several processes.",
                         epilog="example: mfjax launch -n 2 -- compare --runs gd+armijo --iters 50")
@@ -347,22 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _per_process(args) -> bool:
-    """Whether this process builds only its own rows: under ``mfjax launch`` (several processes), synthetic
-    data or a triplet file, and no ``--whole-data``.  A MovieLens set is loaded whole (process 0 says so)."""
+    """Whether this process builds only its own rows: under ``mfjax launch`` (several processes) and no
+    ``--whole-data`` (synthetic data, a triplet file or a MovieLens release: each streamed, own rows kept)."""
     from mfjax.core import distributed
 
     if not distributed.is_initialized() or getattr(args, "whole_data", False):
         return False
     import jax
 
-    if jax.process_count() == 1:
-        return False
-    if args.data.startswith("ml-"):
-        if jax.process_index() == 0:
-            print(f"mfjax: --data {args.data}: every process loads the whole MovieLens set (per-process data: "
-                  "synthetic data and triplet files)", file=sys.stderr, flush=True)
-        return False
-    return True
+    return jax.process_count() > 1
 
 
 def _problem(args):

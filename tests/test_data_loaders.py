@@ -589,3 +589,38 @@ def test_load_triplets_part_streams_only_its_rows(tmp_path, parts, gz):
     assert sum(p.nnz for p in got) == whole.nnz
     with pytest.raises(ValueError, match="part < num_parts"):
         load_triplets_part(path, parts, parts)
+
+
+@pytest.mark.parametrize("name,how", [("ml-1m", "zip"), ("ml-20m", "gz"), ("ml-10m", "plain")])
+def test_load_movielens_part_streams_its_users_and_the_parts_are_the_release(tmp_path, monkeypatch, name, how):
+    """A release (``::`` or a CSV with a header; the official zip's member, gzip or plain) streamed in pieces of
+    40 bytes: each part has the release's shape and ids, holds only its users, and the parts together are
+    exactly load_movielens (without timestamps)."""
+    from mfjax.data import load_movielens_part
+
+    monkeypatch.delenv("MFJAX_DATA_DIR", raising=False)
+    rng = np.random.default_rng(3)
+    keys = np.unique(rng.integers(1, 60, 200) * 10_000 + rng.integers(1, 500, 200))
+    rows = [(int(k // 10_000), int(k % 10_000), float(1 + k % 5), 978300760 + i) for i, k in enumerate(keys)]
+    _, sep, header, folder = ML_LAYOUTS[name]
+    spec = MOVIELENS[name]
+    data = _text(rows, sep, header)
+    if how == "zip":
+        _write(tmp_path / spec.archive, data, "zip", f"{folder}/{spec.file}")
+    else:
+        _write(tmp_path / spec.file, data, how)
+    whole = load_movielens(name, tmp_path, cache_dir=tmp_path / "nocache")
+    parts = [load_movielens_part(name, k, 3, tmp_path, cache_dir=tmp_path / "nocache", chunk_bytes=40)
+             for k in range(3)]
+    edges = []
+    for p in parts:
+        assert p.shape == whole.shape and p.nnz > 0
+        np.testing.assert_array_equal(p.row_ids.original, whole.row_ids.original)
+        np.testing.assert_array_equal(p.col_ids.original, whole.col_ids.original)
+        edges.append((int(np.min(p.rows)), int(np.max(p.rows))))
+    assert edges[0][1] < edges[1][0] and edges[1][1] < edges[2][0]  # contiguous blocks of users
+    entries = lambda r: sorted(zip(np.asarray(r.rows).tolist(), np.asarray(r.cols).tolist(),  # noqa: E731
+                                   np.asarray(r.values).tolist()))
+    assert sorted(sum((entries(p) for p in parts), [])) == entries(whole)
+    with pytest.raises(ValueError, match="part < num_parts"):
+        load_movielens_part(name, 3, 3, tmp_path, cache_dir=tmp_path / "nocache")

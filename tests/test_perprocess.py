@@ -162,8 +162,6 @@ def test_per_process_problems_in_one_process_are_the_parts_of_the_whole():
     with pytest.raises(ValueError, match="sampler='blocks'"):
         compare.make_problem(part=(0, 2), gather=lambda x: x[None],
                              **{**kw, "synthetic_kwargs": {**kw["synthetic_kwargs"], "sampler": "pairs"}})
-    with pytest.raises(ValueError, match="synthetic data and triplet files, not 'ml-1m'"):
-        compare.make_problem("ml-1m", part=(0, 2), gather=lambda x: x[None], **kw)
 
 
 def test_the_checksum_of_parts_names_their_order_and_one_process_gathers_itself():
@@ -243,6 +241,26 @@ def test_a_triplet_file_per_process_holds_the_parts_of_the_whole_file(tmp_path):
                                                                    whole.describe()["rating_scale"])
     with pytest.raises(ValueError, match="row_ranges apply to synthetic data"):
         compare.make_problem(str(path), part=(0, 2), row_ranges=[(0, 20), (20, 40)], gather=lambda x: x[None], **kw)
+
+
+def test_a_movielens_release_per_process_holds_the_parts_of_the_release(tmp_path):
+    """``--data ml-1m`` under the launcher: each process streams the release and keeps its users; the parts are
+    the 1-process hash-split problem, with the release's documented rating scale."""
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(1, 80, 600) * 10_000 + rng.integers(1, 300, 600))
+    text = "".join(f"{k // 10_000}::{k % 10_000}::{1 + k % 5}::97830{i % 10}\n" for i, k in enumerate(keys))
+    (tmp_path / "ratings.dat").write_text(text)
+    kw = dict(rank=3, test_fraction=0.2, seed=1, data_dir=str(tmp_path))
+    whole = compare.make_problem("ml-1m", split_method="hash", **kw)
+    parts = _fake_exchange(lambda k, g: compare.make_problem("ml-1m", part=(k, 2), gather=g, **kw), 2)
+    for what in ("train", "test"):
+        def entries(r):
+            return sorted(zip(np.asarray(r.rows).tolist(), np.asarray(r.cols).tolist(), np.asarray(r.values).tolist()))
+        assert sorted(sum((entries(getattr(p, what)) for p in parts), [])) == entries(getattr(whole, what)), what
+    assert 0 < parts[0].train.nnz < whole.train.nnz
+    d = parts[1].describe()
+    assert (d["train_nnz"], d["rating_scale"]) == (whole.train.nnz, whole.describe()["rating_scale"])
+    assert tuple(d["rating_scale"]) == (1.0, 5.0)
 
 
 def mfdata_check(ranges, m):

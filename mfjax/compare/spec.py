@@ -179,8 +179,9 @@ def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
     per process of a multi-process run) -- the synthetic rows
     ``row_ranges[k]`` (``sampler="blocks"``, default ranges
     :func:`mfjax.data.row_ranges`: equal row counts), or a triplet file's
-    part ``k`` (:func:`mfjax.data.load_triplets_part`: rows cut by rating
-    counts), split by :func:`mfjax.data.hash_split` -- so that the parts of
+    or MovieLens release's part ``k`` (:func:`mfjax.data.load_triplets_part`,
+    :func:`mfjax.data.load_movielens_part`: rows cut by rating counts,
+    streamed), split by :func:`mfjax.data.hash_split` -- so that the parts of
     ``k = 0..N-1`` together hold exactly the entries of the 1-process
     problem with ``synthetic_kwargs["sampler"] = "blocks"`` (synthetic) and
     ``split_method="hash"``.
@@ -190,8 +191,7 @@ def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
     this function); see :class:`DataPart`.
 
     Raises:
-      ValueError: per-process data from a MovieLens set, with another
-        sampler or a random split; ``row_ranges`` that do not partition the
+      ValueError: per-process data with another sampler or a random split; ``row_ranges`` that do not partition the
         rows into ``N`` ranges (or given for a file).
     """
     explicit = None if rating_scale is None else parse_rating_scale(rating_scale)
@@ -199,6 +199,7 @@ def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
     if part is not None:
         return _make_part_problem(data, part, row_ranges, gather, rank=rank, l2=l2, scale=scale, seed=seed,
                                   fractions=fractions, synthetic_kwargs=synthetic_kwargs, explicit=explicit,
+                                  data_dir=data_dir,
                                   split_method="hash" if split_method is None else split_method)
     split_method = "random" if split_method is None else split_method
     ratings = _load(data, data_dir, synthetic_kwargs, explicit)
@@ -217,7 +218,7 @@ def _synthetic_rows(synthetic_kwargs) -> int:
     return int(kw.get("m", inspect.signature(mfdata.synthetic).parameters["m"].default))
 
 
-def _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit):
+def _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit, data_dir=None):
     """This process's ratings, its row range and every process's ranges (a file's: ``None``, known from the
     exchange; its own range ``None`` when the part is empty)."""
     if data == "synthetic":
@@ -231,19 +232,19 @@ def _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit):
         if len(ranges) != count:
             raise ValueError(f"{len(ranges)} row ranges for {count} processes: give one range per process")
         return mfdata.synthetic(**kw, sampler="blocks", row_range=ranges[k]), ranges[k], ranges
-    if data.startswith("ml-"):
-        raise ValueError(f"per-process data are built for synthetic data and triplet files, not {data!r} "
-                         "(a MovieLens set is loaded whole: every process would hold all of it)")
     if row_ranges is not None:
-        raise ValueError("row_ranges apply to synthetic data; a triplet file's parts are cut by rating counts "
-                         "(mfjax.data.load_triplets_part)")
-    local = mfdata.load_triplets_part(data, k, count, rating_scale=explicit)
+        raise ValueError("row_ranges apply to synthetic data; a file's parts are cut by rating counts "
+                         "(mfjax.data.load_triplets_part, load_movielens_part)")
+    if data.startswith("ml-"):  # the release's ratings file streamed, this part's users kept
+        local = mfdata.load_movielens_part(data, k, count, data_dir)
+    else:
+        local = mfdata.load_triplets_part(data, k, count, rating_scale=explicit)
     rows = np.asarray(local.rows)
     return local, ((int(rows.min()), int(rows.max()) + 1) if rows.size else None), None
 
 
 def _make_part_problem(data, part, row_ranges, gather, *, rank, l2, scale, seed, fractions, synthetic_kwargs,
-                       explicit, split_method) -> Problem:
+                       explicit, split_method, data_dir=None) -> Problem:
     """:func:`make_problem` with ``part=(k, N)``: only this process's rows, global numbers from ``gather``."""
     k, count = (int(v) for v in part)
     if not 0 <= k < count:
@@ -251,7 +252,7 @@ def _make_part_problem(data, part, row_ranges, gather, *, rank, l2, scale, seed,
     if split_method != "hash":
         raise ValueError(f"per-process data need split_method='hash' (row-local), got {split_method!r}: "
                          "a random permutation split needs every entry in one place")
-    local, mine, ranges = _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit)
+    local, mine, ranges = _local_rows(data, k, count, row_ranges, synthetic_kwargs, explicit, data_dir)
     if explicit is not None:
         _check_inside(data, np.asarray(local.values), explicit)
     train, test = mfdata.hash_split(local, fractions, seed)
@@ -273,7 +274,10 @@ def _make_part_problem(data, part, row_ranges, gather, *, rank, l2, scale, seed,
             end = ranges[-1][1]
         ranges = mfdata.check_row_ranges(ranges, local.shape[0])
     checksum = mfdata.combine_checksums("sha256:" + d.tobytes().hex() for d in digests)
-    used = explicit if explicit is not None else (float(every[:, 2].min()), float(every[:, 3].max()))
+    used = explicit
+    if used is None:  # a MovieLens set's documented scale, else the training ratings' range
+        used = (data_rating_scale(data, train) if data in getattr(mfdata, "MOVIELENS", {}) else
+                (float(every[:, 2].min()), float(every[:, 3].max())))
     info = DataPart(k, count, ranges[k], tuple(ranges), int(every[:, 0].sum()), int(every[:, 1].sum()))
     return Problem(data, train, test, rank, float(l2), scale, seed, fractions, checksum, used,
                    split_method="hash", part=info)

@@ -44,7 +44,7 @@ from mfjax.data.errors import ChecksumError, DataNotFoundError, DownloadError, M
 from mfjax.data.ratings import IdMap, Ratings
 from mfjax.data.validation import combine_checksums, data_checksum
 from mfjax.data.download import default_cache_dir, download_file, file_sha256, safe_extract
-from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens
+from mfjax.data.movielens import MOVIELENS, download_movielens, find_movielens, load_movielens, load_movielens_part
 from mfjax.data.parsing import (ParsedTriplets, parse_triplets, parse_triplets_arrow, parse_triplets_fast,
                                 parse_triplets_precise)
 from mfjax.data.triplets import (UnknownIdsWarning, apply_id_maps, load_triplets, load_triplets_part,
@@ -94,6 +94,7 @@ __all__ = [
     # loaders
     "MOVIELENS",
     "load_movielens",
+    "load_movielens_part",
     "load_triplets",
     "load_triplets_part",
     "download_movielens",

@@ -41,6 +41,7 @@ __all__ = [
     "download_movielens",
     "find_movielens",
     "load_movielens",
+    "load_movielens_part",
 ]
 
 #: Environment variable naming a directory with data sets.
@@ -380,6 +381,32 @@ def load_movielens(name: str, data_dir=None, *, download: bool = False, cache_di
     parsed = parse_triplets(data, spec.sep, header=spec.header, source=source, timestamps=timestamps)
     return triplets_to_ratings(parsed, rating_scale=spec.rating_scale, source=source,
                                id_maps=id_maps, unknown=unknown)
+
+
+def load_movielens_part(name: str, part: int, num_parts: int, data_dir=None, *, cache_dir=None,
+                        chunk_bytes: int | None = None) -> Ratings:
+    """Part ``part`` of ``num_parts`` of a MovieLens release, streamed: only that part's users are kept.
+
+    The per-process loader of ``mfjax launch`` (one part per process):
+    :func:`~mfjax.data.triplets.load_triplets_part` on the release's ratings
+    file (plain, ``.gz`` or the member of the official zip, read in pieces),
+    so no process ever holds the whole release.  Users are cut into contiguous
+    blocks of about ``nnz / num_parts`` ratings; the result has the whole
+    release's shape and ids (those of :func:`load_movielens`), and the parts
+    together are exactly ``load_movielens(name)`` without timestamps.  Found
+    as :func:`load_movielens` finds it (no download).
+
+    Raises:
+      DataNotFoundError / ChecksumError / RatingsError: as :func:`load_movielens`;
+      ValueError: ``part`` outside ``[0, num_parts)``.
+    """
+    from mfjax.data.triplets import STREAM_CHUNK_BYTES, load_triplets_part
+
+    spec = _spec(name)
+    path, member = find_movielens(name, data_dir, cache_dir=cache_dir)
+    return load_triplets_part(path, part, num_parts, spec.sep, header=spec.header, rating_scale=spec.rating_scale,
+                              chunk_bytes=STREAM_CHUNK_BYTES if chunk_bytes is None else chunk_bytes,
+                              member=member)
 
 
 def _download_or_explain(spec: MovieLensSpec, cache_dir, why: str, error, force: bool = False):

@@ -266,12 +266,18 @@ def load_triplets(path, sep: str | None = None, *, header="auto", rating_scale=N
 STREAM_CHUNK_BYTES = 1 << 26
 
 
-def _line_chunks(path: pathlib.Path, chunk_bytes: int):
-    """The (decompressed) file in pieces of about ``chunk_bytes`` that end at line ends."""
+def _open_stream(path: pathlib.Path, member: str | None):
+    """The (decompressed) bytes of a plain or gzip file, or of the zip archive's ``member``, as a stream."""
+    if member is not None:
+        return zipfile.ZipFile(path).open(member)
     with path.open("rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    with opener(path, "rb") as f:
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _line_chunks(path: pathlib.Path, chunk_bytes: int, member: str | None = None):
+    """The (decompressed) file in pieces of about ``chunk_bytes`` that end at line ends."""
+    with _open_stream(path, member) as f:
         rest = b""
         while True:
             block = f.read(int(chunk_bytes))
@@ -288,31 +294,34 @@ def _line_chunks(path: pathlib.Path, chunk_bytes: int):
             yield rest
 
 
-def _parsed_chunks(path, sep, header, source, chunk_bytes):
+def _parsed_chunks(path, sep, header, source, chunk_bytes, member=None):
     """Each piece of the file parsed (the separator and header decided on the first piece)."""
     from mfjax.data.parsing import _detect_sep, _first_lines, looks_like_header, strip_bom
 
     first = True
-    for block in _line_chunks(path, chunk_bytes):
+    for block in _line_chunks(path, chunk_bytes, member):
         if first:
             block = strip_bom(block, source)
             sep = _detect_sep(block, source) if sep is None else sep
             if header == "auto":
                 lines = _first_lines(block, 1)
                 header = bool(lines) and looks_like_header(lines[0], sep)
-        elif not block.strip():
+            if header:  # drop the header line (a first piece may hold nothing else)
+                k = block.find(b"\n")
+                block = b"" if k < 0 else block[k + 1:]
+            first = False
+        if not block.strip():
             continue
-        yield parse_triplets(block, sep, header=bool(header) if first else False, source=source)
-        first = False
+        yield parse_triplets(block, sep, header=False, source=source)
 
 
 def load_triplets_part(path, part: int, num_parts: int, sep: str | None = None, *, header="auto",
                        rating_scale=None, duplicates: str = "error",
-                       chunk_bytes: int = STREAM_CHUNK_BYTES) -> Ratings:
+                       chunk_bytes: int = STREAM_CHUNK_BYTES, member: str | None = None) -> Ratings:
     """Part ``part`` of ``num_parts`` of a triplet file, streamed: only that part's rows are kept.
 
-    Two passes over the file, ``chunk_bytes`` at a time (plain or gzip; zip
-    archives: use :func:`load_triplets`): the first collects the distinct
+    Two passes over the file, ``chunk_bytes`` at a time (plain or gzip, or
+    the ``member`` of a zip archive): the first collects the distinct
     user and item ids and each user's rating count, the second keeps the
     ratings of the users in this part's block -- contiguous dense rows cut
     where the cumulative rating count crosses ``k nnz / num_parts``, the rule
@@ -335,11 +344,11 @@ def load_triplets_part(path, part: int, num_parts: int, sep: str | None = None, 
     if num_parts < 1 or not 0 <= part < num_parts:
         raise ValueError(f"need 0 <= part < num_parts, got part={part}, num_parts={num_parts}")
     path = pathlib.Path(path)
-    if zipfile.is_zipfile(path):
-        raise RatingsError(f"{path}: a zip archive; load_triplets_part streams plain or gzip files")
-    source = str(path)
+    if member is None and zipfile.is_zipfile(path):
+        raise RatingsError(f"{path}: a zip archive; name the ratings file inside it (member=) to stream it")
+    source = str(path) if member is None else f"{path}:{member}"
     users, counts, items = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes):  # pass 1: ids and row counts
+    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes, member):  # pass 1: ids and row counts
         u, c = np.unique(parsed[0], return_counts=True)
         users, inv = np.unique(np.concatenate([users, u]), return_inverse=True)
         merged = np.zeros(users.size, np.int64)
@@ -354,7 +363,7 @@ def load_triplets_part(path, part: int, num_parts: int, sep: str | None = None, 
     lo, hi = int(edges[part]), int(edges[part + 1])
     keep_ids = users[lo:hi]
     kept = []
-    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes):  # pass 2: this part's ratings
+    for parsed in _parsed_chunks(path, sep, header, source, chunk_bytes, member):  # pass 2: this part's ratings
         keep = np.isin(parsed[0], keep_ids)
         if keep.any():
             kept.append(parsed.subset(np.flatnonzero(keep)))
