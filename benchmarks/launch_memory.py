@@ -16,8 +16,10 @@ Two measurements, each in fresh processes (``ru_maxrss``):
 Usage::
 
     python benchmarks/launch_memory.py --size 40000x4000 --density 0.02 --runs gd+armijo --iters 20
+    python benchmarks/launch_memory.py --data ml-1m --runs gd+armijo,solver:als,solver:vector_descent,solver:dsgd
 
-(Solvers cannot run on per-process data: a ``--runs`` list naming one makes the per-process launch fail.)
+(``--data``: a MovieLens release or a triplet file instead of synthetic data; measurement 2 is then
+skipped.  ALS, vector descent and DSGD run on per-process data; SGD and NMF do not.)
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ def _build(m, n, density, half):
 
 
 def _compare(args, processes, whole=False):
-    cmd = ["compare", "--synthetic-size", args.size, "--synthetic-density", str(args.density), "--runs", args.runs,
+    data = (["--data", args.data] if args.data else
+            ["--synthetic-size", args.size, "--synthetic-density", str(args.density), "--synthetic-sampler", "blocks"])
+    cmd = ["compare", *data, "--runs", args.runs,
            "--iters", str(args.iters), "--out", f"{args.out}/n{processes}{'w' if whole else ''}", "--no-plots",
-           "--no-progress", "--no-resume", "--no-compile-cache", "--synthetic-sampler", "blocks", "--split", "hash"]
+           "--no-progress", "--no-resume", "--no-compile-cache", "--split", "hash"]
     if whole:
         cmd.append("--whole-data")
     if processes > 1:
@@ -70,14 +74,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="40000x4000")
     ap.add_argument("--density", type=float, default=0.02)
+    ap.add_argument("--data", default=None, help="a MovieLens name or triplet file instead of synthetic data")
     ap.add_argument("--runs", default="gd+armijo")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", default="/tmp/mfjax-launch-memory")
     args = ap.parse_args(argv)
-    print(f"load {os.getloadavg()[0]:.2f}; size {args.size} density {args.density}")
+    print(f"load {os.getloadavg()[0]:.2f}; " + (f"data {args.data}" if args.data else
+                                                f"size {args.size} density {args.density}"))
     m, n = (int(v) for v in args.size.split("x"))
-    for half in (False, True):
+    for half in (() if args.data else (False, True)):
         nnz, base, peak = _build(m, n, args.density, half)
         print(f"synthetic(sampler='blocks'{', row_range=(0, m//2)' if half else ''}): {nnz} ratings, "
               f"peak RSS {peak:.1f} MiB (interpreter + numpy before: {base:.1f} MiB)")
