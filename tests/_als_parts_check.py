@@ -30,7 +30,8 @@ M, N, RANK = 60, 25, 3
 RANGES = [(0, 12), (12, 60)]
 EMPTY_COLS = (N - 2, N - 1)  #: never rated
 CONFIGS = {"plain": dict(l2=0.5), "biased_wr": dict(l2=0.3, biases=True, weighted_l2=True),
-           "cg": dict(l2=0.5, method="cg", cg_steps=2)}
+           "cg": dict(l2=0.5, method="cg", cg_steps=2), "biased_cg": dict(l2=0.3, biases=True, method="cg", cg_steps=3),
+           "scatter_biased_wr": dict(l2=0.3, biases=True, weighted_l2=True, gram=False)}
 DSGD_CONFIGS = {"dsgd": dict(l2=0.5, lr=0.05),
                 "dsgd_biased_wr_batch": dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=3)}
 VD_CONFIGS = {"vector_descent": dict(l2=0.5)}

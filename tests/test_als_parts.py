@@ -72,10 +72,16 @@ def test_packing_sends_each_entry_to_its_column_block_and_the_all_to_all_is_a_tr
 
 def test_one_process_is_als_and_bad_parts_are_named():
     tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
-    kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0))
-    a, b = ap.als_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.als(tr, 2, gram=False, **kw)
-    np.testing.assert_allclose(np.asarray(a.params.V), np.asarray(b.params.V), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    for extra in ({}, {"biases": True, "weighted_l2": True}, {"method": "cg", "cg_steps": 2}):
+        for gram in (True, False):
+            kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), **extra)
+            a, b = ap.als_parts(tr, 2, row_ranges=[(0, 30)], gram=gram, **kw), mf.solvers.als(tr, 2, gram=gram, **kw)
+            np.testing.assert_allclose(np.asarray(a.params.V), np.asarray(b.params.V), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    # a long row (longer than a chunk) gets a Gram tier of its own; two tiers sum to the block's solution
+    tiers = ap.part_gram_tiers(np.r_[np.zeros(40, int), np.arange(1, 6)], np.r_[np.arange(40), np.zeros(5, int)],
+                               6, ap.process_mesh(), segment=4, chunk_entries=16)
+    assert len(tiers) == 2 and np.asarray(tiers[1].mask).sum() == 40 and np.asarray(tiers[0].mask).sum() == 5
     with pytest.raises(ValueError, match="2 row ranges for 1 processes"):
         ap.part_als_problem(tr, [(0, 10), (10, 30)])
     with pytest.raises(ValueError, match=r"holds rows 3..12 but its range is 0..9"):

@@ -35,9 +35,14 @@ and one ``psum`` (the loss): no host synchronisation.
 
 Memory: the exchange pads every per-destination buffer to the largest
 ``|(I_p, J_q)|`` (``N`` of them per process, freed after setup), and the two
-sides are padded to the largest per-process count; the solves are the
-scatter-add path of :func:`~mfjax.solvers.als.als_update_rows` (the tiered
-Gram layouts of :mod:`~mfjax.solvers.als_gram` are not used here).
+sides are padded to the largest per-process count.  The normal equations
+are built as on one device (:func:`mfjax.solvers.als`, ``gram=True``): dense
+batched Gram products over each block's layout tiers
+(:func:`part_gram_tiers`: :func:`~mfjax.objective.gram.build_gram_tiers` of
+the block, padded to the largest process's shapes; at most
+``2 (nnz_p + R L)`` slots per side and process), solved chunk by chunk; with
+``gram=False`` the scatter-add path of
+:func:`~mfjax.solvers.als.als_update_rows`.
 
 The traced loss is ``f = sum_Omega (x_ij - xhat_ij)^2 + penalty`` ("sum" scale,
 :func:`mfjax.objective.value_from_sse`), its data term a ``psum`` of each
@@ -67,7 +72,7 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES", "global_mean", "exchange_column_blocks"]
+           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -235,6 +240,8 @@ class PartALSProblem:
       mesh, axis: the 1-D process mesh (static).
       held: ``(own, received)`` entry counts of this process (static host metadata).
       edges: the column block edges (static tuple).
+      row_tiers, col_tiers: the Gram layout tiers of each side's block (:func:`part_gram_tiers`), or
+        ``None`` (the scatter-add solves).
     """
 
     row_side: tuple
@@ -247,6 +254,8 @@ class PartALSProblem:
     l2_bias: Any
     row_counts: Any
     col_counts: Any
+    row_tiers: Any = None
+    col_tiers: Any = None
     shape: tuple = ()
     blocks: tuple = ()
     mesh: Optional[Any] = None
@@ -258,7 +267,7 @@ class PartALSProblem:
 jax.tree_util.register_dataclass(
     PartALSProblem,
     data_fields=["row_side", "col_side", "row_slots", "col_slots", "row_pos", "col_pos", "l2", "l2_bias",
-                 "row_counts", "col_counts"],
+                 "row_counts", "col_counts", "row_tiers", "col_tiers"],
     meta_fields=["shape", "blocks", "mesh", "axis", "held", "edges"])
 
 
@@ -278,8 +287,57 @@ def _slots_and_positions(ranges, size: int, total: int, pad: int | None = None):
     return slots, pos
 
 
+def _empty_layout(num_rows: int, segment: int):
+    """A :class:`~mfjax.objective.gram.GramLayout` of one chunk with no entries (its row ``num_rows``: dropped)."""
+    from mfjax.objective.gram import GramLayout
+
+    z = np.zeros((1, 1, segment), np.int32)
+    return GramLayout(np.full((1, 1), num_rows, np.int32), np.zeros((1, 1), np.int32), z, z,
+                      np.zeros((1, 1, segment), np.float32))
+
+
+def _pad_layout(layout, C: int, R: int, Pn: int, num_rows: int):
+    """``layout`` padded to ``C`` chunks of ``Pn`` segments and ``R`` rows (padding: row ``num_rows``,
+    dropped; mask 0)."""
+    from mfjax.objective.gram import GramLayout
+
+    rows, seg_row, entry, cols, mask = (np.asarray(a) for a in layout)
+    c, r, p = C - rows.shape[0], R - rows.shape[1], Pn - seg_row.shape[1]
+    return GramLayout(np.pad(rows, ((0, c), (0, r)), constant_values=num_rows),
+                      np.pad(seg_row, ((0, c), (0, p))),
+                      *(np.pad(a, ((0, c), (0, p), (0, 0))) for a in (entry, cols, mask)))
+
+
+def part_gram_tiers(rows, cols, num_rows: int, mesh: Mesh, *, segment: int | None = None,
+                    chunk_entries: int | None = None):
+    """The Gram layout tiers (:func:`~mfjax.objective.gram.build_gram_tiers`) of this process's block,
+    padded to the same shapes on every process (a collective: one host all-gather of the tier shapes).
+
+    ``rows`` are block-local (``0..num_rows-1``, ``num_rows`` the largest block); every process gets
+    as many tiers as the process with the most (an empty tier where it has none), each padded to the
+    largest chunk count, rows per chunk and segments per chunk of any process.  Each row is solved in
+    exactly one tier of its process, so the tiers' solutions sum to the block's.
+    """
+    from mfjax.objective.gram import CHUNK_ENTRIES, SEGMENT, GramLayout, build_gram_tiers
+
+    segment = SEGMENT if segment is None else int(segment)
+    chunk_entries = CHUNK_ENTRIES if chunk_entries is None else int(chunk_entries)
+    tiers = build_gram_tiers(rows, cols, num_rows, segment=segment, chunk_entries=chunk_entries)
+    shapes = np.zeros((2, 3), np.int64)  # build_gram_tiers makes one or two tiers
+    for t, lay in enumerate(tiers):
+        shapes[t] = (lay.rows.shape[0], lay.rows.shape[1], lay.seg_row.shape[1])
+    every = _allgather(np.concatenate([[len(tiers)], shapes.reshape(-1)])).max(axis=0)
+    out = []
+    for t in range(int(every[0])):
+        lay = tiers[t] if t < len(tiers) else _empty_layout(num_rows, segment)
+        C, R, Pn = (max(1, int(v)) for v in every[1 + 3 * t:4 + 3 * t])
+        out.append(GramLayout(*(_per_process(mesh, AXIS, a) for a in _pad_layout(lay, C, R, Pn, num_rows))))
+    return tuple(out)
+
+
 def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weighted_l2: bool = False,
-                     balance: str = "ratings", mesh: Mesh | None = None) -> PartALSProblem:
+                     balance: str = "ratings", mesh: Mesh | None = None, gram: bool = True,
+                     method: str = "cholesky") -> PartALSProblem:
     """Set up :func:`als_parts` from this process's ratings: the one exchange of column-block entries.
 
     Every process calls it (collectives) with its own ``train`` -- ratings of the
@@ -321,11 +379,18 @@ def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weigh
         row_counts = _allgather(np.bincount(rows, minlength=m).astype(np.int64)).sum(axis=0)
         counts = (_replicated(mesh, row_counts.astype(np.float32)), _replicated(mesh, col_counts.astype(np.float32)))
     lb = l2 if l2_bias is None else l2_bias
+    tiers = (None, None)
+    if gram:
+        from mfjax.objective.gram import CG_CHUNK_ENTRIES
+
+        ce = CG_CHUNK_ENTRIES if method == "cg" else None  # CG: cache-sized chunks
+        tiers = (part_gram_tiers(rows - lo, cols, R, mesh, chunk_entries=ce),
+                 part_gram_tiers(got_cols - clo, got_rows, C, mesh, chunk_entries=ce))
     return PartALSProblem(
         side(rows - lo, cols, values, e_r), side(got_cols - clo, got_rows, got_values, e_c),
         _per_process(mesh, AXIS, row_slots[p]), _per_process(mesh, AXIS, col_slots[p]),
         _replicated(mesh, row_pos), _replicated(mesh, col_pos),
-        _replicated(mesh, np.float32(l2)), _replicated(mesh, np.float32(lb)), *counts,
+        _replicated(mesh, np.float32(l2)), _replicated(mesh, np.float32(lb)), *counts, *tiers,
         shape=(m, n), blocks=(R, C), mesh=mesh, axis=AXIS, held=(int(rows.size), int(got_rows.size)),
         edges=tuple(int(e) for e in edges))
 
@@ -370,24 +435,37 @@ def _sweep(params, problem: PartALSProblem, *, method: str, cg_steps: int, chunk
     weighted = problem.row_counts is not None
     kw = dict(weighted_l2=weighted, chunk_size=chunk_size, method=method, cg_steps=cg_steps)
 
-    def local(row_side, col_side, row_slots, col_slots, row_pos, col_pos, l2, lb, params):
+    steps = None if method == "cholesky" else int(cg_steps)
+
+    def solve(view, obj, tiers, l2, lb):
+        if tiers is None:  # the scatter-add normal equations
+            return als_update_rows(view, obj, l2, l2_bias=lb, **kw)
+        from mfjax.solvers.als_gram import ALSProblem, _update_rows
+
+        counts = jax.ops.segment_sum(obj.weights, obj.rows, num_segments=obj.shape[0]) if weighted else None
+        obj = obj.replace(l2=jnp.asarray(l2, obj.values.dtype), l2_bias=jnp.asarray(lb, obj.values.dtype),
+                          row_weights=counts)
+        return _update_rows(view, obj, tiers, ALSProblem(obj, tiers, tiers), steps)[0]
+
+    def local(row_side, col_side, row_slots, col_slots, row_pos, col_pos, l2, lb, row_tiers, col_tiers, params):
         rows = _local_objective(row_side, (R, n))
-        new = als_update_rows(_rows_view(params, row_slots), rows, l2, l2_bias=lb, **kw)
+        new = solve(_rows_view(params, row_slots), rows, row_tiers, l2, lb)
         params = _gather_rows(params, new, row_pos, ax)
         flipped = swap_factors(params)
-        new = als_update_rows(_rows_view(flipped, col_slots), _local_objective(col_side, (C, m)), l2,
-                              l2_bias=lb, **kw)
+        new = solve(_rows_view(flipped, col_slots), _local_objective(col_side, (C, m)), col_tiers, l2, lb)
         params = swap_factors(_gather_rows(flipped, new, col_pos, ax))
         sse = jax.lax.psum(_objective.sum_sq_residuals(rows, _rows_view(params, row_slots)), ax)
         return params, sse
 
     split = P(ax)
+    tiers = lambda t: None if t is None else tuple(jax.tree.map(lambda _: split, x) for x in t)  # noqa: E731
     # check_vma=False: the all-gathered factors are replicated, the solves' scans per-device
     params, sse = jax.shard_map(local, mesh=problem.mesh, in_specs=((split,) * 4, (split,) * 4, split, split,
-                                                                     P(), P(), P(), P(), P()),
+                                                                     P(), P(), P(), P(), tiers(problem.row_tiers),
+                                                                     tiers(problem.col_tiers), P()),
                                 out_specs=(P(), P()), check_vma=False)(
         problem.row_side, problem.col_side, problem.row_slots, problem.col_slots, problem.row_pos,
-        problem.col_pos, problem.l2, problem.l2_bias, params)
+        problem.col_pos, problem.l2, problem.l2_bias, problem.row_tiers, problem.col_tiers, params)
     weights = None if not weighted else (problem.row_counts, problem.col_counts)
     return params, sse + l2_penalty(params, problem.l2, l2_bias=problem.l2_bias, l2_weights=weights)
 
@@ -407,7 +485,8 @@ def _step(method: str, cg_steps: int, chunk_size: int):
 def als_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, num_steps: int = 20, weighted_l2: bool = False,
               biases: bool = False, l2_bias=None, key=None, init=None, eval_set=None, eval_every: int = 1,
               clip=None, method: str = "cholesky", cg_steps: int | None = None, balance: str = "ratings",
-              chunk_size: int | None = None, callback=None, callback_every: int = 1, mesh: Mesh | None = None):
+              chunk_size: int | None = None, callback=None, callback_every: int = 1, mesh: Mesh | None = None,
+              gram: bool = True):
     """:func:`mfjax.solvers.als` when each process holds only the ratings of its rows (module docstring).
 
     Every process calls it with its own ``train`` (and optionally its own
@@ -425,6 +504,8 @@ def als_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, num_steps: int 
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
       balance: the column blocks (:func:`column_blocks`): ``"ratings"`` or ``"columns"``.
       mesh: the 1-D process mesh (default :func:`process_mesh`).
+      gram: the normal equations from dense batched Gram products (default, as :func:`mfjax.solvers.als`),
+        else by scatter-add (:func:`part_als_problem`).
 
     Returns:
       :class:`~mfjax.solvers.base.SolverResult` as :func:`mfjax.solvers.als`.
@@ -442,7 +523,7 @@ def als_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, num_steps: int 
     num_steps = _args.check_num_steps(num_steps, "num_steps")
     rank = _args.check_rank(rank, train.shape)
     problem = part_als_problem(train, row_ranges, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2,
-                               balance=balance, mesh=mesh)
+                               balance=balance, mesh=mesh, gram=gram, method=method)
     mesh = problem.mesh
     params = _initial(train, rank, biases, init, key)
     params = jax.tree.map(lambda a: _replicated(mesh, a), params)
