@@ -23,17 +23,16 @@ from mfjax.data import Ratings  # noqa: E402
 from mfjax.solvers.dsgd_parts import dsgd_parts, part_dsgd_problem  # noqa: E402
 from mfjax.solvers.rowwise.parts import vector_descent_parts  # noqa: E402
 
-ap = importlib.import_module("mfjax.solvers.als_parts")  # the module (mfjax.solvers.als_parts is the function)
+ap = importlib.import_module("mfjax.solvers.als_perprocess")  # the module of mfjax.solvers.als_parts
 
 M, N, RANK = 60, 25, 3
 #: Uneven: process 0 holds 12 sparse rows, process 1 48 dense ones.
 RANGES = [(0, 12), (12, 60)]
 EMPTY_COLS = (N - 2, N - 1)  #: never rated
 CONFIGS = {"plain": dict(l2=0.5), "biased_wr": dict(l2=0.3, biases=True, weighted_l2=True),
-           "cg": dict(l2=0.5, method="cg", cg_steps=2), "biased_cg": dict(l2=0.3, biases=True, method="cg", cg_steps=3),
-           "scatter_biased_wr": dict(l2=0.3, biases=True, weighted_l2=True, gram=False)}
-DSGD_CONFIGS = {"dsgd": dict(l2=0.5, lr=0.05),
-                "dsgd_biased_wr_batch": dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=3)}
+           "biased_cg": dict(l2=0.3, biases=True, method="cg", cg_steps=3),
+           "scatter_biased_wr_cg": dict(l2=0.3, biases=True, weighted_l2=True, gram=False, method="cg", cg_steps=2)}
+DSGD_CONFIGS = {"dsgd_biased_wr_batch": dict(l2=0.3, lr=0.05, biases=True, weighted_l2=True, batch_size=3)}
 VD_CONFIGS = {"vector_descent": dict(l2=0.5)}
 
 

@@ -1,4 +1,4 @@
-"""ALS, DSGD and vector descent on per-process rows (:mod:`mfjax.solvers.als_parts`,
+"""ALS, DSGD and vector descent on per-process rows (:mod:`mfjax.solvers.als_perprocess`,
 :mod:`mfjax.solvers.dsgd_parts`, :mod:`mfjax.solvers.rowwise.parts`): the exchange's pure pieces in one
 process, and 2 processes (fresh interpreters under ``distributed.launch``, timeout) equal to 1-process ALS /
 DSGD / vector descent on the union."""
@@ -17,7 +17,7 @@ import pytest
 import mfjax as mf
 from mfjax.core import distributed
 
-ap = importlib.import_module("mfjax.solvers.als_parts")  # the module (mfjax.solvers.als_parts is the function)
+ap = importlib.import_module("mfjax.solvers.als_perprocess")  # the module of mfjax.solvers.als_parts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "_als_parts_check.py"
@@ -72,12 +72,12 @@ def test_packing_sends_each_entry_to_its_column_block_and_the_all_to_all_is_a_tr
 
 def test_one_process_is_als_and_bad_parts_are_named():
     tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
-    for extra in ({}, {"biases": True, "weighted_l2": True}, {"method": "cg", "cg_steps": 2}):
-        for gram in (True, False):
-            kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), **extra)
-            a, b = ap.als_parts(tr, 2, row_ranges=[(0, 30)], gram=gram, **kw), mf.solvers.als(tr, 2, gram=gram, **kw)
-            np.testing.assert_allclose(np.asarray(a.params.V), np.asarray(b.params.V), rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    for gram, extra in ((True, {}), (False, {"biases": True, "weighted_l2": True}),
+                        (True, {"method": "cg", "cg_steps": 2})):
+        kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), **extra)
+        a, b = ap.als_parts(tr, 2, row_ranges=[(0, 30)], gram=gram, **kw), mf.solvers.als(tr, 2, gram=gram, **kw)
+        np.testing.assert_allclose(np.asarray(a.params.V), np.asarray(b.params.V), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
     # a long row (longer than a chunk) gets a Gram tier of its own; two tiers sum to the block's solution
     tiers = ap.part_gram_tiers(np.r_[np.zeros(40, int), np.arange(1, 6)], np.r_[np.arange(40), np.zeros(5, int)],
                                6, ap.process_mesh(), segment=4, chunk_entries=16)
@@ -166,18 +166,18 @@ def test_one_process_dsgd_parts_is_dsgd_and_bad_parts_are_named():
 
 def test_one_process_vector_descent_parts_is_vector_descent():
     """One process: ``vector_descent_parts`` (its row layouts built per process) is the one-device
-    ``vector_descent``, with the default row solver and an optax one; bad parts are named."""
+    ``vector_descent`` (here with an optax row optimizer); bad parts are named."""
     import optax
 
     tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
-    for extra in ({}, {"optimizer": optax.sgd(0.05), "inner_steps": 3}):
-        kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), eval_set=tr, **extra)
-        a, b = mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.vector_descent(tr, 2, **kw)
-        for f in ("U", "V"):
-            np.testing.assert_allclose(np.asarray(getattr(a.params, f)), np.asarray(getattr(b.params, f)),
-                                       rtol=1e-5, atol=1e-6, err_msg=f)
-        np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
-        np.testing.assert_allclose(np.asarray(a.trace.eval_metric), np.asarray(b.trace.eval_metric), rtol=1e-5)
+    kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), eval_set=tr, optimizer=optax.sgd(0.05), inner_steps=3)
+    a, b = mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.vector_descent(tr, 2, **kw)
+    for f in ("U", "V"):
+        np.testing.assert_allclose(np.asarray(getattr(a.params, f)), np.asarray(getattr(b.params, f)),
+                                   rtol=1e-5, atol=1e-6, err_msg=f)
+    np.testing.assert_allclose(np.asarray(a.trace.loss), np.asarray(b.trace.loss), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.trace.eval_metric), np.asarray(b.trace.eval_metric), rtol=1e-5)
+    assert np.asarray(a.trace.loss)[-1] < np.asarray(a.trace.loss)[0]
     with pytest.raises(ValueError, match="pass key="):
         mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], l2=0.5)
     with pytest.raises(ValueError, match="2 row ranges for 1 processes"):

@@ -93,7 +93,7 @@ def _als(problem, l2, num_steps, key):  # on a mesh: each device solves its own 
     from mfjax import solvers
 
     if getattr(problem, "part", None) is not None:  # per-process rows: one exchange of column blocks, then sweeps
-        from mfjax.solvers.als_parts import als_parts
+        from mfjax.solvers.als_perprocess import als_parts
 
         return als_parts(problem.train, problem.rank, row_ranges=problem.part.row_ranges, l2=l2, key=key,
                          num_steps=_sweeps(num_steps), eval_set=problem.test)

@@ -41,7 +41,7 @@ from mfjax.solvers.als import (
 from mfjax.solvers.als_gram import ALSProblem, als_problem, shard_als_problem
 from mfjax.solvers.base import RMSE, Solver, SolverResult, SolverTrace, StepTimes, run, time_steps
 from mfjax.solvers.dsgd import DSGDLayout, DSGDProblem, balanced_blocks, dsgd, dsgd_problem, dsgd_solver
-from mfjax.solvers.als_parts import PartALSProblem, als_parts, part_als_problem, process_mesh
+from mfjax.solvers.als_perprocess import PartALSProblem, als_parts, part_als_problem, process_mesh
 from mfjax.solvers.dsgd_parts import PartDSGDProblem, dsgd_parts, part_dsgd_problem
 from mfjax.solvers.rowwise.parts import part_vector_descent_problem, vector_descent_parts
 from mfjax.solvers.nmf import (

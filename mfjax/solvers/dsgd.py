@@ -43,8 +43,7 @@ from mfjax.solvers.base import RMSE, Solver, SolverResult, check_ratings, run
 from mfjax.solvers.sgd import SGDInfo, SGDState, _initial_params
 from mfjax.solvers.sgd_kernel import SGDProblem, _regularisers, _stack, _unstack, _update, sgd_problem
 
-__all__ = ["DSGDLayout", "DSGDProblem", "dsgd_problem", "dsgd_solver", "dsgd", "balanced_blocks", "block_size",
-           "check_row_bounds", "local_strata"]
+__all__ = ["DSGDLayout", "DSGDProblem", "dsgd_problem", "dsgd_solver", "dsgd", "balanced_blocks"]
 
 
 class DSGDLayout(NamedTuple):

@@ -11,7 +11,7 @@ column counts (one host all-gather of ``n`` counts), and each process pads its
 ``N x N`` block sizes).  No rating ever leaves its process.
 
 An epoch is :func:`~mfjax.solvers.dsgd.local_strata` under one ``shard_map``
-over the 1-D process mesh (:func:`~mfjax.solvers.als_parts.process_mesh`):
+over the 1-D process mesh (:func:`~mfjax.solvers.als_perprocess.process_mesh`):
 process ``p`` updates ``U[I_p]`` and, at stratum ``s``, the ``V`` block of
 ``J_{(p + s) mod N}``, which then moves to its left neighbour
 (``lax.ppermute``); after ``N`` strata the blocks are home and are all-gathered
@@ -43,7 +43,7 @@ from mfjax import objective as _objective
 from mfjax.core import check_l2
 from mfjax.core.factors import BiasedFactors
 from mfjax.solvers import _args
-from mfjax.solvers.als_parts import (AXIS, _allgather, _per_process, _replicated, _slots_and_positions,
+from mfjax.solvers.als_perprocess import (AXIS, _allgather, _per_process, _replicated, _slots_and_positions,
                                      check_own_rows, global_mean, process_mesh)
 from mfjax.solvers.dsgd import balanced_blocks, block_size, local_strata
 from mfjax.solvers.sgd import SGDInfo, SGDState, _random_params
@@ -220,7 +220,7 @@ def dsgd_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, l2_bias=None, 
         eval_every, clip, callback, callback_every: as in :func:`mfjax.solvers.dsgd` (``init`` replicated).
       row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows).
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
-      mesh: the 1-D process mesh (default :func:`~mfjax.solvers.als_parts.process_mesh`).
+      mesh: the 1-D process mesh (default :func:`~mfjax.solvers.als_perprocess.process_mesh`).
 
     Raises:
       ValueError: bad rank, ``lr <= 0``, ``l2 < 0``, bad ``row_ranges``, entries outside this process's rows.

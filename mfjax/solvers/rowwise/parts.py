@@ -11,7 +11,7 @@ So, as in :func:`mfjax.solvers.als_parts`:
   process) against the replicated ``V``;
 * for the column half the columns are cut into ``N`` blocks balanced by rating
   count and process ``q`` receives, **once** at setup, every rating of its
-  column block (:func:`~mfjax.solvers.als_parts.exchange_column_blocks`: one
+  column block (:func:`~mfjax.solvers.als_perprocess.exchange_column_blocks`: one
   ``lax.all_to_all``);
 * after each half the solved rows are all-gathered
   (:func:`~mfjax.solvers.rowwise.sharded.sharded_half_sweep`), and the loss is a
@@ -56,7 +56,7 @@ def part_vector_descent_problem(train, row_ranges: Sequence, l2: float, *, balan
         a bad ``l2`` or ``balance``.
     """
     from mfjax import data as mfdata
-    from mfjax.solvers.als_parts import AXIS, _replicated, check_own_rows, exchange_column_blocks, process_mesh
+    from mfjax.solvers.als_perprocess import AXIS, _replicated, check_own_rows, exchange_column_blocks, process_mesh
 
     check_l2("l2", l2)
     N, p = jax.process_count(), jax.process_index()
@@ -91,15 +91,15 @@ def vector_descent_parts(train, rank: int, *, row_ranges: Sequence, l2: float, o
         :func:`mfjax.solvers.vector_descent` (``init`` replicated: the same on every process).
       row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows).
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
-      balance: how the column blocks are cut (:func:`mfjax.solvers.als_parts.column_blocks`).
-      mesh: the 1-D process mesh (default :func:`mfjax.solvers.als_parts.process_mesh`).
+      balance: how the column blocks are cut (:func:`mfjax.solvers.als_perprocess.column_blocks`).
+      mesh: the 1-D process mesh (default :func:`mfjax.solvers.als_perprocess.process_mesh`).
 
     Raises:
       ValueError: bad ``row_ranges``, entries outside this process's rows, a bad rank or ``l2``,
         ``num_steps < 1``, neither ``key`` nor ``init``.
       FloatingPointError: the training loss became non-finite.
     """
-    from mfjax.solvers.als_parts import _replicated
+    from mfjax.solvers.als_perprocess import _replicated
 
     num_steps = _args.check_num_steps(num_steps, "num_steps")
     rank = _args.check_rank(rank, train.shape)
