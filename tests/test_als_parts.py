@@ -170,7 +170,7 @@ def test_one_process_vector_descent_parts_is_vector_descent():
     import optax
 
     tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
-    kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), eval_set=tr, optimizer=optax.sgd(0.05), inner_steps=3)
+    kw = dict(l2=0.5, num_steps=3, key=jax.random.key(0), eval_set=tr, optimizer=optax.sgd(0.002), inner_steps=3)
     a, b = mf.solvers.vector_descent_parts(tr, 2, row_ranges=[(0, 30)], **kw), mf.solvers.vector_descent(tr, 2, **kw)
     for f in ("U", "V"):
         np.testing.assert_allclose(np.asarray(getattr(a.params, f)), np.asarray(getattr(b.params, f)),
