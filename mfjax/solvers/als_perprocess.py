@@ -72,7 +72,7 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers"]
+           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers", "own_entries"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -120,6 +120,25 @@ def check_own_rows(rows, row_range, process: int) -> None:
     if rows.size and (rows.min() < lo or rows.max() >= hi):
         raise ValueError(f"process {process} holds rows {int(rows.min())}..{int(rows.max())} but its range is "
                          f"{lo}..{hi - 1}: each process must hold only the rows of its range")
+
+
+def own_entries(train, row_ranges):
+    """``(ranges, rows, cols, values)``: the checked row ranges of the processes and this process's entries
+    (int64 ids, float32 values), all of them inside its range.
+
+    Raises:
+      ValueError: not one range per process, ranges that do not partition the rows, or entries outside
+        this process's range (:func:`check_own_rows`).
+    """
+    from mfjax import data as mfdata
+
+    N, p = jax.process_count(), jax.process_index()
+    if len(row_ranges) != N:
+        raise ValueError(f"{len(row_ranges)} row ranges for {N} processes")
+    ranges = mfdata.check_row_ranges(row_ranges, int(train.shape[0]))
+    rows, cols = np.asarray(train.rows, np.int64), np.asarray(train.cols, np.int64)
+    check_own_rows(rows, ranges[p], p)
+    return ranges, rows, cols, np.asarray(train.values, np.float32)
 
 
 class Packed(NamedTuple):
@@ -350,17 +369,10 @@ def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weigh
     Raises:
       ValueError: ``row_ranges`` not a partition of ``N`` ranges, or entries outside this process's range.
     """
-    from mfjax import data as mfdata
-
-    N, p = jax.process_count(), jax.process_index()
+    p = jax.process_index()
     m, n = (int(v) for v in train.shape)
-    if len(row_ranges) != N:
-        raise ValueError(f"{len(row_ranges)} row ranges for {N} processes")
-    ranges = mfdata.check_row_ranges(row_ranges, m)
+    ranges, rows, cols, values = own_entries(train, row_ranges)
     lo, hi = ranges[p]
-    rows, cols = np.asarray(train.rows, np.int64), np.asarray(train.cols, np.int64)
-    values = np.asarray(train.values, np.float32)
-    check_own_rows(rows, (lo, hi), p)
     mesh = process_mesh() if mesh is None else mesh
     col_counts, edges, every, (got_rows, got_cols, got_values) = exchange_column_blocks(
         rows, cols, values, n, mesh, balance)

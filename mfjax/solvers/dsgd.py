@@ -318,6 +318,18 @@ def _epoch(state: SGDState, problem: DSGDProblem):
     return new, SGDInfo(_objective.value(obj, p), lr)
 
 
+def check_dsgd_args(train, rank, lr, decay, l2, l2_bias, num_steps) -> tuple[int, int]:
+    """``(rank, num_steps)`` checked; ``ValueError`` naming a bad rank, ``lr``, ``decay``, ``l2`` or step count."""
+    rank = _args.check_rank(rank, train.shape)
+    if not lr > 0:
+        raise ValueError(f"lr (step size) must be > 0, got {lr}")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    check_l2("l2", l2)
+    check_l2("l2_bias", l2_bias)
+    return rank, _args.check_num_steps(num_steps, "num_steps")
+
+
 def dsgd_solver(*, lr: float = 0.01, decay: float = 1.0) -> Solver:
     """DSGD as a :class:`~mfjax.solvers.base.Solver`: one step is one epoch (``d`` strata).
 
@@ -361,14 +373,7 @@ def dsgd(train: Ratings, rank: int, *, l2=0.0, l2_bias=None, num_steps: int = 20
         res = mfjax.solvers.dsgd(train, 10, l2=0.05, lr=0.02, mesh=mesh, eval_set=test)
     """
     check_ratings(train, "training")
-    rank = _args.check_rank(rank, train.shape)
-    if not lr > 0:
-        raise ValueError(f"lr (step size) must be > 0, got {lr}")
-    if not 0 < decay <= 1:
-        raise ValueError(f"decay must be in (0, 1], got {decay}")
-    check_l2("l2", l2)
-    check_l2("l2_bias", l2_bias)
-    num_steps = _args.check_num_steps(num_steps, "num_steps")
+    rank, num_steps = check_dsgd_args(train, rank, lr, decay, l2, l2_bias, num_steps)
     _args.check_eval_set(eval_set, train)
     key = jax.random.key(0) if key is None else key
     k_init, k_run = jax.random.split(key)

@@ -40,12 +40,11 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from mfjax import objective as _objective
-from mfjax.core import check_l2
 from mfjax.core.factors import BiasedFactors
 from mfjax.solvers import _args
 from mfjax.solvers.als_perprocess import (AXIS, _allgather, _per_process, _replicated, _slots_and_positions,
-                                     check_own_rows, global_mean, process_mesh)
-from mfjax.solvers.dsgd import balanced_blocks, block_size, local_strata
+                                         global_mean, own_entries, process_mesh)
+from mfjax.solvers.dsgd import balanced_blocks, block_size, check_dsgd_args, local_strata
 from mfjax.solvers.sgd import SGDInfo, SGDState, _random_params
 from mfjax.solvers.sgd_kernel import _stack, _unstack
 
@@ -111,21 +110,14 @@ def part_dsgd_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weig
       ValueError: ``row_ranges`` not a partition of ``N`` ranges, entries outside this process's range,
         more processes than columns, or ``batch_size < 1``.
     """
-    from mfjax import data as mfdata
-
     N, p = jax.process_count(), jax.process_index()
     m, n = (int(v) for v in train.shape)
-    if len(row_ranges) != N:
-        raise ValueError(f"{len(row_ranges)} row ranges for {N} processes")
     if N > n:
         raise ValueError(f"{N} processes but only {n} columns: DSGD needs a column block per process")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ranges = mfdata.check_row_ranges(row_ranges, m)
+    ranges, rows, cols, values = own_entries(train, row_ranges)
     lo, hi = ranges[p]
-    rows, cols = np.asarray(train.rows, np.int64), np.asarray(train.cols, np.int64)
-    values = np.asarray(train.values, np.float32)
-    check_own_rows(rows, (lo, hi), p)
     mesh = process_mesh() if mesh is None else mesh
     col_counts = _allgather(np.bincount(cols, minlength=n).astype(np.int64)).sum(axis=0)
     row_counts = np.bincount(rows - lo, minlength=hi - lo)  # a row's ratings all lie here
@@ -166,7 +158,7 @@ def part_dsgd_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weig
 # ------------------------------------------------------------------ one epoch
 def _epoch(state: SGDState, problem: PartDSGDProblem):
     """One epoch: ``N`` strata under ``shard_map``, then the all-gather of the blocks (module docstring)."""
-    params, (m, n), N = state.params, problem.shape, problem.num_blocks
+    params, m, N = state.params, problem.shape[0], problem.num_blocks
     obj, ax, bs = problem.objective, problem.axis, problem.batch_size
     Z = _stack(params)
     dtype = Z.dtype
@@ -229,14 +221,7 @@ def dsgd_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, l2_bias=None, 
     from mfjax.solvers.base import RMSE, Solver, run
     from mfjax.solvers.dsgd import dsgd_solver
 
-    rank = _args.check_rank(rank, train.shape)
-    if not lr > 0:
-        raise ValueError(f"lr (step size) must be > 0, got {lr}")
-    if not 0 < decay <= 1:
-        raise ValueError(f"decay must be in (0, 1], got {decay}")
-    check_l2("l2", l2)
-    check_l2("l2_bias", l2_bias)
-    num_steps = _args.check_num_steps(num_steps, "num_steps")
+    rank, num_steps = check_dsgd_args(train, rank, lr, decay, l2, l2_bias, num_steps)
     key = jax.random.key(0) if key is None else key
     k_init, k_run = jax.random.split(key)
     problem = part_dsgd_problem(train, row_ranges, l2=l2, l2_bias=l2_bias, weighted_l2=weighted_l2,

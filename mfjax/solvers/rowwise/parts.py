@@ -55,18 +55,11 @@ def part_vector_descent_problem(train, row_ranges: Sequence, l2: float, *, balan
       ValueError: ``row_ranges`` not a partition of ``N`` ranges, entries outside this process's range,
         a bad ``l2`` or ``balance``.
     """
-    from mfjax import data as mfdata
-    from mfjax.solvers.als_perprocess import AXIS, _replicated, check_own_rows, exchange_column_blocks, process_mesh
+    from mfjax.solvers.als_perprocess import AXIS, _replicated, exchange_column_blocks, own_entries, process_mesh
 
     check_l2("l2", l2)
-    N, p = jax.process_count(), jax.process_index()
     m, n = (int(v) for v in train.shape)
-    if len(row_ranges) != N:
-        raise ValueError(f"{len(row_ranges)} row ranges for {N} processes")
-    ranges = mfdata.check_row_ranges(row_ranges, m)
-    rows, cols = np.asarray(train.rows, np.int64), np.asarray(train.cols, np.int64)
-    values = np.asarray(train.values, np.float32)
-    check_own_rows(rows, ranges[p], p)
+    ranges, rows, cols, values = own_entries(train, row_ranges)
     mesh = process_mesh() if mesh is None else mesh
     _, edges, _, (got_rows, got_cols, got_values) = exchange_column_blocks(rows, cols, values, n, mesh, balance)
     row_edges = np.array([lo for lo, _ in ranges] + [m], np.int64)
