@@ -182,6 +182,36 @@ def test_bfgs_update_formula_and_secant_condition():
     _close(Hn @ y, s, 1e-4)  # secant condition H+ y = s
 
 
+def test_bfgs_two_pass_update_equals_the_literal_update_and_direction():
+    """The direction rule's update (one product ``H [y, g]`` + one fused pass, ``p`` from vectors) equals
+    Algorithm 12 as written -- ``H+ = bfgs_inverse_update(H, s, y)``, ``p = -H+ g`` -- for an accepted pair,
+    the first accepted pair with ``H_0`` reset to ``gamma0 I``, and a skipped pair with non-finite ``s``
+    (``H`` kept exactly); float64 reference, float32 to float32 tolerance."""
+    from mfjax.optim.directions import _bfgs_update_and_direction
+
+    rng = np.random.default_rng(3)
+    n = 40
+    A = rng.normal(size=(n, n))
+    H = A @ A.T / n + np.eye(n)
+    s, y, g = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    y = y if s @ y > 0 else -y
+    sy = s @ y
+    gamma0 = sy / (y @ y)
+    f32 = lambda *a: tuple(jnp.asarray(v, jnp.float32) for v in a)  # noqa: E731
+    for first, scale_init, H0 in ((False, True, H), (True, True, gamma0 * np.eye(n)), (True, False, H)):
+        rho = 1.0 / sy
+        I = np.eye(n)
+        want = (I - rho * np.outer(s, y)) @ H0 @ (I - rho * np.outer(y, s)) + rho * np.outer(s, s)
+        Hn, p = _bfgs_update_and_direction(*f32(H, s, y, g, sy), jnp.asarray(True), jnp.asarray(first), scale_init)
+        _close(np.asarray(Hn), want, 1e-4)
+        _close(np.asarray(p), -want @ g, 1e-4)
+    bad = s.copy()
+    bad[0] = np.inf
+    Hn, p = _bfgs_update_and_direction(*f32(H, bad, y, g, np.inf), jnp.asarray(False), jnp.asarray(False), True)
+    np.testing.assert_array_equal(np.asarray(Hn), np.asarray(jnp.asarray(H, jnp.float32)))
+    _close(np.asarray(p), -H @ g, 1e-5)
+
+
 def test_bfgs_skips_curvature_violating_updates():
     tx = mo.bfgs_direction(scale_init=True)
     x0 = jnp.array([0.0, 0.0, 0.0])

@@ -287,6 +287,39 @@ def bfgs_inverse_update(H, s, y):
     )
 
 
+def _bfgs_update_and_direction(H, s, y, g, sy, ok, first, scale_init: bool):
+    """``(H+, -H+ g)`` with ``H+`` the update of :func:`bfgs_inverse_update` when ``ok`` (else ``H``),
+    from ``H`` reset to ``gamma0 I`` at the first accepted pair when ``scale_init``.
+
+    Two passes over the ``n x n`` matrix instead of about seven: ``H [y, g]`` in one product, then the
+    rank-2 update in one fused elementwise pass; the direction comes from the vectors,
+    ``H+ g = H g + c s (s.g) - (Hy (s.g) + s (Hy.g)) / (s.y)``, not from a product with ``H+``.  The
+    reset ``H = gamma0 I`` enters as ``alpha H + beta I`` with ``(alpha, beta) = (0, gamma0)`` (else
+    ``(1, 0)``), so no identity matrix is written.  A skipped pair's vectors are zeroed first, so
+    ``H+ = H`` exactly even when they are not finite.
+    """
+    dt = H.dtype
+    alpha, beta = jnp.ones((), dt), jnp.zeros((), dt)
+    if scale_init:
+        yy = jnp.vdot(y, y)
+        gamma0 = jnp.where(ok & (yy > 0), sy / jnp.where(yy > 0, yy, 1.0), 1.0)
+        reset = ok & first
+        alpha, beta = jnp.where(reset, 0.0, 1.0).astype(dt), jnp.where(reset, gamma0, 0.0).astype(dt)
+    zero = jnp.zeros_like(s)
+    s0, y0 = jnp.where(ok, s, zero), jnp.where(ok, y, zero)
+    HyHg = H @ jnp.stack([y0, g], axis=1)                     # the one product with H
+    Hy = alpha * HyHg[:, 0] + beta * y0
+    Hg = alpha * HyHg[:, 1] + beta * g
+    sy1 = jnp.where(ok, sy, 1.0)
+    c = jnp.where(ok, (sy1 + jnp.vdot(y0, Hy)) / (sy1 * sy1), 0.0)
+    eye = jnp.arange(H.shape[0])[:, None] == jnp.arange(H.shape[0])[None, :]
+    H_upd = (alpha * H + jnp.where(eye, beta, 0.0)
+             + c * jnp.outer(s0, s0) - (jnp.outer(Hy, s0) + jnp.outer(s0, Hy)) / sy1)
+    sg = jnp.vdot(s0, g)
+    p = -(Hg + c * sg * s0 - (Hy * sg + s0 * jnp.vdot(Hy, g)) / sy1)
+    return H_upd, p
+
+
 def bfgs_direction(
     curvature_eps: float = 1e-8,
     scale_init: bool = True,
@@ -351,14 +384,7 @@ def bfgs_direction(
         have_pair = state.count > 0
         ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
         first = (state.count - 1 - state.num_skipped) == 0  # no update accepted yet
-        H = state.inv_hessian
-        if scale_init:
-            yy = jnp.vdot(y, y)
-            gamma0 = jnp.where(ok & (yy > 0), sy / jnp.where(yy > 0, yy, 1.0), 1.0)
-            H = jnp.where(ok & first, gamma0 * jnp.eye(H.shape[0], dtype=H.dtype), H)
-        # where(ok, ...): a skipped pair may give inf/NaN in the unused branch only.
-        H_upd = jnp.where(ok, bfgs_inverse_update(H, s, y), H)
-        p = -(H_upd @ g)
+        H_upd, p = _bfgs_update_and_direction(state.inv_hessian, s, y, g, sy, ok, first, scale_init)
         new_state = BFGSState(
             count=state.count + 1,
             prev_params=x,
