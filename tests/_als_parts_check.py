@@ -71,8 +71,10 @@ def main(out: str) -> None:
     runs = [(name, ap.als_parts, kw) for name, kw in CONFIGS.items()]
     runs += [(name, dsgd_parts, kw) for name, kw in DSGD_CONFIGS.items()]
     runs += [(name, vector_descent_parts, kw) for name, kw in VD_CONFIGS.items()]
+    mine["auto_ranges"] = [list(r) for r in ap.part_row_ranges(train)]
     for name, solver, kw in runs:
-        res = solver(train, RANK, row_ranges=ranges, num_steps=5, key=jax.random.key(3), eval_set=test, **kw)
+        given = {} if solver is vector_descent_parts else {"row_ranges": ranges}  # vd: the ranges gathered
+        res = solver(train, RANK, num_steps=5, key=jax.random.key(3), eval_set=test, **given, **kw)
         mine[name] = {"U": np.asarray(res.params.U).tolist(), "V": np.asarray(res.params.V).tolist(),
                       "loss": np.asarray(res.trace.loss).tolist(), "eval": np.asarray(res.trace.eval_metric).tolist()}
         if kw.get("biases"):

@@ -115,6 +115,8 @@ def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path
     # balanced by rating count: the blocks differ by less than the largest column
     rec = [p["received"] for p in parts]
     assert abs(rec[0] - rec[1]) <= np.bincount(cols).max()
+    # the ranges gathered from the rows each process holds are the given ones (vector descent ran on them)
+    assert parts[0]["auto_ranges"] == parts[1]["auto_ranges"] == [list(r) for r in mod.RANGES]
     # DSGD: the row blocks are the processes' ranges, the column blocks balanced by global counts
     for p in parts:
         assert p["dsgd_held"] == p["own"]  # no rating leaves its process
@@ -136,6 +138,20 @@ def test_two_processes_with_uneven_parts_equal_one_process_on_the_union(tmp_path
             want = np.asarray(want)
             np.testing.assert_allclose(np.asarray(got[f]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
                                        err_msg=f"{name}: {f}")
+
+
+def test_row_ranges_gathered_from_the_parts(monkeypatch):
+    """``part_row_ranges``: from 0 to each process's last row, gaps to the next process, an empty part an empty
+    range, the last to ``m``; overlapping or out-of-order parts are named (the all-gather faked)."""
+    tr = mf.data.synthetic(m=30, n=20, rank=2, density=0.3, seed=1)
+    assert ap.part_row_ranges(tr) == [(0, 30)]
+    for spans, want in (([[2, 9], [12, 20], [-1, -1], [21, 25]], [(0, 9), (9, 20), (20, 20), (20, 30)]),
+                        ([[-1, -1], [0, 30]], [(0, 0), (0, 30)])):
+        monkeypatch.setattr(ap, "_allgather", lambda x, s=spans: np.asarray(s))
+        assert ap.part_row_ranges(tr) == want
+    monkeypatch.setattr(ap, "_allgather", lambda x: np.asarray([[0, 12], [10, 30]]))
+    with pytest.raises(ValueError, match="process 1 holds rows 10..29, which overlap"):
+        ap.part_row_ranges(tr)
 
 
 def test_one_process_dsgd_parts_is_dsgd_and_bad_parts_are_named():

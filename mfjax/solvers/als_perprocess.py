@@ -72,7 +72,7 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers", "own_entries"]
+           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers", "own_entries", "part_row_ranges"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -122,9 +122,36 @@ def check_own_rows(rows, row_range, process: int) -> None:
                          f"{lo}..{hi - 1}: each process must hold only the rows of its range")
 
 
+def part_row_ranges(train) -> list[tuple[int, int]]:
+    """Every process's row range, from the rows each holds (a collective: one host all-gather).
+
+    Process ``p``'s range runs from where process ``p - 1``'s ends to one past its largest row (the
+    first from 0, the last to ``m``; a process without entries gets an empty range), so rows no
+    process holds fall to the next process.  The processes must hold contiguous row blocks in process
+    order (e.g. :func:`mfjax.data.load_movielens_part` / :func:`~mfjax.data.load_triplets_part` with
+    ``part = process index``, or ``synthetic(..., row_range=...)``).
+
+    Raises:
+      ValueError: the processes' rows overlap or are out of process order.
+    """
+    rows = np.asarray(train.rows, np.int64)
+    span = np.array([rows.min(), rows.max() + 1] if rows.size else [-1, -1], np.int64)
+    every = _allgather(span)
+    m, ranges, end = int(train.shape[0]), [], 0
+    for p, (lo, hi) in enumerate(every.tolist()):
+        if lo >= 0 and lo < end:
+            raise ValueError(f"process {p} holds rows {lo}..{hi - 1}, which overlap or precede the rows of the "
+                             f"processes before it (up to {end - 1}): each process must hold a contiguous block "
+                             "of rows, in process order")
+        end = end if lo < 0 else hi
+        ranges.append((ranges[-1][1] if ranges else 0, end))
+    ranges[-1] = (ranges[-1][0], m)
+    return ranges
+
+
 def own_entries(train, row_ranges):
     """``(ranges, rows, cols, values)``: the checked row ranges of the processes and this process's entries
-    (int64 ids, float32 values), all of them inside its range.
+    (int64 ids, float32 values), all of them inside its range.  ``row_ranges=None``: :func:`part_row_ranges`.
 
     Raises:
       ValueError: not one range per process, ranges that do not partition the rows, or entries outside
@@ -132,6 +159,8 @@ def own_entries(train, row_ranges):
     """
     from mfjax import data as mfdata
 
+    if row_ranges is None:
+        row_ranges = part_row_ranges(train)
     N, p = jax.process_count(), jax.process_index()
     if len(row_ranges) != N:
         raise ValueError(f"{len(row_ranges)} row ranges for {N} processes")
@@ -354,9 +383,9 @@ def part_gram_tiers(rows, cols, num_rows: int, mesh: Mesh, *, segment: int | Non
     return tuple(out)
 
 
-def part_als_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weighted_l2: bool = False,
-                     balance: str = "ratings", mesh: Mesh | None = None, gram: bool = True,
-                     method: str = "cholesky") -> PartALSProblem:
+def part_als_problem(train, row_ranges: Sequence | None = None, *, l2=0.0, l2_bias=None,
+                     weighted_l2: bool = False, balance: str = "ratings", mesh: Mesh | None = None,
+                     gram: bool = True, method: str = "cholesky") -> PartALSProblem:
     """Set up :func:`als_parts` from this process's ratings: the one exchange of column-block entries.
 
     Every process calls it (collectives) with its own ``train`` -- ratings of the
@@ -494,7 +523,8 @@ def _step(method: str, cg_steps: int, chunk_size: int):
     return step
 
 
-def als_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, num_steps: int = 20, weighted_l2: bool = False,
+def als_parts(train, rank: int, *, row_ranges: Sequence | None = None, l2=0.0, num_steps: int = 20,
+              weighted_l2: bool = False,
               biases: bool = False, l2_bias=None, key=None, init=None, eval_set=None, eval_every: int = 1,
               clip=None, method: str = "cholesky", cg_steps: int | None = None, balance: str = "ratings",
               chunk_size: int | None = None, callback=None, callback_every: int = 1, mesh: Mesh | None = None,
@@ -512,7 +542,8 @@ def als_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, num_steps: int 
       rank, l2, num_steps, weighted_l2, biases, l2_bias, key, init, eval_every, clip, method,
         cg_steps, chunk_size, callback, callback_every: as in :func:`mfjax.solvers.als`
         (``init`` replicated: the same on every process).
-      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows).
+      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows); default
+        :func:`part_row_ranges` (from the rows each process holds).
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
       balance: the column blocks (:func:`column_blocks`): ``"ratings"`` or ``"columns"``.
       mesh: the 1-D process mesh (default :func:`process_mesh`).

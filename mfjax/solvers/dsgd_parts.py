@@ -100,8 +100,8 @@ def _shares(counts: np.ndarray, weighted: bool) -> np.ndarray:
     return w / np.maximum(n, np.float32(1.0))
 
 
-def part_dsgd_problem(train, row_ranges: Sequence, *, l2=0.0, l2_bias=None, weighted_l2: bool = False,
-                      batch_size: int = 1, mesh: Mesh | None = None) -> PartDSGDProblem:
+def part_dsgd_problem(train, row_ranges: Sequence | None = None, *, l2=0.0, l2_bias=None,
+                      weighted_l2: bool = False, batch_size: int = 1, mesh: Mesh | None = None) -> PartDSGDProblem:
     """Set up :func:`dsgd_parts` from this process's ratings (module docstring); every process calls it.
 
     Exchanged host metadata: the ``n`` column counts and the ``N x N`` block sizes.
@@ -195,8 +195,8 @@ def _epoch(state: SGDState, problem: PartDSGDProblem):
     return new, SGDInfo(_objective.value(obj, p), lr)
 
 
-def dsgd_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, l2_bias=None, num_steps: int = 20,
-               lr: float = 0.01, decay: float = 1.0, batch_size: int = 1, biases: bool = False,
+def dsgd_parts(train, rank: int, *, row_ranges: Sequence | None = None, l2=0.0, l2_bias=None,
+               num_steps: int = 20, lr: float = 0.01, decay: float = 1.0, batch_size: int = 1, biases: bool = False,
                weighted_l2: bool = False, key=None, init=None, init_scale: float = 0.1, eval_set=None,
                eval_every: int = 1, clip=None, callback=None, callback_every: int = 1, mesh: Mesh | None = None):
     """:func:`mfjax.solvers.dsgd` when each process holds only the ratings of its rows (module docstring).
@@ -210,7 +210,8 @@ def dsgd_parts(train, rank: int, *, row_ranges: Sequence, l2=0.0, l2_bias=None, 
       train: this process's training ratings (global shape; rows in ``row_ranges[process]``).
       rank, l2, l2_bias, num_steps, lr, decay, batch_size, biases, weighted_l2, key, init, init_scale,
         eval_every, clip, callback, callback_every: as in :func:`mfjax.solvers.dsgd` (``init`` replicated).
-      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows).
+      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows); default
+        :func:`mfjax.solvers.als_perprocess.part_row_ranges` (from the rows each process holds).
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
       mesh: the 1-D process mesh (default :func:`~mfjax.solvers.als_perprocess.process_mesh`).
 

@@ -44,7 +44,7 @@ from mfjax.solvers.rowwise.solver import VectorDescentProblem, vector_descent_so
 __all__ = ["part_vector_descent_problem", "vector_descent_parts"]
 
 
-def part_vector_descent_problem(train, row_ranges: Sequence, l2: float, *, balance: str = "ratings",
+def part_vector_descent_problem(train, row_ranges: Sequence | None, l2: float, *, balance: str = "ratings",
                                 mesh: Mesh | None = None) -> VectorDescentProblem:
     """The :class:`~mfjax.solvers.rowwise.solver.VectorDescentProblem` of this process's ratings (a collective).
 
@@ -68,9 +68,9 @@ def part_vector_descent_problem(train, row_ranges: Sequence, l2: float, *, balan
     return VectorDescentProblem(None, _replicated(mesh, np.float32(l2)), layouts, None)
 
 
-def vector_descent_parts(train, rank: int, *, row_ranges: Sequence, l2: float, optimizer=None,
-                         inner_steps: int | None = None, row_solver=None, num_steps: int = 10, eval_set=None,
-                         key=None, init: Factors | None = None, balance: str = "ratings", callback=None,
+def vector_descent_parts(train, rank: int, *, row_ranges: Sequence | None = None, l2: float,
+                         optimizer=None, inner_steps: int | None = None, row_solver=None, num_steps: int = 10,
+                         eval_set=None, key=None, init: Factors | None = None, balance: str = "ratings", callback=None,
                          callback_every: int = 1, mesh: Mesh | None = None):
     """:func:`mfjax.solvers.vector_descent` (``"parallel"`` schedule) when each process holds only its rows.
 
@@ -82,7 +82,8 @@ def vector_descent_parts(train, rank: int, *, row_ranges: Sequence, l2: float, o
       train: this process's training ratings (global shape; rows in ``row_ranges[process]``).
       rank, l2, optimizer, inner_steps, row_solver, num_steps, key, init, callback, callback_every: as in
         :func:`mfjax.solvers.vector_descent` (``init`` replicated: the same on every process).
-      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows).
+      row_ranges: every process's ``(lo, hi)``, in process order (a partition of the rows); default
+        :func:`mfjax.solvers.als_perprocess.part_row_ranges` (from the rows each process holds).
       eval_set: this process's held-out ratings; the traced RMSE is over every process's.
       balance: how the column blocks are cut (:func:`mfjax.solvers.als_perprocess.column_blocks`).
       mesh: the 1-D process mesh (default :func:`mfjax.solvers.als_perprocess.process_mesh`).
