@@ -191,8 +191,8 @@ def make_problem(data: str = "synthetic", *, rank: int = 10, l2: float = 2.0,
     this function); see :class:`DataPart`.
 
     Raises:
-      ValueError: per-process data with another sampler or a random split; ``row_ranges`` that do not partition the
-        rows into ``N`` ranges (or given for a file).
+      ValueError: per-process data with another sampler or a random split; ``row_ranges`` that do not
+        partition the rows into ``N`` ranges (or given for a file).
     """
     explicit = None if rating_scale is None else parse_rating_scale(rating_scale)
     fractions = (1.0 - test_fraction, test_fraction)

@@ -72,7 +72,8 @@ from mfjax.objective.formulas import l2_penalty
 
 __all__ = ["PartALSProblem", "part_als_problem", "als_parts", "process_mesh", "column_blocks",
            "pack_by_destination", "exchange_entries", "check_own_rows", "block_of", "unpack", "Packed",
-           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers", "own_entries", "part_row_ranges"]
+           "BALANCES", "global_mean", "exchange_column_blocks", "part_gram_tiers", "own_entries", "part_row_ranges",
+           "replicate", "part_eval_objective"]
 
 #: How :func:`column_blocks` cuts the columns: by rating count, or into equal column counts.
 BALANCES = ("ratings", "columns")
@@ -225,6 +226,18 @@ def _per_process(mesh: Mesh, axis: str, local: np.ndarray) -> jax.Array:
 def _replicated(mesh: Mesh, host) -> jax.Array:
     host = np.asarray(host)
     return jax.make_array_from_callback(host.shape, NamedSharding(mesh, P()), lambda idx: host[idx])
+
+
+def replicate(tree, mesh: Mesh):
+    """A pytree of host / single-device arrays (the same on every process) replicated over ``mesh``."""
+    return jax.tree.map(lambda a: _replicated(mesh, np.asarray(a)), tree)
+
+
+def part_eval_objective(eval_set, mesh: Mesh):
+    """The held-out objective of every process's ``eval_set`` over ``mesh`` (``None`` stays ``None``)."""
+    if eval_set is None:
+        return None
+    return _objective.shard_local_objective(_objective.mf_objective(eval_set), mesh)
 
 
 def _local_block(a: jax.Array) -> np.ndarray:
@@ -569,10 +582,8 @@ def als_parts(train, rank: int, *, row_ranges: Sequence | None = None, l2=0.0, n
                                balance=balance, mesh=mesh, gram=gram, method=method)
     mesh = problem.mesh
     params = _initial(train, rank, biases, init, key)
-    params = jax.tree.map(lambda a: _replicated(mesh, a), params)
-    ev = None
-    if eval_set is not None:
-        ev = _objective.shard_local_objective(_objective.mf_objective(eval_set), mesh)
+    params = replicate(params, mesh)
+    ev = part_eval_objective(eval_set, mesh)
     solver = Solver(_als_init, _step(method, int(cg_steps), chunk_size))
     res = run(solver, problem, solver.init(params, problem), num_steps, eval_set=ev, eval_every=eval_every,
               metric=RMSE(None if clip is None else (float(clip[0]), float(clip[1]))),

@@ -43,7 +43,7 @@ from mfjax import objective as _objective
 from mfjax.core.factors import BiasedFactors
 from mfjax.solvers import _args
 from mfjax.solvers.als_perprocess import (AXIS, _allgather, _per_process, _replicated, _slots_and_positions,
-                                         global_mean, own_entries, process_mesh)
+                                         global_mean, own_entries, part_eval_objective, process_mesh, replicate)
 from mfjax.solvers.dsgd import balanced_blocks, block_size, check_dsgd_args, local_strata
 from mfjax.solvers.sgd import SGDInfo, SGDState, _random_params
 from mfjax.solvers.sgd_kernel import _stack, _unstack
@@ -154,7 +154,6 @@ def part_dsgd_problem(train, row_ranges: Sequence | None = None, *, l2=0.0, l2_b
                            col_edges=tuple(int(e) for e in cb), held=int(rows.size))
 
 
-
 # ------------------------------------------------------------------ one epoch
 def _epoch(state: SGDState, problem: PartDSGDProblem):
     """One epoch: ``N`` strata under ``shard_map``, then the all-gather of the blocks (module docstring)."""
@@ -233,10 +232,8 @@ def dsgd_parts(train, rank: int, *, row_ranges: Sequence | None = None, l2=0.0, 
                                 dtype=np.dtype(np.float32))
     else:
         params = _args_init(init, train, rank, biases)
-    params = jax.tree.map(lambda a: _replicated(problem.mesh, np.asarray(a)), params)
-    ev = None
-    if eval_set is not None:
-        ev = _objective.shard_local_objective(_objective.mf_objective(eval_set), problem.mesh)
+    params = replicate(params, problem.mesh)
+    ev = part_eval_objective(eval_set, problem.mesh)
     solver = Solver(dsgd_solver(lr=lr, decay=decay).init, _epoch)
     res = run(solver, problem, solver.init(params, problem, k_run), num_steps, eval_set=ev, eval_every=eval_every,
               metric=RMSE(None if clip is None else (float(clip[0]), float(clip[1]))),

@@ -26,20 +26,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from mfjax import objective as _objective
-from mfjax.core import check_l2
+from mfjax.core import check_l2, check_not_all_zero
 from mfjax.core.factors import Factors, init_factors
 from mfjax.solvers import _args
 from mfjax.solvers.base import run
-from mfjax.solvers.rowwise.bfgs import quadratic_bfgs
-from mfjax.solvers.rowwise.fixed import fixed_count
 from mfjax.solvers.rowwise.sharded import part_row_layout
-from mfjax.solvers.rowwise.solver import VectorDescentProblem, vector_descent_solver
+from mfjax.solvers.rowwise.solver import VectorDescentProblem, pick_row_solver, vector_descent_solver
 
 __all__ = ["part_vector_descent_problem", "vector_descent_parts"]
 
@@ -93,27 +90,21 @@ def vector_descent_parts(train, rank: int, *, row_ranges: Sequence | None = None
         ``num_steps < 1``, neither ``key`` nor ``init``.
       FloatingPointError: the training loss became non-finite.
     """
-    from mfjax.solvers.als_perprocess import _replicated
+    from mfjax.solvers.als_perprocess import part_eval_objective, replicate
 
     num_steps = _args.check_num_steps(num_steps, "num_steps")
     rank = _args.check_rank(rank, train.shape)
-    problem = part_vector_descent_problem(train, row_ranges, l2, balance=balance, mesh=mesh)
-    mesh = problem.layouts[0].mesh
-    if init is None:
+    if init is None:  # before the collectives: every process fails alike, at once
         if key is None:
             raise ValueError("pass key= (PRNG key for the initial factors) or init=")
         init = init_factors(key, train.shape, rank, dtype=np.float32)
     else:
         init = Factors(jnp.asarray(init[0], jnp.float32), jnp.asarray(init[1], jnp.float32))
         _objective.check_factor_shapes(train.shape, init, rank)
-    init = jax.tree.map(lambda a: _replicated(mesh, np.asarray(a)), init)
-    if row_solver is None:
-        steps = rank if inner_steps is None else inner_steps
-        row_solver = quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
-    solver = vector_descent_solver(row_solver)
-    ev = None
-    if eval_set is not None:
-        ev = _objective.shard_local_objective(_objective.mf_objective(eval_set), mesh)
-    res = run(solver, problem, solver.init(init), num_steps, eval_set=ev, callback=callback,
-              callback_every=callback_every)
+        check_not_all_zero(init, "init")
+    problem = part_vector_descent_problem(train, row_ranges, l2, balance=balance, mesh=mesh)
+    mesh = problem.layouts[0].mesh
+    solver = vector_descent_solver(pick_row_solver(row_solver, rank, optimizer, inner_steps))
+    res = run(solver, problem, solver.init(replicate(init, mesh)), num_steps,
+              eval_set=part_eval_objective(eval_set, mesh), callback=callback, callback_every=callback_every)
     return _args.raise_if_nonfinite(res, "vector descent", "sweep")

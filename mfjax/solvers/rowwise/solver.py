@@ -243,6 +243,16 @@ def vector_descent_solver(row_solver=None, *, rank: int | None = None) -> Solver
     return Solver(init, _sweep_step(row_solver))
 
 
+def pick_row_solver(row_solver, rank: int, optimizer=None, inner_steps: int | None = None):
+    """``row_solver`` itself, else :func:`fixed_count` of ``optimizer`` or (no optimizer)
+    :func:`quadratic_bfgs`, with ``inner_steps`` iterations (default ``rank``): the choice of
+    :func:`vector_descent`'s arguments."""
+    if row_solver is not None:
+        return row_solver
+    steps = rank if inner_steps is None else inner_steps
+    return quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
+
+
 def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: int | None = None,
                    row_solver=None, num_steps: int = UNSET, schedule: str = "parallel",
                    k_u: int | None = None, k_v: int | None = None, complete: bool = True,
@@ -322,10 +332,7 @@ def vector_descent(train, rank: int, *, l2: float, optimizer=None, inner_steps: 
         init = Factors(jnp.asarray(init[0]), jnp.asarray(init[1]))
         check_factor_shapes((m, n), init, rank)
         check_not_all_zero(init, "init")
-    if row_solver is None:
-        steps = rank if inner_steps is None else inner_steps
-        row_solver = quadratic_bfgs(steps) if optimizer is None else fixed_count(optimizer, steps)
-    solver = vector_descent_solver(row_solver)
+    solver = vector_descent_solver(pick_row_solver(row_solver, rank, optimizer, inner_steps))
     eval_set = None if eval_set is None else eval_set.device_put()
     res = run(solver, problem, solver.init(init), int(num_steps), eval_set=eval_set,
               callback=callback, callback_every=callback_every)
