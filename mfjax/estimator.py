@@ -541,7 +541,7 @@ def _fit_optimizer(config, train):
     if options:
         raise ValueError(f"optimizer models take only the option 'scale', got {sorted(options)}")
     data = train.device_put()
-    opt = build_optimizer(parse_run(config["model"]), data, config["l2"], scale)
+    opt = build_optimizer(parse_run(config["model"]), data, config["l2"], scale, num_steps=config["num_steps"])
     obj = objective.mf_objective(data, config["l2"], scale=scale)
     params0 = init_factors(_key(config), train.shape, config["rank"])
     res = fit(objective.loss, opt, params0, config["num_steps"], loss_args=(obj,))

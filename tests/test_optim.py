@@ -309,6 +309,92 @@ def test_bfgs_quadratic_exact_steps_converges_in_n_iterations():
         _close(np.asarray(res.params), ref.x, 1e-6)
 
 
+def _pair_sequence(n=25, steps=18, seed=5):
+    """Points ``x_t`` of a random walk with gradients of a convex quadratic (so ``s.y > 0``), with one
+    repeated point (a zero step: skipped pair) and one non-convex pair (``y`` negated: skipped)."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(n, n))
+    A = M @ M.T / n + 0.1 * np.eye(n)
+    xs = np.cumsum(rng.normal(size=(steps, n)), axis=0)
+    xs[6] = xs[5]
+    gs = xs @ A.T + rng.normal(size=n)
+    gs[11] = gs[10] - (gs[11] - gs[10])
+    return xs, gs
+
+
+def _reference_bfgs(xs, gs, scale_init, memory=None):
+    """The dense Algorithm 12 written out (float64): ``H`` from ``gamma0 I`` (first accepted pair) or ``I``,
+    updated by :func:`bfgs_inverse_update` over the accepted pairs -- the last ``memory`` of them when given."""
+    pairs, out, gamma = [], [], 1.0
+    for t, (x, g) in enumerate(zip(xs, gs)):
+        if t:
+            s, y = x - xs[t - 1], g - gs[t - 1]
+            if s @ y > 1e-8 * np.linalg.norm(s) * np.linalg.norm(y):
+                if not pairs and scale_init:
+                    gamma = (s @ y) / (y @ y)
+                pairs.append((s, y))
+        H = gamma * np.eye(len(x))
+        for s, y in pairs[-memory:] if memory else pairs:
+            H = np.asarray(mo.bfgs_inverse_update(H, s, y))
+        out.append(-H @ g)
+    return np.stack(out)
+
+
+def _directions(tx, xs, gs):
+    state, out = tx.init(jnp.asarray(xs[0])), []
+    for x, g in zip(xs, gs):
+        p, state = tx.update(jnp.asarray(g), state, jnp.asarray(x))
+        out.append(np.asarray(p))
+    return np.stack(out), state
+
+
+def test_compact_bfgs_equals_dense_bfgs_and_drops_the_oldest_pair_when_full():
+    """``bfgs_direction(memory=m)`` (compact representation) gives the dense rule's directions while at most ``m``
+    pairs are accepted, skipped pairs included (float64, to 1e-9 relative); with a smaller ``m`` it equals BFGS
+    from ``gamma0 I`` over the last ``m`` accepted pairs."""
+    xs, gs = _pair_sequence()
+    with jax.enable_x64(True):
+        for scale_init in (True, False):
+            want = _reference_bfgs(xs, gs, scale_init)
+            dense, _ = _directions(mo.bfgs_direction(scale_init=scale_init), xs, gs)
+            compact, st = _directions(mo.bfgs_direction(scale_init=scale_init, memory=len(xs)), xs, gs)
+            scale = np.abs(want).max(axis=1, keepdims=True)
+            np.testing.assert_allclose(dense / scale, want / scale, atol=1e-9)
+            np.testing.assert_allclose(compact / scale, want / scale, atol=1e-9)
+            assert int(st.num_skipped) == 2 and int(st.num_pairs) == len(xs) - 3
+            for m in (1, 4):
+                short, st = _directions(mo.bfgs_direction(scale_init=scale_init, memory=m), xs, gs)
+                want_m = _reference_bfgs(xs, gs, scale_init, memory=m)
+                np.testing.assert_allclose(short / scale, want_m / scale, atol=1e-9)
+                assert int(st.num_pairs) == m
+                assert not np.allclose(short[-1], want[-1], rtol=1e-3)  # a limited memory is a different rule
+    # float32: the same directions to float32 tolerance
+    compact32, _ = _directions(mo.bfgs_direction(memory=len(xs)), xs.astype(np.float32), gs.astype(np.float32))
+    want = _reference_bfgs(xs, gs, True)
+    scale = np.abs(want).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(compact32 / scale, want / scale, atol=2e-4)
+    for bad in (0, -3, 2.5, True, None.__class__):
+        with pytest.raises(ValueError, match="memory"):
+            mo.compact_bfgs_direction(bad)
+
+
+def test_compact_bfgs_in_a_fit_matches_dense_bfgs():
+    """In a jitted fit on a small MF problem (Armijo steps), the compact rule's loss trace equals the dense one's."""
+    from mfjax.core.factors import init_factors
+    from mfjax.data import synthetic
+    from mfjax.linesearch import armijo
+    from mfjax.loop import fit
+    from mfjax.losses import masked_sq_loss
+
+    ratings = synthetic(m=30, n=20, rank=3, density=0.5, seed=0).device_put()
+    params = init_factors(jax.random.key(1), ratings.shape, 3)
+    loss = lambda p: masked_sq_loss(p, ratings, 0.1)  # noqa: E731
+    traces = [fit(loss, optax.chain(mo.bfgs_direction(memory=m), armijo()), params, num_steps=40).trace.loss
+              for m in (None, 40)]
+    np.testing.assert_allclose(np.asarray(traces[1]), np.asarray(traces[0]), rtol=2e-5)
+    assert float(traces[0][-1]) < 0.5 * float(traces[0][0])
+
+
 def test_switch_runs_the_selected_rule():
     rules = [mo.gd_direction(), mo.heavy_ball_direction(0.7), mo.adagrad_direction(0.8, 1e-3)]
     _close(_run(mo.switch(rules, 1)), _ref_heavy_ball(0.7))

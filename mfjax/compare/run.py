@@ -151,12 +151,14 @@ TIME_CHUNKS = 20
 
 
 # --------------------------------------------------------------------- runs
-def _optimizer(spec: RunSpec, problem: Problem):
+def _optimizer(spec: RunSpec, problem: Problem, num_steps: int | None = None):
     # on a mesh the data-dependent rules read the (sharded) objective from the loss arguments
-    return build_optimizer(spec, problem.train, problem.l2, problem.scale, sharded=problem.mesh is not None)
+    return build_optimizer(spec, problem.train, problem.l2, problem.scale, sharded=problem.mesh is not None,
+                           num_steps=num_steps)
 
 
-def build_optimizer(spec: RunSpec, train, l2: float, scale: str = "sum", *, sharded: bool = False):
+def build_optimizer(spec: RunSpec, train, l2: float, scale: str = "sum", *, sharded: bool = False,
+                    num_steps: int | None = None):
     """The optax transformation of an optimizer run (direction rule chained with its step rule).
 
     Args:
@@ -167,6 +169,10 @@ def build_optimizer(spec: RunSpec, train, l2: float, scale: str = "sum", *, shar
       l2, scale: the objective's ``lambda`` and scaling.
       sharded: the objective is sharded: data-dependent rules read it from the
         loss arguments instead of ``train``.
+      num_steps: the run's step budget.  Given, ``bfgs`` keeps every pair it accepts in the compact
+        representation (:func:`mfjax.optim.compact_bfgs_direction` with ``memory=num_steps``): the
+        dense algorithm's directions (equal up to rounding) at O(n num_steps) memory and work per step
+        instead of O(n^2), so that BFGS also runs where ``H`` would not fit (ML-1M: 38 GB).
 
     Raises:
       ValueError: an unknown direction rule, step rule or optax baseline (the message lists the known ones).
@@ -190,6 +196,8 @@ def build_optimizer(spec: RunSpec, train, l2: float, scale: str = "sum", *, shar
     data = None if sharded else train.device_put()
     if spec.direction in DATA_DIRECTIONS:
         direction = DATA_DIRECTIONS[spec.direction](data, l2, scale)
+    elif spec.direction == "bfgs" and num_steps is not None:
+        direction = optim.bfgs_direction(memory=max(1, int(num_steps)))
     else:
         direction = optim.REGISTRY[spec.direction]()
     if spec.step_options:  # explicit settings: call the rule's constructor
@@ -248,7 +256,7 @@ def _run_opt(spec: RunSpec, problem: Problem, num_steps: int, eval_every: int, k
     # data enter the compiled loop as traced arguments, not as embedded constants
     loss = functools.partial(masked_sq_loss, scale=problem.scale)
     params0 = init_factors(key, problem.train.shape, problem.rank)
-    opt = _optimizer(spec, problem)
+    opt = _optimizer(spec, problem, num_steps)
     if objectives is not None:  # per-process data: the sharded objectives of every process's own entries
         from mfjax import objective
 

@@ -84,9 +84,10 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, linesearch=No
     return _build("adam", _d.adam_direction(b1, b2, eps), linesearch)
 
 
-def bfgs(curvature_eps: float = 1e-8, scale_init: bool = True, *, linesearch=None):
-    """Dense BFGS (Algorithm 12) with a curvature safeguard; see :func:`bfgs_direction`."""
-    return _build("bfgs", _d.bfgs_direction(curvature_eps, scale_init), linesearch)
+def bfgs(curvature_eps: float = 1e-8, scale_init: bool = True, *, memory: int | None = None, linesearch=None):
+    """BFGS (Algorithm 12) with a curvature safeguard: dense ``H``, or the compact representation with room for
+    ``memory`` pairs; see :func:`bfgs_direction`."""
+    return _build("bfgs", _d.bfgs_direction(curvature_eps, scale_init, memory), linesearch)
 
 
 def cg(beta: str = "pr+", restart_every: int | None = None, *, preconditioner=None,

@@ -87,6 +87,9 @@ __all__ = [
     "adam_direction",
     "bfgs_direction",
     "BFGSState",
+    "compact_bfgs_direction",
+    "CompactBFGSState",
+    "compact_inverse_hessian_product",
     "bfgs_inverse_update",
     "cg_direction",
     "CGState",
@@ -323,6 +326,7 @@ def _bfgs_update_and_direction(H, s, y, g, sy, ok, first, scale_init: bool):
 def bfgs_direction(
     curvature_eps: float = 1e-8,
     scale_init: bool = True,
+    memory: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Dense BFGS direction (Algorithm 12): ``p_t = -H_{t-1} g_t``.
 
@@ -351,14 +355,24 @@ def bfgs_direction(
     usually accepted.  ``scale_init=False`` is the slides' ``H_0 = I``
     throughout.
 
+    ``memory=m`` keeps the accepted pairs instead of ``H`` (the compact representation,
+    :func:`compact_bfgs_direction`): the same algorithm and the same directions up to rounding
+    while at most ``m`` pairs have been accepted, at O(m n) memory and work per step instead of
+    O(n^2).  Give the step budget (``memory=num_steps``) for exact BFGS on problems whose ``H``
+    would not fit or would cost more than the loss (``mfjax compare`` does).
+
     Args:
       curvature_eps: relative threshold of the curvature safeguard.
       scale_init: rescale ``H_0`` at the first update (see above).
+      memory: ``None`` (default): the dense ``H``; an int: the compact representation with room
+        for ``memory`` pairs.
 
     References:
       Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006, Sec. 6.1.
     """
     _check("curvature_eps", curvature_eps, 0.0)
+    if memory is not None:
+        return compact_bfgs_direction(memory, curvature_eps, scale_init)
 
     def init_fn(params):
         flat, _ = ravel_pytree(params)
@@ -390,6 +404,168 @@ def bfgs_direction(
             prev_params=x,
             prev_gradient=g,
             inv_hessian=H_upd,
+            num_skipped=state.num_skipped + (have_pair & ~ok).astype(jnp.int32),
+        )
+        return unravel(p), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class CompactBFGSState(NamedTuple):
+    """State of :func:`compact_bfgs_direction`.
+
+    Attributes:
+      count: number of updates so far (int32).
+      prev_params, prev_gradient: flattened parameters and gradient at the previous update.
+      pairs_s, pairs_y: ``(memory, n)``: the accepted pairs ``s_i, y_i`` as rows, oldest first;
+        rows ``>= num_pairs`` are zero.
+      sy: ``(memory, memory)``: ``sy[i, j] = s_i . y_j`` for ``i <= j`` (``R`` of Byrd, Nocedal &
+        Schnabel), zero below the diagonal and in unused rows / columns.
+      yy: ``(memory, memory)``: ``Y Y^T``, ``yy[i, j] = y_i . y_j``.
+      num_pairs: pairs held (int32, at most ``memory``).
+      gamma: ``H_0 = gamma I``: ``s.y / y.y`` of the first accepted pair with ``scale_init``, else 1.
+      num_skipped: how many curvature-violating updates were skipped.
+    """
+
+    count: jax.Array
+    prev_params: jax.Array
+    prev_gradient: jax.Array
+    pairs_s: jax.Array
+    pairs_y: jax.Array
+    sy: jax.Array
+    yy: jax.Array
+    num_pairs: jax.Array
+    gamma: jax.Array
+    num_skipped: jax.Array
+
+
+def _drop_oldest(S, Y, SY, YY, k):
+    """The buffers without their oldest pair: rows (and columns) shifted up by one, the last zero."""
+    def shift(a, axes):
+        for ax in axes:
+            a = jnp.roll(a, -1, axis=ax)
+            a = jnp.where((jnp.arange(a.shape[ax]) == a.shape[ax] - 1).reshape(
+                [-1 if i == ax else 1 for i in range(a.ndim)]), 0, a)
+        return a
+
+    return shift(S, (0,)), shift(Y, (0,)), shift(SY, (0, 1)), shift(YY, (0, 1)), k - 1
+
+
+def compact_inverse_hessian_product(S, Y, SY, YY, num_pairs, gamma, v):
+    """``H v`` for the BFGS matrix of the pairs ``(S, Y)`` started from ``H_0 = gamma I``, in compact form.
+
+    Byrd, Nocedal & Schnabel (1994), Theorem 2.2, pairs as rows of ``S``, ``Y``: with ``R`` the
+    upper triangle of ``S Y^T`` (``R_ij = s_i . y_j``, ``i <= j``) and ``D`` its diagonal,
+
+        H v = gamma v + S^T w - gamma Y^T q,
+        q = R^{-1} S v,   w = R^{-T} ((D + gamma Y Y^T) q - gamma Y v),
+
+    which equals ``v`` multiplied by ``num_pairs`` BFGS updates (:func:`bfgs_inverse_update`) of
+    ``gamma I``.  Two passes over ``S`` and ``Y`` and two triangular solves of size ``memory``;
+    unused rows (``>= num_pairs``) are zero and ``R`` has 1 on their diagonal, so they add nothing.
+    """
+    m = S.shape[0]
+    valid = jnp.arange(m) < num_pairs
+    a, b = S @ v, Y @ v
+    R = jnp.triu(SY) + jnp.diag(jnp.where(valid, 0.0, 1.0).astype(SY.dtype))
+    q = jax.scipy.linalg.solve_triangular(R, a, lower=False)
+    t = jnp.diagonal(SY) * q + gamma * (YY @ q) - gamma * b
+    w = jax.scipy.linalg.solve_triangular(R, t, lower=False, trans="T")
+    return gamma * v + w @ S - gamma * (q @ Y)
+
+
+def compact_bfgs_direction(
+    memory: int,
+    curvature_eps: float = 1e-8,
+    scale_init: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """BFGS direction (Algorithm 12) from the stored pairs instead of a dense ``H``.
+
+    The rule of :func:`bfgs_direction` -- the pair ``(s_t, y_t)`` formed from the rule's own
+    state, the curvature safeguard, ``H_0 = I`` until the first accepted pair and
+    ``(s.y / y.y) I`` from it with ``scale_init`` -- but ``H`` is never formed: the rule keeps the
+    accepted pairs, ``R`` (upper triangle of ``S Y^T``) and ``Y Y^T``, and applies ``H`` in the
+    compact representation of Byrd, Nocedal & Schnabel (:func:`compact_inverse_hessian_product`).
+    Per step: one product of the pairs with ``y`` (the new column of ``R`` and of ``Y Y^T``),
+    the two of the direction, and two ``memory x memory`` triangular solves: O(memory n) memory
+    and work instead of O(n^2).
+
+    While at most ``memory`` pairs have been accepted, the directions are those of the dense rule
+    (equal up to rounding).  After that the oldest pair is dropped for each new one: a
+    limited-memory BFGS with the fixed ``H_0 = gamma I``, no longer the dense algorithm.  Give
+    the step budget as ``memory`` for exact BFGS.
+
+    Args:
+      memory: how many pairs to keep (an int >= 1).
+      curvature_eps, scale_init: as :func:`bfgs_direction`.
+
+    Raises:
+      ValueError: ``memory`` is not an int >= 1, or ``curvature_eps < 0``.
+
+    References:
+      Byrd, Nocedal, Schnabel, "Representations of quasi-Newton matrices and their use in limited
+      memory methods", Math. Programming 63, 1994, Theorem 2.2.
+      Nocedal, Wright, "Numerical Optimization", 2nd ed., 2006, Sec. 7.2.
+    """
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise ValueError(f"memory must be an int >= 1 (the number of pairs to keep), got {memory!r}")
+    _check("curvature_eps", curvature_eps, 0.0)
+    m = memory
+
+    def init_fn(params):
+        flat, _ = ravel_pytree(params)
+        n, dt = flat.shape[0], flat.dtype
+        return CompactBFGSState(
+            count=jnp.zeros([], jnp.int32),
+            prev_params=jnp.zeros_like(flat),
+            prev_gradient=jnp.zeros_like(flat),
+            pairs_s=jnp.zeros((m, n), dt),
+            pairs_y=jnp.zeros((m, n), dt),
+            sy=jnp.zeros((m, m), dt),
+            yy=jnp.zeros((m, m), dt),
+            num_pairs=jnp.zeros([], jnp.int32),
+            gamma=jnp.ones([], dt),
+            num_skipped=jnp.zeros([], jnp.int32),
+        )
+
+    def update_fn(updates, state, params=None, **extra):
+        del extra
+        if params is None:
+            raise ValueError("bfgs_direction needs params: call update(grad, state, params)")
+        g, unravel = ravel_pytree(updates)
+        x, _ = ravel_pytree(params)
+        s = x - state.prev_params
+        y = g - state.prev_gradient
+        sy = jnp.vdot(s, y)
+        thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
+        have_pair = state.count > 0
+        ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
+        first = (state.count - 1 - state.num_skipped) == 0  # no pair accepted yet
+        S, Y, SY, YY, k = jax.lax.cond(ok & (state.num_pairs == m), _drop_oldest, lambda *a: a,
+                                       state.pairs_s, state.pairs_y, state.sy, state.yy, state.num_pairs)
+        # write the pair into slot k; a skipped pair (k may be m then) rewrites slot min(k, m-1) unchanged
+        zero = jnp.zeros_like(s)
+        s0, y0 = jnp.where(ok, s, zero), jnp.where(ok, y, zero)
+        kk = jnp.minimum(k, m - 1)
+        here = jnp.arange(m) == k
+        col_sy = jnp.where(here, jnp.vdot(s0, y0), S @ y0)       # s_i . y of the held pairs, then s . y
+        col_yy = jnp.where(here, jnp.vdot(y0, y0), Y @ y0)
+        keep = lambda new, a, axis: jnp.where(ok, new, jax.lax.dynamic_index_in_dim(a, kk, axis, False))
+        SY = jax.lax.dynamic_update_index_in_dim(SY, keep(col_sy, SY, 1), kk, 1)
+        YY = jax.lax.dynamic_update_index_in_dim(YY, keep(col_yy, YY, 1), kk, 1)
+        YY = jax.lax.dynamic_update_index_in_dim(YY, keep(col_yy, YY, 0), kk, 0)
+        S = jax.lax.dynamic_update_index_in_dim(S, keep(s0, S, 0), kk, 0)
+        Y = jax.lax.dynamic_update_index_in_dim(Y, keep(y0, Y, 0), kk, 0)
+        gamma = state.gamma
+        if scale_init:
+            yy = jnp.vdot(y0, y0)
+            gamma0 = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1.0), 1.0).astype(gamma.dtype)
+            gamma = jnp.where(ok & first, gamma0, gamma)
+        k = k + ok.astype(jnp.int32)
+        p = -compact_inverse_hessian_product(S, Y, SY, YY, k, gamma, g)
+        new_state = CompactBFGSState(
+            count=state.count + 1, prev_params=x, prev_gradient=g, pairs_s=S, pairs_y=Y, sy=SY, yy=YY,
+            num_pairs=k, gamma=gamma,
             num_skipped=state.num_skipped + (have_pair & ~ok).astype(jnp.int32),
         )
         return unravel(p), new_state
