@@ -175,10 +175,14 @@ def program_cache(args):
     It stores the optimizer runs' compiled executables, so that a second process skips tracing and lowering
     as well as compiling them (JAX's own cache saves the compilation only).
     """
-    from mfjax.core.programs import ProgramCache
+    from mfjax.core.programs import ProgramCache, default_cache
 
     cache = getattr(args, "compile_cache", None)
-    return None if cache is None else ProgramCache(pathlib.Path(cache) / PROGRAMS_SUBDIR)
+    if cache is None:
+        return None
+    directory = pathlib.Path(cache) / PROGRAMS_SUBDIR
+    shared = default_cache()  # the solvers' cache (enable_compile_cache): one object, so one count of both
+    return shared if shared is not None and shared.directory == directory else ProgramCache(directory)
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

@@ -299,18 +299,35 @@ def time_steps(chunks: int = 20):
         _TIMER.reset(token)
 
 
+def _timed_programs(state, problem, eval_set, factor, length: int, static: dict, key, cache):
+    """The timed run's two programs (start, chunk of ``length`` steps): jitted, or read from / written to
+    the program ``cache`` under ``key`` (see :func:`run`'s ``program_key``)."""
+    start = functools.partial(_start_jit, step=static["step"])
+    chunk = functools.partial(_chunk_jit, **static)
+    if key is None or cache is None or static["callback"] is not None or not cache.storable():
+        return start, chunk
+    carry = jax.eval_shape(start, state, problem)
+    start = cache.compile(lambda: _start_jit.lower(state, problem, step=static["step"]),
+                          ["solver_start", key], (state, problem))
+    args = (carry, jax.ShapeDtypeStruct((length,), jnp.int32), problem, eval_set, factor)
+    chunk = cache.compile(lambda: _chunk_jit.lower(*args, **static),
+                          ["solver_chunk", key, length, static["num_steps"], static["eval_every"],
+                           repr(static["metric"])], args)
+    return start, chunk
+
+
 def _run_timed(timer: StepTimes, state, problem, eval_set, factor, *, step, num_steps, metric, eval_every,
-               callback=None, callback_every=1):
+               callback=None, callback_every=1, program_key=None, program_cache=None):
     length = -(-num_steps // timer.chunks)
     static = dict(step=step, num_steps=num_steps, metric=metric, eval_every=eval_every, callback=callback,
                   callback_every=callback_every)
+    start, chunk = _timed_programs(state, problem, eval_set, factor, length, static, program_key, program_cache)
     seconds = np.full(num_steps, np.nan)
     t0 = time.perf_counter()
-    carry = _start_jit(state, problem, step=step)
+    carry = start(state, problem)
     pieces = []
     for s in range(0, num_steps, length):
-        carry, out = _chunk_jit(carry, jnp.arange(s, s + length, dtype=jnp.int32), problem, eval_set, factor,
-                                **static)
+        carry, out = chunk(carry, jnp.arange(s, s + length, dtype=jnp.int32), problem, eval_set, factor)
         jax.block_until_ready((carry, out))
         k = min(length, num_steps - s)
         seconds[s + k - 1] = time.perf_counter() - t0
@@ -354,8 +371,8 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
         (default :func:`mfjax.core.programs.default_cache`, set by
         :func:`mfjax.cli.enable_compile_cache`): a second process with the same
         key, argument shapes and mfjax source skips tracing, lowering and
-        compilation.  Ignored with a ``callback``, inside :func:`time_steps`,
-        or when no cache is set.  The key must change whenever the step
+        compilation (inside :func:`time_steps`: the start and chunk programs).
+        Ignored with a ``callback`` or when no cache is set.  The key must change whenever the step
         function does; the solver aliases build theirs.
       program_cache: a :class:`mfjax.core.programs.ProgramCache` (overrides the default).
 
@@ -373,14 +390,15 @@ def run(solver: Solver, problem, state, num_steps: int, *, eval_set=None, eval_e
     if not factor > 1.0:
         raise ValueError(f"divergence_factor must be > 1 (or None), got {divergence_factor!r}")
     extra = dict(callback=callback, callback_every=check_callback_every(callback, callback_every))
-    timer = _TIMER.get()
-    if timer is not None:  # inside ``time_steps``: the same steps in timed chunks
-        return _run_timed(timer, state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
-                          metric=metric, eval_every=int(eval_every), **extra)
-    static = dict(step=solver.step, num_steps=int(num_steps), metric=metric, eval_every=int(eval_every), **extra)
     if program_cache is None and program_key is not None:
         from mfjax.core import programs
         program_cache = programs.default_cache()
+    timer = _TIMER.get()
+    if timer is not None:  # inside ``time_steps``: the same steps in timed chunks
+        return _run_timed(timer, state, problem, eval_set, factor, step=solver.step, num_steps=int(num_steps),
+                          metric=metric, eval_every=int(eval_every), program_key=program_key,
+                          program_cache=program_cache, **extra)
+    static = dict(step=solver.step, num_steps=int(num_steps), metric=metric, eval_every=int(eval_every), **extra)
     if program_key is not None and program_cache is not None and callback is None and program_cache.storable():
         args = (state, problem, eval_set, factor)
         compiled = program_cache.compile(
