@@ -451,7 +451,7 @@ def _drop_oldest(S, Y, SY, YY, k):
     return shift(S, (0,)), shift(Y, (0,)), shift(SY, (0, 1)), shift(YY, (0, 1)), k - 1
 
 
-def compact_inverse_hessian_product(S, Y, SY, YY, num_pairs, gamma, v):
+def compact_inverse_hessian_product(S, Y, SY, YY, num_pairs, gamma, v, Sv=None, Yv=None):
     """``H v`` for the BFGS matrix of the pairs ``(S, Y)`` started from ``H_0 = gamma I``, in compact form.
 
     Byrd, Nocedal & Schnabel (1994), Theorem 2.2, pairs as rows of ``S``, ``Y``: with ``R`` the
@@ -463,10 +463,12 @@ def compact_inverse_hessian_product(S, Y, SY, YY, num_pairs, gamma, v):
     which equals ``v`` multiplied by ``num_pairs`` BFGS updates (:func:`bfgs_inverse_update`) of
     ``gamma I``.  Two passes over ``S`` and ``Y`` and two triangular solves of size ``memory``;
     unused rows (``>= num_pairs``) are zero and ``R`` has 1 on their diagonal, so they add nothing.
+    ``Sv``, ``Yv``: ``S v`` and ``Y v`` when the caller has them (then one pass over each).
     """
     m = S.shape[0]
     valid = jnp.arange(m) < num_pairs
-    a, b = S @ v, Y @ v
+    a = S @ v if Sv is None else Sv
+    b = Y @ v if Yv is None else Yv
     R = jnp.triu(SY) + jnp.diag(jnp.where(valid, 0.0, 1.0).astype(SY.dtype))
     q = jax.scipy.linalg.solve_triangular(R, a, lower=False)
     t = jnp.diagonal(SY) * q + gamma * (YY @ q) - gamma * b
@@ -486,9 +488,9 @@ def compact_bfgs_direction(
     ``(s.y / y.y) I`` from it with ``scale_init`` -- but ``H`` is never formed: the rule keeps the
     accepted pairs, ``R`` (upper triangle of ``S Y^T``) and ``Y Y^T``, and applies ``H`` in the
     compact representation of Byrd, Nocedal & Schnabel (:func:`compact_inverse_hessian_product`).
-    Per step: one product of the pairs with ``y`` (the new column of ``R`` and of ``Y Y^T``),
-    the two of the direction, and two ``memory x memory`` triangular solves: O(memory n) memory
-    and work instead of O(n^2).
+    Per step: one product of the pairs with ``[y, g]`` (the new column of ``R`` and of ``Y Y^T``,
+    and ``S g``, ``Y g``), one for the direction, and two ``memory x memory`` triangular solves:
+    two passes over the pairs, O(memory n) memory and work instead of O(n^2).
 
     While at most ``memory`` pairs have been accepted, the directions are those of the dense rule
     (equal up to rounding).  After that the oldest pair is dropped for each new one: a
@@ -548,8 +550,12 @@ def compact_bfgs_direction(
         s0, y0 = jnp.where(ok, s, zero), jnp.where(ok, y, zero)
         kk = jnp.minimum(k, m - 1)
         here = jnp.arange(m) == k
-        col_sy = jnp.where(here, jnp.vdot(s0, y0), S @ y0)       # s_i . y of the held pairs, then s . y
-        col_yy = jnp.where(here, jnp.vdot(y0, y0), Y @ y0)
+        yg = jnp.stack([y0, g], axis=1)
+        PS, PY = S @ yg, Y @ yg                                    # one pass over each: s_i . [y, g], y_i . [y, g]
+        col_sy = jnp.where(here, jnp.vdot(s0, y0), PS[:, 0])      # s_i . y of the held pairs, then s . y
+        col_yy = jnp.where(here, jnp.vdot(y0, y0), PY[:, 0])
+        Sg = jnp.where(here, jnp.vdot(s0, g), PS[:, 1])           # S g, Y g with the new pair
+        Yg = jnp.where(here, jnp.vdot(y0, g), PY[:, 1])
         keep = lambda new, a, axis: jnp.where(ok, new, jax.lax.dynamic_index_in_dim(a, kk, axis, False))
         SY = jax.lax.dynamic_update_index_in_dim(SY, keep(col_sy, SY, 1), kk, 1)
         YY = jax.lax.dynamic_update_index_in_dim(YY, keep(col_yy, YY, 1), kk, 1)
@@ -562,7 +568,7 @@ def compact_bfgs_direction(
             gamma0 = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1.0), 1.0).astype(gamma.dtype)
             gamma = jnp.where(ok & first, gamma0, gamma)
         k = k + ok.astype(jnp.int32)
-        p = -compact_inverse_hessian_product(S, Y, SY, YY, k, gamma, g)
+        p = -compact_inverse_hessian_product(S, Y, SY, YY, k, gamma, g, Sg, Yg)
         new_state = CompactBFGSState(
             count=state.count + 1, prev_params=x, prev_gradient=g, pairs_s=S, pairs_y=Y, sy=SY, yy=YY,
             num_pairs=k, gamma=gamma,
