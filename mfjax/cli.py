@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="results/compare", help="output directory (default results/compare)")
     c.add_argument("--no-resume", action="store_true", help="recompute runs whose results exist")
     c.add_argument("--no-plots", action="store_true", help="skip the plots (PNG and PDF)")
+    c.add_argument("--plot-workers", type=int, default=None, metavar="N",
+                   help="processes that render the plots, started at once and idle while the runs compute "
+                        "(default min(2, CPUs); 0: render them in this process)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_verbose_flag(c)
     _add_cache_flag(c)
@@ -461,9 +464,23 @@ def cmd_compare(args) -> int:
     import jax
 
     t0 = time.perf_counter()
-    problem = _problem(args)
     # under mfjax launch every process runs the same grid on the global mesh; process 0 reports and writes
     lead = jax.process_index() == 0
+    # the plot workers start now and import matplotlib while the runs compute, then wait idle
+    pool = compare.plots.plot_pool(getattr(args, "plot_workers", None)) if lead and not args.no_plots else None
+    try:
+        return _compare(args, t0, lead, pool)
+    finally:  # also when a run raises or the user interrupts: the workers exit, nothing is left behind
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _compare(args, t0: float, lead: bool, pool) -> int:
+    """The body of :func:`cmd_compare`: build the problem, run the grid, write tables and plots
+    (rendered by ``pool``'s workers when there is one)."""
+    from mfjax import compare
+
+    problem = _problem(args)
     say = print if lead else (lambda *a, **k: None)
     say(f"problem: {json.dumps(problem.describe())}")
     if args.runs:
@@ -484,7 +501,7 @@ def cmd_compare(args) -> int:
         return ok
     compare.write_tables(results, args.out)
     if not args.no_plots:
-        compare.plot_results(results, args.out, baselines={"mean predictor": mean})
+        compare.plot_results(results, args.out, baselines={"mean predictor": mean}, executor=pool)
     print(compare.summarize(results))
     print(_tally_line(tally))
     print(f"results: {args.out}/results.json, {args.out}/results.csv" + ("" if args.no_plots else ", plots (PNG, PDF)"))

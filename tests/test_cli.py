@@ -23,12 +23,24 @@ def _mean_predictor_rmse(seed=0, test_fraction=0.1):
     return float(np.sqrt(np.mean((np.asarray(test.values) - mu) ** 2)))
 
 
-def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
+def _spy_pools(monkeypatch):
+    """The plot pools ``mfjax compare`` starts, recorded as they start."""
+    pools = []
+    real = compare.plots.plot_pool
+    monkeypatch.setattr(compare.plots, "plot_pool", lambda *a, **k: pools.append(real(*a, **k)) or pools[-1])
+    return pools
+
+
+def test_compare_writes_results_plots_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     runs = "gd+armijo,adam+constant(step_size=0.01),gn_block+exact_mf,optax:lbfgs,solver:als"
     argv = ["compare", *SMALL, "--runs", runs, "--iters", "30", "--eval-every", "5",
-            "--out", str(out), "--no-progress"]
+            "--out", str(out), "--no-progress", "--plot-workers", "2"]
+    pools = _spy_pools(monkeypatch)
     assert cli.main(argv) == 0
+    assert len(pools) == 1 and pools[0] is not None  # the plots were rendered by two worker processes
+    with pytest.raises(RuntimeError):  # ... and the pool is shut down
+        pools[0].submit(print)
     printed = capsys.readouterr().out
     for name in ("gd+armijo", "optax-lbfgs", "solver-als"):
         assert name in printed  # summary table
@@ -62,6 +74,7 @@ def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in run_files}
     assert cli.main(argv + ["--no-plots"]) == 0
     assert {p: p.stat().st_mtime_ns for p in run_files} == stamps
+    assert len(pools) == 1  # no plots, no pool
 
     # an interrupted grid: a missing run file is the only one recomputed
     victim = out / "runs" / "solver-als.json"
@@ -80,6 +93,28 @@ def test_compare_writes_results_plots_and_resumes(tmp_path, capsys):
     assert redone.stat().st_mtime_ns != before[redone]
     assert json.loads(redone.read_text())["num_steps"] == 31
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != redone)
+
+
+class _FakePool:
+    def __init__(self):
+        self.shut = False
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        self.shut = True
+
+
+def test_compare_shuts_the_plot_pool_down_when_interrupted(tmp_path, monkeypatch):
+    fake = _FakePool()
+    monkeypatch.setattr(compare.plots, "plot_pool", lambda workers=None: fake)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "run_grid", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["compare", *SMALL, "--runs", "gd+armijo", "--iters", "2", "--out", str(tmp_path / "cmp"),
+                  "--no-progress"])
+    assert fake.shut
 
 
 def test_compare_reports_bad_run_without_stopping_grid(tmp_path, capsys):

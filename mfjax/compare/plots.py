@@ -44,6 +44,19 @@ measured; nothing is interpolated or spread over the steps.
 
 **Solvers** (ALS sweeps, SGD epochs, NMF updates) are drawn against their
 own unit on their own panel, never on the optimizers' iteration axis.
+
+**In parallel** (:func:`plot_pool`, ``plot_results(..., executor=pool)``).
+Matplotlib's text layout makes the five figures cost seconds on one core;
+``mfjax compare`` starts a pool of worker processes (spawned, never forked:
+the parent runs JAX's threads) when it begins; one after the other, in the
+background while the runs compute, each worker imports matplotlib and this
+module and renders a tiny figure, then waits idle for tasks.
+:func:`plot_results` then sends one task per figure (:func:`render_figure`:
+one figure kind in every format, written atomically) with the styles of the
+parent's :func:`assign_styles`, so the files are those of the serial path.
+A pool that cannot take or finish a task (shut down, a worker died, a
+pickling error) costs nothing but time: the figures it did not write are
+rendered in the calling process.
 """
 
 from __future__ import annotations
@@ -51,7 +64,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import logging
 import math
+import os
 import pathlib
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -61,7 +76,10 @@ from mfjax.store import atomic_write_bytes
 
 __all__ = ["PALETTE", "MARKERS", "FAMILIES", "STEPS", "EPS_REL", "FIGURES", "Style", "run_family", "run_step",
            "linestyle", "base_style", "assign_styles", "solver_unit", "is_solver", "reference_loss",
-           "suboptimality", "problem_title", "fit_record", "figure", "mean_predictor_rmse", "plot_results"]
+           "suboptimality", "problem_title", "fit_record", "figure", "mean_predictor_rmse", "plot_results",
+           "render_figure", "plot_pool", "PLOT_WORKERS"]
+
+_LOG = logging.getLogger("mfjax")
 
 #: Okabe & Ito (2008) colour-blind-safe colours, yellow left out (unreadable as a thin line on white).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
@@ -424,22 +442,159 @@ def mean_predictor_rmse(train_values, test_values) -> float:
     return float(np.sqrt(np.mean((np.asarray(test_values, dtype=float) - mu) ** 2)))
 
 
+#: Worker processes of :func:`plot_pool` by default (fewer where fewer CPUs; one CPU: no pool).
+PLOT_WORKERS = 2
+#: The order :func:`plot_results` hands figures to a pool: costliest first (``loss_vs_iter`` has two
+#: panels and the most text; measured on the main job's 21 runs), so that two workers finish together.
+_POOL_ORDER = ("loss_vs_iter", "loss_vs_time", "step_size", "loss_vs_evals", "test_rmse")
+#: The record fields :func:`figure` reads: all a pool's task is sent of a record.
+_PLOT_FIELDS = ("name", "spec", "status", "trace", "error", "initial_loss", "final_loss", "problem")
+
+
+def render_figure(runs: Sequence[Mapping], kind: str, stem_path, *, formats: Sequence[str] = ("png", "pdf"),
+                  f_star: float | None = None, relative: bool = False,
+                  baselines: Mapping[str, float] | None = None,
+                  styles: Mapping | None = None) -> list[pathlib.Path]:
+    """Figure ``kind`` of ``runs`` (:func:`figure`) written as ``<stem_path>.<fmt>`` for each format
+    (150 dpi, tight bounding box, atomically); returns the paths.  One task of :func:`plot_results`,
+    in this process or in a pool's worker."""
+    stem_path = pathlib.Path(stem_path)
+    fig = figure(runs, kind, f_star=f_star, relative=relative, baselines=baselines, styles=styles)
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(atomic_write_bytes(stem_path.with_name(f"{stem_path.name}.{fmt}"), buf.getvalue()))
+    return paths
+
+
 def plot_results(results: Sequence[Mapping], out_dir, *, formats: Sequence[str] = ("png", "pdf"),
                  f_star: float | None = None, relative: bool = False,
-                 baselines: Mapping[str, float] | None = None) -> list[pathlib.Path]:
+                 baselines: Mapping[str, float] | None = None, executor=None) -> list[pathlib.Path]:
     """Write every figure of :data:`FIGURES` as ``out_dir/<name>.<fmt>`` (PNG and PDF by default).
 
     One :func:`assign_styles` over all runs serves every figure, so a run
-    looks the same in each.  Returns the paths written.
+    looks the same in each.  Returns the paths written, figure by figure in
+    :data:`FIGURES` order, formats in ``formats`` order.
+
+    ``executor``: a :class:`concurrent.futures.Executor` (:func:`plot_pool`)
+    that renders the figures one task each while this process waits; the
+    files and the returned paths are those of the serial path.  Figures the
+    executor does not deliver (shut down, broken pool, pickling error, a
+    failed task) are rendered here, so the plots are never lost.
     """
     out_dir = pathlib.Path(out_dir)
     runs = _usable(results)
     styles = assign_styles(r["name"] for r in runs)
+    opts = {"formats": tuple(formats), "f_star": f_star, "relative": relative,
+            "baselines": dict(baselines) if baselines is not None else None, "styles": styles}
+    done = set() if executor is None else _render_in(executor, runs, out_dir, opts)
     paths = []
     for kind, stem in FIGURES.items():
-        fig = figure(runs, kind, f_star=f_star, relative=relative, baselines=baselines, styles=styles)
-        for fmt in formats:
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-            paths.append(atomic_write_bytes(out_dir / f"{stem}.{fmt}", buf.getvalue()))
+        if kind in done:
+            paths.extend(out_dir / f"{stem}.{fmt}" for fmt in formats)
+        else:
+            paths.extend(render_figure(runs, kind, out_dir / stem, **opts))
     return paths
+
+
+def _render_in(executor, runs: Sequence[Mapping], out_dir: pathlib.Path, opts: dict) -> set[str]:
+    """The kinds of figure ``executor`` wrote, one task per figure (costliest first, :data:`_POOL_ORDER`);
+    a figure whose task could not be submitted or did not succeed is left out (and logged)."""
+    slim = [{k: r[k] for k in _PLOT_FIELDS if k in r} for r in runs]
+    where = out_dir.resolve()  # a worker's working directory need not be ours
+    futures, done = {}, set()
+    try:
+        for kind in sorted(FIGURES, key=lambda k: _POOL_ORDER.index(k) if k in _POOL_ORDER else len(_POOL_ORDER)):
+            futures[kind] = executor.submit(render_figure, slim, kind, where / FIGURES[kind], **opts)
+    except Exception as e:  # noqa: BLE001 -- shut down / broken pool: the rest render here
+        _LOG.warning("plot workers unavailable (%s: %s); rendering the figures in this process",
+                     type(e).__name__, e)
+    for kind, fut in futures.items():
+        try:
+            fut.result()
+            done.add(kind)
+        except Exception as e:  # noqa: BLE001 -- BrokenProcessPool, pickling, a failed task: render it here
+            _LOG.warning("plot worker failed on %s (%s: %s); rendering it in this process",
+                         kind, type(e).__name__, e)
+    return done
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (its affinity where the OS tells, else :func:`os.cpu_count`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def plot_pool(workers: int | None = None):
+    """A started, warming pool of plot worker processes for ``plot_results(..., executor=pool)``, or
+    ``None`` (no pool: ``workers=0``, or by default fewer than 2 CPUs, or the pool could not start).
+
+    ``workers``: the number of processes (default ``min(PLOT_WORKERS, CPUs)``).  The processes are
+    *spawned*, never forked (a forked child of a process running JAX's threads can deadlock), and
+    start one after the other (:func:`_start_in_turn`); each imports matplotlib and this module and
+    renders a tiny figure to PNG and PDF (:func:`_warm_worker`), then blocks on the task queue until
+    :func:`plot_results` sends work.
+    Start it early -- the imports then overlap the caller's own work -- and shut it down
+    (``pool.shutdown()``, or a ``with`` block) when done.  Workers ignore Ctrl-C: the caller's
+    interrupt shuts the pool down.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    n = min(PLOT_WORKERS, _cpu_count()) if workers is None else int(workers)
+    if n < 1 or (workers is None and n < 2):
+        return None
+    pool = None
+    try:
+        pool = concurrent.futures.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=_warm_worker)
+        _start_in_turn(pool, n)
+    except Exception as e:  # noqa: BLE001 -- no pool: plot_results renders in the caller
+        _LOG.warning("plot workers could not start (%s: %s); the figures render in this process",
+                     type(e).__name__, e)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
+def _ready() -> None:
+    """The no-op task that makes :func:`plot_pool` start each of its processes."""
+
+
+def _start_in_turn(pool, left: int) -> None:
+    """Start ``left`` more processes of ``pool``, each once the one before it has warmed up: a spawn
+    pool starts a process for a task submitted while none is idle, and :func:`_ready` is done when its
+    worker is.  So at most one worker imports at a time and the warm-ups take at most one CPU from
+    the caller's runs (two at once slowed the main job's first two runs by 40-60 % on two cores).  Runs
+    in the pool's manager thread from the second process on; a pool shut down meanwhile ends it."""
+    if left <= 0:
+        return
+    try:
+        fut = pool.submit(_ready)
+    except RuntimeError:  # shut down or broken (BrokenExecutor is a RuntimeError): nothing to start
+        return
+    fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                          else _start_in_turn(pool, left - 1))
+
+
+def _warm_worker() -> None:
+    """A plot worker's start: ignore SIGINT (the parent shuts the pool down), then import matplotlib and
+    render a tiny figure with a log axis and a legend to PNG and PDF, so that the imports, the fonts,
+    mathtext and both backends are loaded before the first real task."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fig = _figure_class()(figsize=(2.0, 1.5))
+    ax = fig.subplots()
+    ax.plot([1.0, 2.0], [1.0, 10.0], label="warm", marker="o", linestyle=linestyle(3))
+    ax.set_yscale("log")
+    ax.set_xlabel("x")
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("warm\nup")
+    fig.tight_layout()
+    for fmt in ("png", "pdf"):
+        fig.savefig(io.BytesIO(), format=fmt, dpi=150, bbox_inches="tight")
