@@ -258,11 +258,35 @@ def test_plot_results_in_a_pool_writes_the_files_of_the_serial_path(tmp_path, ca
         serial = plots.plot_results(recs, tmp_path / "serial", baselines=base)
         with caplog.at_level(logging.WARNING, logger="mfjax"):
             pooled = plots.plot_results(recs, tmp_path / "pool", baselines=base, executor=pool)
+        # the worker rendered without the mfjax package or JAX (it would take CPU from the timed runs)
+        assert pool.submit(plots._has_module, "matplotlib").result() is True
+        assert pool.submit(plots._has_module, "jax").result() is False
     finally:
         pool.shutdown()
     assert not _fallbacks(caplog)  # every figure came from the worker
     assert [p.name for p in pooled] == ["loss_vs_evals.png", "loss_vs_evals.pdf", "step_size.png", "step_size.pdf"]
     _check_same_files(tmp_path / "pool", pooled, tmp_path / "serial", serial)
+
+
+def test_plot_workers_do_not_rerun_the_callers_main_script(tmp_path, monkeypatch):
+    """A spawned child re-runs the parent's ``__main__`` file; the ``mfjax`` console script's imports JAX.  The
+    plot workers start without it (and the caller's ``__main__`` is left as it was)."""
+    import sys
+    import types
+
+    script = tmp_path / "main_script"
+    script.write_text(f"import json\nopen({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__, fake.__spec__ = str(script), None
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    pool = plots.plot_pool(1)
+    try:
+        assert pool.submit(plots._has_module, "matplotlib").result() is True
+        assert pool.submit(plots._has_module, "jax").result() is False
+    finally:
+        pool.shutdown()
+    assert not (tmp_path / "ran").exists()
+    assert fake.__file__ == str(script) and fake.__spec__ is None
 
 
 class _DyingPool:

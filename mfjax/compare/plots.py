@@ -48,9 +48,10 @@ own unit on their own panel, never on the optimizers' iteration axis.
 **In parallel** (:func:`plot_pool`, ``plot_results(..., executor=pool)``).
 Matplotlib's text layout makes the five figures cost seconds on one core;
 ``mfjax compare`` starts a pool of worker processes (spawned, never forked:
-the parent runs JAX's threads) when it begins; one after the other, in the
-background while the runs compute, each worker imports matplotlib and this
-module and renders a tiny figure, then waits idle for tasks.
+the parent runs JAX's threads) when it begins; at the lowest CPU priority,
+in the background while the runs compute, each worker imports matplotlib and
+this module -- not JAX, nor the mfjax package -- and renders a tiny figure,
+then waits idle for tasks.
 :func:`plot_results` then sends one task per figure (:func:`render_figure`:
 one figure kind in every format, written atomically) with the styles of the
 parent's :func:`assign_styles`, so the files are those of the serial path.
@@ -61,6 +62,7 @@ rendered in the calling process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -68,6 +70,7 @@ import logging
 import math
 import os
 import pathlib
+import sys
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -534,8 +537,10 @@ def plot_pool(workers: int | None = None):
 
     ``workers``: the number of processes (default ``min(PLOT_WORKERS, CPUs)``).  The processes are
     *spawned*, never forked (a forked child of a process running JAX's threads can deadlock), and
-    start one after the other (:func:`_start_in_turn`); each imports matplotlib and this module and
-    renders a tiny figure to PNG and PDF (:func:`_warm_worker`), then blocks on the task queue until
+    start at once, at the lowest CPU priority and without the caller's main script
+    (:func:`_main_script_hidden`); each imports
+    matplotlib and this module -- not the mfjax package, nor JAX (:func:`_worker_boot`) -- and renders
+    a tiny figure to PNG and PDF (:func:`_warm_worker`), then blocks on the task queue until
     :func:`plot_results` sends work.
     Start it early -- the imports then overlap the caller's own work -- and shut it down
     (``pool.shutdown()``, or a ``with`` block) when done.  Workers ignore Ctrl-C: the caller's
@@ -550,8 +555,10 @@ def plot_pool(workers: int | None = None):
     pool = None
     try:
         pool = concurrent.futures.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
-                                                      initializer=_warm_worker)
-        _start_in_turn(pool, n)
+                                                      initializer=exec, initargs=(_worker_boot(), {}))
+        with _main_script_hidden():
+            for _ in range(n):  # a spawn pool starts a process for each task submitted while none is idle
+                pool.submit(_ready)
     except Exception as e:  # noqa: BLE001 -- no pool: plot_results renders in the caller
         _LOG.warning("plot workers could not start (%s: %s); the figures render in this process",
                      type(e).__name__, e)
@@ -561,33 +568,65 @@ def plot_pool(workers: int | None = None):
     return pool
 
 
+def _worker_boot() -> str:
+    """The source a plot worker runs first (``exec``, a builtin, so that unpickling the initializer imports
+    nothing): ``mfjax`` and ``mfjax.compare`` registered as bare namespace packages over their directories,
+    so that importing this module runs neither package's ``__init__`` (which imports JAX: 1.2 s of CPU and
+    cache a worker would take from the caller's timed runs), then :func:`_warm_worker`.  The worker then
+    holds this module, :mod:`mfjax.store`, numpy and matplotlib only; the tasks (:func:`render_figure`)
+    need no more."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return (
+        "import sys, types\n"
+        f"for _name, _path in (('mfjax', {str(root)!r}), ('mfjax.compare', {str(root / 'compare')!r})):\n"
+        "    if _name not in sys.modules:\n"
+        "        _m = types.ModuleType(_name)\n"
+        "        _m.__path__ = [_path]\n"
+        "        sys.modules[_name] = _m\n"
+        "from mfjax.compare.plots import _warm_worker\n"
+        "_warm_worker()\n"
+    )
+
+
 def _ready() -> None:
     """The no-op task that makes :func:`plot_pool` start each of its processes."""
 
 
-def _start_in_turn(pool, left: int) -> None:
-    """Start ``left`` more processes of ``pool``, each once the one before it has warmed up: a spawn
-    pool starts a process for a task submitted while none is idle, and :func:`_ready` is done when its
-    worker is.  So at most one worker imports at a time and the warm-ups take at most one CPU from
-    the caller's runs (two at once slowed the main job's first two runs by 40-60 % on two cores).  Runs
-    in the pool's manager thread from the second process on; a pool shut down meanwhile ends it."""
-    if left <= 0:
-        return
+def _has_module(name: str) -> bool:
+    """Whether ``name`` is imported in this process (the tests ask a worker whether it holds JAX)."""
+    return name in sys.modules
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Start processes without the caller's main script: a spawned child first re-runs the parent's
+    ``__main__`` file (as ``__mp_main__``), and the ``mfjax`` console script's imports the mfjax package,
+    hence JAX (1.2 s of CPU and cache taken from the caller's timed runs); the plot workers need nothing
+    from it.  Hides ``__main__.__file__`` and ``__spec__`` while the processes start (a ``-m`` package's
+    ``__main__`` is never re-run anyway)."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
     try:
-        fut = pool.submit(_ready)
-    except RuntimeError:  # shut down or broken (BrokenExecutor is a RuntimeError): nothing to start
-        return
-    fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
-                          else _start_in_turn(pool, left - 1))
+        for k in saved:
+            setattr(main, k, None) if k == "__spec__" else delattr(main, k)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 def _warm_worker() -> None:
     """A plot worker's start: ignore SIGINT (the parent shuts the pool down), then import matplotlib and
     render a tiny figure with a log axis and a legend to PNG and PDF, so that the imports, the fonts,
     mathtext and both backends are loaded before the first real task."""
+    import os
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # lowest CPU priority: the caller's runs (timed) come first, the warm-up takes what is idle
+        os.nice(19)
+    except (AttributeError, OSError):
+        pass
     fig = _figure_class()(figsize=(2.0, 1.5))
     ax = fig.subplots()
     ax.plot([1.0, 2.0], [1.0, 10.0], label="warm", marker="o", linestyle=linestyle(3))
