@@ -14,7 +14,9 @@ into benchmarks/results/optimizers.md and PNG plots)::
 The grid compiles ONE program for all pairs (:func:`mfjax.optim.switch`),
 so each cell costs only its run time.  BFGS is left out of the ML-1M grid:
 its dense inverse Hessian over n = (6040 + 3706) * 10 = 97,460 parameters
-would take 38 GB; ``optax.lbfgs`` is the limited-memory alternative.
+would take 38 GB; ``optax.lbfgs`` is the limited-memory alternative.  The
+race runs BFGS keeping every pair of the run instead (``bfgs(memory=steps)``,
+the compact representation: the same algorithm at O(steps n)).
 Machine: 2-core CPU shared with other jobs, JAX CPU.
 """
 
@@ -160,7 +162,7 @@ def phase_grid(args):
                                  "initial_loss": float(loss(p0)), "cells": cells})
 
 
-def race_candidates(train):
+def race_candidates(train, steps: int = 150):
     # Sign convention: optax.scale_by_lbfgs() returns H g (optax.lbfgs multiplies it by
     # -learning_rate); mfjax step rules expect a descent direction, hence scale(-1).
     # Gauss-Newton (block-)Jacobi preconditioners of the masked loss (mfjax.optim.mf_preconditioner):
@@ -190,6 +192,10 @@ def race_candidates(train):
         "optax L-BFGS direction + mfjax armijo": optax.chain(
             optax.scale_by_lbfgs(), optax.scale(-1.0), ls.armijo()),
         "mfjax gd + 1/L estimate": mo.gd(linesearch=ls.inverse_lipschitz(growth=2.0)),
+        # BFGS keeping every pair of the run (compact representation: the dense algorithm at O(steps n))
+        "mfjax bfgs (all pairs) + armijo": mo.bfgs(memory=steps, linesearch=ls.armijo()),
+        "mfjax bfgs (all pairs) + strong_wolfe_zoom": mo.bfgs(memory=steps, linesearch=ls.strong_wolfe_zoom()),
+        "mfjax bfgs (all pairs) + exact_mf": mo.bfgs(memory=steps, linesearch=exact),
     }
 
 
@@ -200,7 +206,7 @@ def phase_race(args):
     from mfjax.loop import compile_fit
 
     train, test, loss, p0 = problem(args.grad)
-    cands = race_candidates(train)
+    cands = race_candidates(train, args.steps)
     if args.only:
         keep = ["optax.lbfgs (zoom)"] + [k for k in cands if any(s in k for s in args.only.split(","))]
         cands = {k: cands[k] for k in cands if k in keep}
