@@ -323,6 +323,24 @@ def _bfgs_update_and_direction(H, s, y, g, sy, ok, first, scale_init: bool):
     return H_upd, p
 
 
+def _bfgs_pair(updates, state, params, curvature_eps):
+    """The new pair of a BFGS rule's update from its state (``prev_params``, ``prev_gradient``, ``count``,
+    ``num_skipped``): ``(g, unravel, x, s, y, s.y, have_pair, ok, first)``, ``ok`` the curvature safeguard
+    ``s.y > curvature_eps ||s|| ||y||`` (finite), ``first`` no pair accepted before."""
+    if params is None:
+        raise ValueError("bfgs_direction needs params: call update(grad, state, params)")
+    g, unravel = ravel_pytree(updates)
+    x, _ = ravel_pytree(params)
+    s = x - state.prev_params
+    y = g - state.prev_gradient
+    sy = jnp.vdot(s, y)
+    thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
+    have_pair = state.count > 0
+    ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
+    first = (state.count - 1 - state.num_skipped) == 0
+    return g, unravel, x, s, y, sy, have_pair, ok, first
+
+
 def bfgs_direction(
     curvature_eps: float = 1e-8,
     scale_init: bool = True,
@@ -387,17 +405,7 @@ def bfgs_direction(
 
     def update_fn(updates, state, params=None, **extra):
         del extra
-        if params is None:
-            raise ValueError("bfgs_direction needs params: call update(grad, state, params)")
-        g, unravel = ravel_pytree(updates)
-        x, _ = ravel_pytree(params)
-        s = x - state.prev_params
-        y = g - state.prev_gradient
-        sy = jnp.vdot(s, y)
-        thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
-        have_pair = state.count > 0
-        ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
-        first = (state.count - 1 - state.num_skipped) == 0  # no update accepted yet
+        g, unravel, x, s, y, sy, have_pair, ok, first = _bfgs_pair(updates, state, params, curvature_eps)
         H_upd, p = _bfgs_update_and_direction(state.inv_hessian, s, y, g, sy, ok, first, scale_init)
         new_state = BFGSState(
             count=state.count + 1,
@@ -532,17 +540,7 @@ def compact_bfgs_direction(
 
     def update_fn(updates, state, params=None, **extra):
         del extra
-        if params is None:
-            raise ValueError("bfgs_direction needs params: call update(grad, state, params)")
-        g, unravel = ravel_pytree(updates)
-        x, _ = ravel_pytree(params)
-        s = x - state.prev_params
-        y = g - state.prev_gradient
-        sy = jnp.vdot(s, y)
-        thresh = curvature_eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
-        have_pair = state.count > 0
-        ok = have_pair & (sy > thresh) & jnp.isfinite(sy)
-        first = (state.count - 1 - state.num_skipped) == 0  # no pair accepted yet
+        g, unravel, x, s, y, sy, have_pair, ok, first = _bfgs_pair(updates, state, params, curvature_eps)
         S, Y, SY, YY, k = jax.lax.cond(ok & (state.num_pairs == m), _drop_oldest, lambda *a: a,
                                        state.pairs_s, state.pairs_y, state.sy, state.yy, state.num_pairs)
         # write the pair into slot k; a skipped pair (k may be m then) rewrites slot min(k, m-1) unchanged
