@@ -322,6 +322,34 @@ def test_plot_results_renders_here_what_a_broken_pool_does_not(tmp_path, caplog,
             assert p.read_bytes()[:5] == (b"%PDF-" if p.suffix == ".pdf" else b"\x89PNG\r")
 
 
+class _HungPool:
+    """An executor whose tasks never finish (a hung worker); records that its processes were terminated."""
+
+    class _Proc:
+        terminated = False
+
+        def terminate(self):
+            self.terminated = True
+
+    def __init__(self):
+        self._processes = {1: self._Proc()}
+
+    def submit(self, fn, *args, **kwargs):
+        return Future()
+
+
+def test_plot_results_does_not_wait_forever_for_a_hung_worker(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(plots, "FIGURES", TWO_FIGURES)
+    monkeypatch.setattr(plots, "POOL_TIMEOUT_S", 0.2)
+    pool = _HungPool()
+    with caplog.at_level(logging.WARNING, logger="mfjax"):
+        paths = plots.plot_results(_records(NAMES_A), tmp_path, executor=pool)
+    assert [p.name for p in paths] == ["loss_vs_evals.png", "loss_vs_evals.pdf", "step_size.png", "step_size.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert pool._processes[1].terminated
+    assert any("took over" in r.getMessage() for r in caplog.records)
+
+
 def test_no_pool_without_two_cpus_or_workers(monkeypatch):
     assert plots.plot_pool(0) is None
     monkeypatch.setattr(plots, "_cpu_count", lambda: 1)

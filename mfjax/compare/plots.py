@@ -447,6 +447,9 @@ def mean_predictor_rmse(train_values, test_values) -> float:
 
 #: Worker processes of :func:`plot_pool` by default (fewer where fewer CPUs; one CPU: no pool).
 PLOT_WORKERS = 2
+#: Seconds :func:`plot_results` waits for a pool's figures in all (they take about 2 s); then it stops the
+#: workers and renders the missing figures itself, so that a hung worker cannot hang the caller.
+POOL_TIMEOUT_S = 300.0
 #: The order :func:`plot_results` hands figures to a pool: costliest first (``loss_vs_iter`` has two
 #: panels and the most text; measured on the main job's 21 runs), so that two workers finish together.
 _POOL_ORDER = ("loss_vs_iter", "loss_vs_time", "step_size", "loss_vs_evals", "test_rmse")
@@ -513,14 +516,32 @@ def _render_in(executor, runs: Sequence[Mapping], out_dir: pathlib.Path, opts: d
     except Exception as e:  # noqa: BLE001 -- shut down / broken pool: the rest render here
         _LOG.warning("plot workers unavailable (%s: %s); rendering the figures in this process",
                      type(e).__name__, e)
+    import concurrent.futures
+    import time
+
+    deadline = time.monotonic() + POOL_TIMEOUT_S
     for kind, fut in futures.items():
         try:
-            fut.result()
+            fut.result(timeout=max(0.0, deadline - time.monotonic()))
             done.add(kind)
+        except concurrent.futures.TimeoutError:
+            _LOG.warning("plot worker took over %.0f s on %s; stopping the workers, rendering it in this process",
+                         POOL_TIMEOUT_S, kind)
+            _stop_workers(executor)
         except Exception as e:  # noqa: BLE001 -- BrokenProcessPool, pickling, a failed task: render it here
             _LOG.warning("plot worker failed on %s (%s: %s); rendering it in this process",
                          kind, type(e).__name__, e)
     return done
+
+
+def _stop_workers(executor) -> None:
+    """Terminate a process pool's workers (a hung one would block its ``shutdown``); anything else: no-op."""
+    procs = getattr(executor, "_processes", None) or {}
+    for proc in list(procs.values()):
+        try:
+            proc.terminate()
+        except Exception:  # noqa: BLE001 -- already gone
+            pass
 
 
 def _cpu_count() -> int:
