@@ -342,8 +342,9 @@ def _reference_bfgs(xs, gs, scale_init, memory=None):
 
 def _directions(tx, xs, gs):
     state, out = tx.init(jnp.asarray(xs[0])), []
+    update = jax.jit(tx.update)
     for x, g in zip(xs, gs):
-        p, state = tx.update(jnp.asarray(g), state, jnp.asarray(x))
+        p, state = update(jnp.asarray(g), state, jnp.asarray(x))
         out.append(np.asarray(p))
     return np.stack(out), state
 
