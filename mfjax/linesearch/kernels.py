@@ -567,6 +567,15 @@ class Backtracking(NamedTuple):
         """Whether the condition's model of the passing ``trial`` predicts that ``b`` passes too."""
         return self.condition.predicts(origin, trial, b)
 
+    def slope_needed(self, state, trial: Trial) -> jax.Array:
+        """Whether the decision on ``trial`` (its value known) reads its slope: with the strong Wolfe test
+        and no interpolation, only where sufficient decrease holds (else the step shrinks whatever the
+        slope), so a driver may skip that trial's gradient (:func:`mfjax.linesearch.search.line_search`)."""
+        if self.interpolate or not isinstance(self.condition, StrongWolfeConditions):
+            return jnp.asarray(True)
+        origin = state if self.extrapolate is None else state.inner
+        return trial.finite & sufficient_decrease(origin, trial, self.condition.c1)
+
     def boundary(self, origin: Origin, trial: Trial) -> jax.Array:
         """The condition's model boundary (NaN where it has none)."""
         if hasattr(self.condition, "boundary"):
@@ -713,6 +722,15 @@ class BisectionWolfe(NamedTuple):
         if self.extrapolate is None:
             return self._step(state, trial)
         return extrapolation_step(self, state, trial)
+
+    def slope_needed(self, state, trial: Trial) -> jax.Array:
+        """Whether the decision on ``trial`` (its value known) reads its slope: without interpolation only
+        where sufficient decrease holds (else ``hi = a`` whatever the slope), so a driver may skip that
+        trial's gradient (:func:`mfjax.linesearch.search.line_search`)."""
+        if self.interpolate:  # the cubic through the bracket's ends reads the slope at hi too
+            return jnp.asarray(True)
+        inner = state if self.extrapolate is None else state.inner
+        return trial.finite & sufficient_decrease(inner.origin, trial, self.c1)
 
     def predicts(self, state: BisectionState, trial: Trial, b) -> jax.Array:
         """Whether the quadratic model of the passing ``trial`` predicts sufficient decrease at ``b``

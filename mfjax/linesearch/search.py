@@ -7,8 +7,13 @@ grad=g, value_fn=f)`` returns ``(a p, state)`` with the accepted step ``a``
 (``0`` on failure).  Every trial evaluates what the kernel needs
 (:class:`~mfjax.linesearch.kernels.Needs`) and nothing more:
 
-* the kernel reads slopes or gradient changes: ``value_and_grad`` per trial
-  (``num_fun_evals = num_grad_evals = trials``);
+* the kernel reads gradient changes, or slopes at every trial: ``value_and_grad``
+  per trial (``num_fun_evals = num_grad_evals = trials``);
+* the kernel reads slopes and says at which trials (``kernel.slope_needed(state,
+  trial)``: the bisection weak Wolfe and the shrink-only strong Wolfe searches
+  without interpolation need them only where sufficient decrease holds): a
+  ``jax.vjp`` per trial, transposed under ``lax.cond`` where the slope is needed
+  (the same trials and steps, ``num_grad_evals`` those transposes);
 * values only, ``store_grad=False``: ``f`` per trial, no gradient;
 * values only, ``store_grad=True, lazy_grad=False``: ``f`` per trial, then one
   ``value_and_grad`` at the accepted point (``num_fun_evals = trials + 1``);
@@ -120,11 +125,21 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
     vg = jax.value_and_grad(f)
     trial_grad = kernel.needs.trial_grad
     values_only = not trial_grad and not (store_grad and lazy_grad)
+    # slope kernels that say when a decision reads the slope: the value first, the gradient only then
+    lazy_slope = trial_grad and not kernel.needs.grad_change and hasattr(kernel, "slope_needed")
 
     def body(c: _Carry) -> _Carry:
         a = c.step
         ng = c.num_grad
-        if trial_grad:
+        if lazy_slope:
+            v, vjp = jax.vjp(f, base.trial_point(params, a, p))
+            wanted = kernel.slope_needed(c.kstate, make_trial(a, v, jnp.isfinite(v)))
+            g = jax.lax.cond(wanted, lambda: vjp(jnp.ones_like(v))[0], lambda: c.grad)
+            d = jnp.where(wanted, base.slope(g, p).astype(v.dtype), jnp.nan)
+            fin = jnp.isfinite(v) & (~wanted | (tree_all_finite(g) & jnp.isfinite(d)))
+            trial = make_trial(a, v, fin, slope=d)
+            ng = ng + wanted.astype(jnp.int32)
+        elif trial_grad:
             trial, _, g = measure_trial(kernel, vg, params, grad, a, p)
             ng = ng + 1
         elif values_only:
