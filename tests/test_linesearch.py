@@ -755,3 +755,39 @@ def test_wolfe_searches_skip_the_gradient_where_the_slope_is_not_read(rule, kern
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
         assert int(np.sum(lazy.num_grad_evals)) < int(np.sum(eager.num_grad_evals))
         assert np.all(np.asarray(eager.num_grad_evals) == np.asarray(eager.num_fun_evals))
+
+
+def test_armijo_auto_grad_takes_the_vjp_route_for_autodiff_losses_only():
+    """``grad_at="auto"`` (the default): an autodiff loss gets a vjp per trial (no final ``value_and_grad``:
+    one evaluation fewer per step), a loss with a custom VJP (``mfjax.objective.loss``, whose forward pass is
+    the closed-form value and gradient) the final ``value_and_grad``; the same steps in every case."""
+    from mfjax import objective
+    from mfjax.core.factors import init_factors
+    from mfjax.data import synthetic
+    from mfjax.linesearch.search import has_custom_vjp
+    from mfjax.loop import fit
+
+    import mfjax.optim as mo
+
+    ratings = synthetic(m=40, n=30, rank=3, density=0.3, seed=1).device_put()
+    p0 = init_factors(jax.random.key(2), ratings.shape, 3)
+    autodiff = functools.partial(masked_sq_loss, ratings=ratings, l2=0.5)
+    obj = objective.mf_objective(ratings, 0.5)
+    closed = lambda p: objective.loss(p, obj)  # noqa: E731
+    assert not has_custom_vjp(autodiff, p0) and has_custom_vjp(closed, p0)
+    assert has_custom_vjp(jax.jit(closed), p0)  # found inside a jitted call too
+
+    def trace(loss, **kw):
+        return fit(loss, optax.chain(mo.gd_direction(), ls.armijo(**kw)), p0, num_steps=15).trace
+
+    for loss, same_as in ((autodiff, "trial"), (closed, "end")):
+        auto, want, other = trace(loss), trace(loss, grad_at=same_as), trace(
+            loss, grad_at="end" if same_as == "trial" else "trial")
+        np.testing.assert_array_equal(np.asarray(auto.num_fun_evals), np.asarray(want.num_fun_evals))
+        np.testing.assert_array_equal(np.asarray(auto.num_grad_evals), np.asarray(want.num_grad_evals))
+        assert not np.array_equal(np.asarray(auto.num_fun_evals), np.asarray(other.num_fun_evals))
+        for t in (want, other):
+            np.testing.assert_allclose(np.asarray(auto.step_size), np.asarray(t.step_size), rtol=1e-6)
+            np.testing.assert_allclose(np.asarray(auto.loss), np.asarray(t.loss), rtol=1e-5)
+    with pytest.raises(ValueError, match="grad_at"):
+        ls.armijo(grad_at="sometimes")

@@ -80,8 +80,15 @@ def test_cheap_steps_meet_the_rule_and_literal_option_is_the_slides_search(name)
     new = _gd(getattr(ls, name)(**ls.CHEAP[name]), f, x0, 12)
     for x, g, a, _, _ in new:
         assert a > 0 and _conditions(name, f, x, g, a), (name, a)
-    default = _gd(getattr(ls, name)(), f, x0, 12)    # 1/L: CHEAP is the default; the others: LITERAL
-    same = _gd(getattr(ls, name)(**(ls.CHEAP if name == "inverse_lipschitz" else ls.LITERAL)[name]), f, x0, 12)
+    # 1/L: CHEAP is the default; the others: LITERAL (Armijo: LITERAL's search with grad_at="auto", the same
+    # steps; on this autodiff loss a vjp per trial instead of a final value_and_grad: one evaluation fewer)
+    default = _gd(getattr(ls, name)(), f, x0, 12)
+    settings = dict((ls.CHEAP if name == "inverse_lipschitz" else ls.LITERAL)[name])
+    if name == "armijo":
+        literal_steps = [r[2] for r in _gd(ls.armijo(**settings), f, x0, 12)]
+        settings["grad_at"] = "trial"
+        assert [r[2] for r in default] == literal_steps
+    same = _gd(getattr(ls, name)(**settings), f, x0, 12)
     assert [r[2:] for r in default] == [r[2:] for r in same]
     literal = _gd(getattr(ls, name)(**ls.LITERAL[name]), f, x0, 12)
     if name == "strong_wolfe_zoom":

@@ -60,8 +60,8 @@ rule                      default                                      ML-1M / s
 ========================  ===========================================  =================================
 inverse_lipschitz         ``CHEAP``: ``growth=2.0, extrapolate=2.0``   1.99 / 1.76 passes per step;
                                                                        loss -0.2% / -0.1%
-armijo                    ``LITERAL`` (``growth=None,                  2.00 / 1.69 passes; loss -2.8% /
-                          extrapolate=None, grad_at="end"``)           **+0.08%**
+armijo                    ``LITERAL``'s search (``growth=None,         2.00 / 1.69 passes; loss -2.8% /
+                          extrapolate=None``), ``grad_at="auto"``      **+0.08%**
 weak_wolfe_bisection      ``LITERAL``                                  2.28 / 1.67 passes; loss -2.6% /
                                                                        **+0.46%**
 strong_wolfe              ``LITERAL``                                  the shrink-only search fails

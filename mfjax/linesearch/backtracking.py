@@ -58,7 +58,7 @@ def _check_backtracking(rule, *, beta, max_iters, initial_step, growth, min_step
 def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
            initial_step: float = 1.0, *, growth: float | None = None,
            interpolate: bool = False, extrapolate: float | None = None, min_step: float = 0.0,
-           store_grad: bool = True, grad_at: str = "end") -> optax.GradientTransformationExtraArgs:
+           store_grad: bool = True, grad_at: str = "auto") -> optax.GradientTransformationExtraArgs:
     r"""Armijo backtracking (slides, Algorithm 2).
 
     Finds the first ``alpha`` in ``alpha_0, beta alpha_0, beta^2 alpha_0, ...``
@@ -82,7 +82,7 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
     "Step rules").  The slides' algorithm as written (``alpha_0 =
     initial_step`` every search) is ``**mfjax.linesearch.LITERAL['armijo']``:
     ``growth=None, extrapolate=None,
-    grad_at="end"``, the default: on the synthetic problem of ``mfjax
+    grad_at="end"``; the default is the same search with ``grad_at="auto"`` (the same steps): on the synthetic problem of ``mfjax
     compare`` the extrapolating setting ends 200 GD steps 0.08% above the
     slides' search (ML-1M: 2.8% below, at 2.0 instead of 14.8 value passes
     per step), so it is opt-in, ``armijo(**mfjax.linesearch.CHEAP['armijo'])``.
@@ -107,7 +107,11 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
     holds ``value=+inf`` so :func:`optax.value_and_grad_from_state`
     recomputes); ``grad_at`` chooses how they are obtained:
 
-    - ``"end"`` (default): plain value trials, then one ``value_and_grad`` at
+    - ``"auto"`` (default): ``"trial"`` for a loss differentiated by autodiff, ``"end"`` for one with a
+      custom VJP (:func:`mfjax.linesearch.search.has_custom_vjp`; e.g. :func:`mfjax.objective.loss`,
+      whose forward pass computes the closed-form gradient, so a vjp per trial would compute it at every
+      trial). On ``mfjax compare``'s autodiff loss this is 0.43 → 0.35 s for 200 GD steps, same steps;
+    - ``"end"``: plain value trials, then one ``value_and_grad`` at
       the accepted point (``num_fun_evals = trials + 1``, ``num_grad_evals = 1``);
     - ``"trial"`` (``CHEAP['armijo']``): every trial is a ``jax.vjp`` and the vjp of each
       accepted or kept (extrapolation) trial is transposed under ``lax.cond``
@@ -132,7 +136,7 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
       min_step: the slides' ``epsilon``: stop (failure) when the next trial
         step would fall below it.
       store_grad: compute and store ``grad f`` at the accepted point.
-      grad_at: ``"end"`` or ``"trial"`` (see above); same steps either way.
+      grad_at: ``"auto"``, ``"end"`` or ``"trial"`` (see above); the same steps in every case.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
@@ -150,13 +154,14 @@ def armijo(c1: float = 1e-4, beta: float = 0.5, max_iters: int = 30,
       Nocedal & Wright, "Numerical Optimization", 2nd ed., 2006, Algorithm 3.1.
     """
     base.check_unit("c1", c1, "armijo")
-    if grad_at not in ("trial", "end"):
-        raise ValueError(f"mfjax.linesearch.armijo: grad_at must be 'trial' or 'end', got {grad_at!r}")
+    if grad_at not in ("auto", "trial", "end"):
+        raise ValueError(f"mfjax.linesearch.armijo: grad_at must be 'auto', 'trial' or 'end', got {grad_at!r}")
     _check_backtracking("armijo", beta=beta, max_iters=max_iters, initial_step=initial_step,
                         growth=growth, min_step=min_step, extrapolate=extrapolate)
     kernel = Backtracking(SufficientDecrease(c1), beta, int(max_iters), initial_step, growth, min_step,
                           bool(interpolate), extrapolate)
-    return line_search(kernel, store_grad=store_grad, lazy_grad=grad_at == "trial", rule="armijo")
+    lazy = "auto" if grad_at == "auto" else grad_at == "trial"
+    return line_search(kernel, store_grad=store_grad, lazy_grad=lazy, rule="armijo")
 
 
 def inverse_lipschitz(beta: float = 0.5, max_iters: int = 30, initial_step: float = 1.0,

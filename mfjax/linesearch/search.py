@@ -18,7 +18,9 @@ grad=g, value_fn=f)`` returns ``(a p, state)`` with the accepted step ``a``
 * values only, ``store_grad=True, lazy_grad=False``: ``f`` per trial, then one
   ``value_and_grad`` at the accepted point (``num_fun_evals = trials + 1``);
 * values only, ``store_grad=True, lazy_grad=True``: a ``jax.vjp`` per trial,
-  transposed under ``lax.cond`` at the accepted trial only (optax's scheme).
+  transposed under ``lax.cond`` at the accepted trial only (optax's scheme);
+  ``lazy_grad="auto"``: so for an autodiff loss, the final ``value_and_grad``
+  for a loss with a custom VJP (:func:`has_custom_vjp`).
 
 The search starts only from a finite descent direction
 (:func:`~mfjax.linesearch.kernels.can_start`) and ends when the kernel
@@ -119,9 +121,30 @@ def _takes(dec) -> jax.Array:
     return dec.accept if dec.keep is None else dec.accept | dec.keep
 
 
+def has_custom_vjp(f, params) -> bool:
+    """Whether ``f(params)`` calls a function with a custom VJP (e.g. :func:`mfjax.objective.loss`, whose
+    forward pass computes the closed-form gradient with the value); traced once, at trace time."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), params)
+
+    def walk(jaxpr) -> bool:
+        for eqn in jaxpr.eqns:
+            if "custom_vjp" in eqn.primitive.name:
+                return True
+            for v in eqn.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns") and walk(inner):
+                        return True
+        return False
+
+    return walk(jax.make_jaxpr(f)(shapes).jaxpr)
+
+
 def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, store_grad,
                 lazy_grad):
     """The search loop; returns the final :class:`_Carry`."""
+    if lazy_grad == "auto":  # a vjp per trial saves the final value_and_grad, unless the forward pass is it
+        lazy_grad = not has_custom_vjp(f, params)
     vg = jax.value_and_grad(f)
     trial_grad = kernel.needs.trial_grad
     values_only = not trial_grad and not (store_grad and lazy_grad)
@@ -179,7 +202,7 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
                       num_grad=c.num_grad + c.ok.astype(jnp.int32))
 
 
-def line_search(kernel, *, store_grad: bool = True, lazy_grad: bool = False,
+def line_search(kernel, *, store_grad: bool = True, lazy_grad: bool | str = False,
                 rule: str = "line_search") -> optax.GradientTransformationExtraArgs:
     """The optax step rule running ``kernel`` (see the module docstring).
 
@@ -190,7 +213,9 @@ def line_search(kernel, *, store_grad: bool = True, lazy_grad: bool = False,
       store_grad: store ``f`` and ``grad f`` at the accepted point for reuse
         (kernels that read gradients always store them).
       lazy_grad: for value-only kernels with ``store_grad``: a vjp per trial,
-        transposed at the accepted one, instead of one final ``value_and_grad``.
+        transposed at the accepted one, instead of one final ``value_and_grad``;
+        ``"auto"``: so unless the loss has a custom VJP (:func:`has_custom_vjp`:
+        its forward pass, run at every trial, would compute the gradient too).
       rule: name used in error messages.
 
     Returns:
