@@ -62,6 +62,7 @@ rendered in the calling process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -71,6 +72,7 @@ import math
 import os
 import pathlib
 import sys
+import time
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -516,9 +518,6 @@ def _render_in(executor, runs: Sequence[Mapping], out_dir: pathlib.Path, opts: d
     except Exception as e:  # noqa: BLE001 -- shut down / broken pool: the rest render here
         _LOG.warning("plot workers unavailable (%s: %s); rendering the figures in this process",
                      type(e).__name__, e)
-    import concurrent.futures
-    import time
-
     deadline = time.monotonic() + POOL_TIMEOUT_S
     for kind, fut in futures.items():
         try:
@@ -567,7 +566,6 @@ def plot_pool(workers: int | None = None):
     (``pool.shutdown()``, or a ``with`` block) when done.  Workers ignore Ctrl-C: the caller's
     interrupt shuts the pool down.
     """
-    import concurrent.futures
     import multiprocessing
 
     n = min(PLOT_WORKERS, _cpu_count()) if workers is None else int(workers)
@@ -628,8 +626,10 @@ def _main_script_hidden():
     main = sys.modules.get("__main__")
     saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
     try:
-        for k in saved:
-            setattr(main, k, None) if k == "__spec__" else delattr(main, k)
+        if "__spec__" in saved:
+            main.__spec__ = None
+        if "__file__" in saved:
+            del main.__file__
         yield
     finally:
         for k, v in saved.items():
@@ -640,7 +640,6 @@ def _warm_worker() -> None:
     """A plot worker's start: ignore SIGINT (the parent shuts the pool down), then import matplotlib and
     render a tiny figure with a log axis and a legend to PNG and PDF, so that the imports, the fonts,
     mathtext and both backends are loaded before the first real task."""
-    import os
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -121,6 +121,14 @@ def _takes(dec) -> jax.Array:
     return dec.accept if dec.keep is None else dec.accept | dec.keep
 
 
+def _value_then_grad(f, x, wanted_of, otherwise):
+    """``(f(x), grad f(x) or otherwise, wanted)``: one ``jax.vjp``, transposed under ``lax.cond`` only when
+    ``wanted_of(f(x))`` holds (the gradient costs nothing where the search does not read it)."""
+    v, vjp = jax.vjp(f, x)
+    wanted = wanted_of(v)
+    return v, jax.lax.cond(wanted, lambda: vjp(jnp.ones_like(v))[0], lambda: otherwise), wanted
+
+
 def has_custom_vjp(f, params) -> bool:
     """Whether ``f(params)`` calls a function with a custom VJP (e.g. :func:`mfjax.objective.loss`, whose
     forward pass computes the closed-form gradient with the value); traced once, at trace time."""
@@ -155,9 +163,9 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
         a = c.step
         ng = c.num_grad
         if lazy_slope:
-            v, vjp = jax.vjp(f, base.trial_point(params, a, p))
-            wanted = kernel.slope_needed(c.kstate, make_trial(a, v, jnp.isfinite(v)))
-            g = jax.lax.cond(wanted, lambda: vjp(jnp.ones_like(v))[0], lambda: c.grad)
+            v, g, wanted = _value_then_grad(
+                f, base.trial_point(params, a, p),
+                lambda v: kernel.slope_needed(c.kstate, make_trial(a, v, jnp.isfinite(v))), c.grad)
             d = jnp.where(wanted, base.slope(g, p).astype(v.dtype), jnp.nan)
             fin = jnp.isfinite(v) & (~wanted | (tree_all_finite(g) & jnp.isfinite(d)))
             trial = make_trial(a, v, fin, slope=d)
@@ -169,12 +177,10 @@ def _run_search(kernel, f, params, p, value, grad, origin, step0, kstate0, *, st
             v = f(base.trial_point(params, a, p))
             trial, g = make_trial(a, v, jnp.isfinite(v)), c.grad
         else:  # lazy: the gradient of the accepted trial only
-            v, vjp = jax.vjp(f, base.trial_point(params, a, p))
-            trial = make_trial(a, v, jnp.isfinite(v))
-            pre, _ = kernel.step(c.kstate, trial)
-            wanted = _takes(pre)
-            g = jax.lax.cond(wanted, lambda: vjp(jnp.ones_like(v))[0], lambda: c.grad)
-            trial = trial._replace(finite=trial.finite & tree_all_finite(g))
+            v, g, wanted = _value_then_grad(
+                f, base.trial_point(params, a, p),
+                lambda v: _takes(kernel.step(c.kstate, make_trial(a, v, jnp.isfinite(v)))[0]), c.grad)
+            trial = make_trial(a, v, jnp.isfinite(v) & tree_all_finite(g))
             ng = ng + wanted.astype(jnp.int32)
         dec, kstate = kernel.step(c.kstate, trial)
         ok = dec.accept

@@ -449,14 +449,11 @@ class CompactBFGSState(NamedTuple):
 
 def _drop_oldest(S, Y, SY, YY, k):
     """The buffers without their oldest pair: rows (and columns) shifted up by one, the last zero."""
-    def shift(a, axes):
-        for ax in axes:
-            a = jnp.roll(a, -1, axis=ax)
-            a = jnp.where((jnp.arange(a.shape[ax]) == a.shape[ax] - 1).reshape(
-                [-1 if i == ax else 1 for i in range(a.ndim)]), 0, a)
-        return a
+    def shift(a, axis):
+        rest = jax.lax.slice_in_dim(a, 1, None, axis=axis)
+        return jnp.concatenate([rest, jnp.zeros_like(jax.lax.slice_in_dim(a, 0, 1, axis=axis))], axis=axis)
 
-    return shift(S, (0,)), shift(Y, (0,)), shift(SY, (0, 1)), shift(YY, (0, 1)), k - 1
+    return shift(S, 0), shift(Y, 0), shift(shift(SY, 0), 1), shift(shift(YY, 0), 1), k - 1
 
 
 def compact_inverse_hessian_product(S, Y, SY, YY, num_pairs, gamma, v, Sv=None, Yv=None):
